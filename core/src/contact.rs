@@ -1,0 +1,202 @@
+//! The three values that identify a client on the wire: `Name`, `IP`, `Port`.
+//!
+//! Validation happens once, in the constructors; everything downstream can
+//! trust a [`Contact`]. All types here are `Copy` and heap-free so the server
+//! can hold 100,000 registrations cheaply and answer without allocating.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+/// Longest name the contract allows.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// A client name: 1–32 characters from `A–Z a–z 0–9 _ - .`, stored inline.
+#[derive(Clone, Copy)]
+pub struct Name {
+    len: u8,
+    bytes: [u8; MAX_NAME_LEN],
+}
+
+/// Why a header value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidValue {
+    Empty,
+    TooLong,
+    BadCharacter,
+    NotAnAddress,
+    NotAPort,
+}
+
+impl fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidValue::Empty => "empty",
+            InvalidValue::TooLong => "longer than 32 characters",
+            InvalidValue::BadCharacter => "only A-Z a-z 0-9 _ - . are allowed",
+            InvalidValue::NotAnAddress => "not an IPv4 or IPv6 address",
+            InvalidValue::NotAPort => "not a decimal port 1-65535",
+        })
+    }
+}
+
+impl Name {
+    /// Checks `raw` against the contract's name rule.
+    pub fn new(raw: &[u8]) -> Result<Name, InvalidValue> {
+        if raw.is_empty() {
+            return Err(InvalidValue::Empty);
+        }
+        if raw.len() > MAX_NAME_LEN {
+            return Err(InvalidValue::TooLong);
+        }
+        if !raw
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(InvalidValue::BadCharacter);
+        }
+        let mut bytes = [0u8; MAX_NAME_LEN];
+        bytes[..raw.len()].copy_from_slice(raw);
+        Ok(Name {
+            len: raw.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // The constructor admits ASCII only, so this cannot fail.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for Name {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Name, InvalidValue> {
+        Name::new(s.as_bytes())
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Name {}
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state)
+    }
+}
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// Parses an `IP` header value (`127.0.0.1`, `::1`).
+pub fn parse_ip(raw: &[u8]) -> Result<IpAddr, InvalidValue> {
+    if raw.is_empty() {
+        return Err(InvalidValue::Empty);
+    }
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(InvalidValue::NotAnAddress)
+}
+
+/// Parses a `Port` header value: plain decimal digits, 1–65535.
+pub fn parse_port(raw: &[u8]) -> Result<u16, InvalidValue> {
+    if raw.is_empty() {
+        return Err(InvalidValue::Empty);
+    }
+    if raw.len() > 5 || !raw.iter().all(u8::is_ascii_digit) {
+        return Err(InvalidValue::NotAPort);
+    }
+    let value = raw
+        .iter()
+        .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'));
+    match u16::try_from(value) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(InvalidValue::NotAPort),
+    }
+}
+
+/// Where a client can be reached for a chat: its name and its chat listener.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Contact {
+    pub name: Name,
+    pub ip: IpAddr,
+    port: u16,
+}
+
+impl Contact {
+    /// A contact; `port` must be 1–65535.
+    pub fn new(name: Name, ip: IpAddr, port: u16) -> Result<Contact, InvalidValue> {
+        if port == 0 {
+            return Err(InvalidValue::NotAPort);
+        }
+        Ok(Contact { name, ip, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+impl fmt::Debug for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.name, self.socket_addr())
+    }
+}
+
+impl fmt::Display for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        assert!(Name::new(b"alice").is_ok());
+        assert!(Name::new(b"A-z_0.9").is_ok());
+        assert_eq!(Name::new(b""), Err(InvalidValue::Empty));
+        assert_eq!(Name::new(&[b'a'; 33]), Err(InvalidValue::TooLong));
+        assert!(Name::new(&[b'a'; 32]).is_ok());
+        assert_eq!(Name::new(b"al ice"), Err(InvalidValue::BadCharacter));
+        assert_eq!(Name::new("é".as_bytes()), Err(InvalidValue::BadCharacter));
+    }
+
+    #[test]
+    fn ports_are_plain_decimal_1_to_65535() {
+        assert_eq!(parse_port(b"9001"), Ok(9001));
+        assert_eq!(parse_port(b"65535"), Ok(65535));
+        assert_eq!(parse_port(b"0"), Err(InvalidValue::NotAPort));
+        assert_eq!(parse_port(b"70000"), Err(InvalidValue::NotAPort));
+        assert_eq!(parse_port(b"+80"), Err(InvalidValue::NotAPort));
+        assert_eq!(parse_port(b""), Err(InvalidValue::Empty));
+    }
+
+    #[test]
+    fn ips_accept_v4_and_v6_text() {
+        assert!(parse_ip(b"127.0.0.1").is_ok());
+        assert!(parse_ip(b"::1").is_ok());
+        assert_eq!(parse_ip(b"localhost"), Err(InvalidValue::NotAnAddress));
+    }
+}

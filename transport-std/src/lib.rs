@@ -1,0 +1,1 @@
+//! Transport (thin for now).
