@@ -18,19 +18,43 @@
 //! 3. Ask `poll_timeout` for the next deadline; when it passes, call
 //!    `handle_timeout(now)`. Sleeping in `poll` until then is the transport's job.
 //!
+//! Both implement [`Endpoint`], so a transport writes its event loop once:
+//!
+//! ```text
+//! loop {
+//!     wait for socket readiness, an Input, or poll_timeout()   (transport)
+//!     feed what happened: handle_accept / handle_data / handle_closed /
+//!         handle_connected / handle_listening / handle_input / handle_timeout
+//!     while let Some(output) = endpoint.poll_output() {
+//!         Listen   -> bind, then handle_listening (or handle_listen_failed)
+//!         Connect  -> open a TCP connection, then handle_connected (or _failed)
+//!         Transmit -> queue the bytes on that connection, in order
+//!         Close    -> send what is queued on it, then close it
+//!         Event    -> show or log it
+//!         Exit     -> send what is queued everywhere, close all, return
+//!     }
+//! }
+//! ```
+//!
 //! Connections are named by [`ConnId`]s that the core hands out; they are
-//! never reused. A panic in this crate is a bug, never a consequence of bytes
-//! from the network.
+//! never reused. Every protocol decision (answers, timeouts, limits, modes)
+//! is made here; a transport never looks inside the bytes. A panic in this
+//! crate is a bug, never a consequence of bytes from the network.
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod codec;
 pub mod contact;
+mod outputs;
+pub mod server;
 
 pub use codec::{DecodeError, Decoder, Limits, Method, Request, Response, Status};
 pub use contact::{Contact, Name};
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Names one connection for as long as the core knows it; never reused.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,4 +70,61 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
+}
+
+/// Which way bytes went, for `--trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Received,
+    Sent,
+}
+
+/// What the core asks its transport to do. Drain with `poll_output` after every input.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<'a, E> {
+    /// Bind a TCP listener on `addr`; report with `handle_listening` or `handle_listen_failed`.
+    Listen { addr: SocketAddr },
+    /// Open a TCP connection to `addr`; report with `handle_connected` or `handle_connect_failed`.
+    /// The core times out connects itself (it emits `Close` for one that hangs).
+    Connect { conn: ConnId, addr: SocketAddr },
+    /// Send these bytes on `conn`, after everything queued before them.
+    Transmit { conn: ConnId, bytes: &'a [u8] },
+    /// Send what is queued on `conn`, then close it. The core has already forgotten it.
+    Close { conn: ConnId },
+    /// Something to show or log.
+    Event(E),
+    /// Stop: flush what is queued, close everything, and end the loop with this result.
+    Exit(Result<(), String>),
+}
+
+/// The inputs every state machine takes; see the crate docs for the call order.
+pub trait Endpoint {
+    /// Inputs from outside the network: typed lines, Ctrl+C, a shutdown request.
+    type Input: Send + 'static;
+    /// Events for the user interface or the log.
+    type Event;
+
+    /// A listener asked for by `Output::Listen` is bound at `addr` (the port actually bound).
+    fn handle_listening(&mut self, now: Instant, addr: SocketAddr);
+    /// Binding the listener failed; `error` is the OS error text.
+    fn handle_listen_failed(&mut self, now: Instant, addr: SocketAddr, error: &str);
+    /// The listener accepted a connection from `peer`; returns the id it goes by.
+    fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId;
+    /// A connection asked for by `Output::Connect` is established.
+    fn handle_connected(&mut self, now: Instant, conn: ConnId, local: SocketAddr);
+    /// A connection asked for by `Output::Connect` could not be established.
+    fn handle_connect_failed(&mut self, now: Instant, conn: ConnId, error: &str);
+    /// Bytes arrived on `conn`.
+    fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]);
+    /// The other side closed `conn` (end of stream, reset, or a failed write).
+    fn handle_closed(&mut self, now: Instant, conn: ConnId);
+    /// An input from outside the network.
+    fn handle_input(&mut self, now: Instant, input: Self::Input);
+    /// Time has reached (or passed) the deadline from `poll_timeout`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next thing to do, or `None` when drained.
+    fn poll_output(&mut self) -> Option<Output<'_, Self::Event>>;
+    /// When to call `handle_timeout` next, if ever.
+    fn poll_timeout(&self) -> Option<Instant>;
 }

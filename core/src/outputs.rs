@@ -1,0 +1,102 @@
+//! The queue behind `poll_output`, shared by the server and the client.
+//!
+//! Bytes to send are appended to one buffer and handed out as slices, so
+//! answering a request allocates nothing once the buffer has grown; back-to-back
+//! transmits on one connection are merged so a pipelined burst is one write.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::{ConnId, Output};
+
+#[derive(Debug)]
+enum Item<E> {
+    Listen(SocketAddr),
+    Connect(ConnId, SocketAddr),
+    Transmit {
+        conn: ConnId,
+        start: usize,
+        end: usize,
+    },
+    Close(ConnId),
+    Event(E),
+    Exit(Result<(), String>),
+}
+
+#[derive(Debug)]
+pub(crate) struct OutputQueue<E> {
+    items: VecDeque<Item<E>>,
+    tx: Vec<u8>,
+}
+
+impl<E> Default for OutputQueue<E> {
+    fn default() -> Self {
+        OutputQueue {
+            items: VecDeque::new(),
+            tx: Vec::new(),
+        }
+    }
+}
+
+impl<E> OutputQueue<E> {
+    /// Appends bytes for `conn` written by `write`; returns the range written.
+    pub(crate) fn transmit(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        let start = self.tx.len();
+        write(&mut self.tx);
+        let end = self.tx.len();
+        match self.items.back_mut() {
+            Some(Item::Transmit {
+                conn: last,
+                end: last_end,
+                ..
+            }) if *last == conn && *last_end == start => *last_end = end,
+            _ => self.items.push_back(Item::Transmit { conn, start, end }),
+        }
+        &self.tx[start..end]
+    }
+
+    pub(crate) fn listen(&mut self, addr: SocketAddr) {
+        self.items.push_back(Item::Listen(addr));
+    }
+
+    #[allow(dead_code)] // used by the client
+    pub(crate) fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        self.items.push_back(Item::Connect(conn, addr));
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId) {
+        self.items.push_back(Item::Close(conn));
+    }
+
+    pub(crate) fn event(&mut self, event: E) {
+        self.items.push_back(Item::Event(event));
+    }
+
+    pub(crate) fn exit(&mut self, result: Result<(), String>) {
+        self.items.push_back(Item::Exit(result));
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Output<'_, E>> {
+        let Some(item) = self.items.pop_front() else {
+            // Everything handed out has been consumed: reuse the buffer from the start.
+            self.tx.clear();
+            return None;
+        };
+        Some(match item {
+            Item::Listen(addr) => Output::Listen { addr },
+            Item::Connect(conn, addr) => Output::Connect { conn, addr },
+            Item::Transmit { conn, start, end } => Output::Transmit {
+                conn,
+                bytes: &self.tx[start..end],
+            },
+            Item::Close(conn) => Output::Close { conn },
+            Item::Event(e) => Output::Event(e),
+            Item::Exit(result) => Output::Exit(result),
+        })
+    }
+}

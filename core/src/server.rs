@@ -1,0 +1,637 @@
+//! The rendezvous server as a sans-IO state machine.
+//!
+//! [`Server`] owns every connection's state, the registry of names and the
+//! single waiting slot. Drive it through [`Endpoint`] (see the crate docs).
+//!
+//! Costs stay flat as clients pile up: every request does a constant number
+//! of hash-map operations (by connection id and by name); timers live in a
+//! binary heap with at most two entries per connection.
+//!
+//! DoS bounds, each configurable in [`ServerConfig`]: framing limits per
+//! connection ([`Limits`]), a request head must finish within `head_timeout`
+//! of its first byte, a connection must register within `register_timeout`,
+//! and `max_connections` / `max_per_ip` cap how many connections are served.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::codec::{
+    self, AfterError, DecodeError, Decoder, HeaderError, Limits, Method, Request, Status,
+};
+use crate::contact::{Contact, Name};
+use crate::outputs::OutputQueue;
+use crate::{ConnId, Direction, Endpoint, Output};
+
+/// How the server is set up; `Default` gives the contract's values.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen: `127.0.0.1:7070` by default.
+    pub listen: SocketAddr,
+    /// Framing limits per connection: 8 KiB head, 32 headers, 64 KiB body.
+    pub limits: Limits,
+    /// A request head must complete within this time of its first byte (else 408): 10 s.
+    pub head_timeout: Duration,
+    /// A connection must register within this time of opening (else closed): 30 s.
+    pub register_timeout: Duration,
+    /// Connections served at once; past it a new one gets 503 and is closed.
+    pub max_connections: usize,
+    /// Connections served at once from one IP address; past it 503 and close.
+    pub max_per_ip: usize,
+    /// Seconds suggested in `Retry-After` on a 503.
+    pub retry_after_secs: u32,
+    /// Emit `ServerEvent::Trace` for every chunk received and every answer sent.
+    pub trace: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7070),
+            limits: Limits::default(),
+            head_timeout: Duration::from_secs(10),
+            register_timeout: Duration::from_secs(30),
+            max_connections: 100_000,
+            max_per_ip: 100_000,
+            retry_after_secs: 1,
+            trace: false,
+        }
+    }
+}
+
+/// Inputs from outside the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerInput {
+    /// Stop: close every connection after what is already answered, then exit.
+    Shutdown,
+}
+
+/// Why a request or connection was refused; the text is also the response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The bytes could not be framed as a message (400, 413, 431, 501); closes.
+    Framing(DecodeError),
+    /// The head did not complete within `head_timeout` (408); closes.
+    HeadTimeout,
+    /// A missing, duplicate or malformed `Name`/`IP`/`Port` (400).
+    BadHeader(HeaderError),
+    /// REGISTER for a name another live connection holds (409).
+    NameTaken(Name),
+    /// BRIDGE before REGISTER (403).
+    NotRegistered,
+    /// BRIDGE with a `Name` that is not this connection's (403).
+    NameMismatch,
+    /// A peer request (CHAT, MESSAGE, QUIT) sent to the server (501).
+    PeerRequest(Method),
+    /// A method the protocol does not have (501).
+    UnknownMethod,
+    /// `max_connections` reached (503); closes.
+    TooManyConnections,
+    /// `max_per_ip` reached for this address (503); closes.
+    TooManyFromAddress,
+}
+
+impl Rejection {
+    pub fn status(&self) -> Status {
+        match self {
+            Rejection::Framing(e) => e.status,
+            Rejection::HeadTimeout => Status::REQUEST_TIMEOUT,
+            Rejection::BadHeader(_) => Status::BAD_REQUEST,
+            Rejection::NameTaken(_) => Status::CONFLICT,
+            Rejection::NotRegistered | Rejection::NameMismatch => Status::FORBIDDEN,
+            Rejection::PeerRequest(_) | Rejection::UnknownMethod => Status::NOT_IMPLEMENTED,
+            Rejection::TooManyConnections | Rejection::TooManyFromAddress => {
+                Status::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Framing(e) => f.write_str(e.reason),
+            Rejection::HeadTimeout => f.write_str("request head not complete in time"),
+            Rejection::BadHeader(e) => write!(f, "{e}"),
+            Rejection::NameTaken(name) => write!(f, "name already taken: {name}"),
+            Rejection::NotRegistered => f.write_str("register first"),
+            Rejection::NameMismatch => {
+                f.write_str("Name does not match this connection's registration")
+            }
+            Rejection::PeerRequest(m) => {
+                write!(f, "{} is a peer request, not a server request", m.as_str())
+            }
+            Rejection::UnknownMethod => f.write_str("unknown method"),
+            Rejection::TooManyConnections => f.write_str("server is full, try again later"),
+            Rejection::TooManyFromAddress => f.write_str("too many connections from your address"),
+        }
+    }
+}
+
+/// Why the server stopped serving a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed it (or it broke).
+    PeerClosed,
+    /// After a framing error or a head timeout.
+    Rejected(Status),
+    /// No REGISTER within `register_timeout`.
+    RegisterTimeout,
+    /// Over `max_connections` or `max_per_ip`.
+    Overloaded,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by the client"),
+            CloseReason::Rejected(status) => write!(f, "closed after {status}"),
+            CloseReason::RegisterTimeout => f.write_str("did not register in time"),
+            CloseReason::Overloaded => f.write_str("over the connection limit"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Notable things, for the log and for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// The listener is bound at this address.
+    Listening(SocketAddr),
+    Accepted {
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    Registered {
+        conn: ConnId,
+        contact: Contact,
+    },
+    Unregistered {
+        conn: ConnId,
+        name: Name,
+    },
+    /// `name` asked for a peer, found none, and is now the waiting client.
+    Waiting {
+        conn: ConnId,
+        name: Name,
+    },
+    /// `asker` was handed `waiter`'s contact; `waiter` no longer waits.
+    Paired {
+        asker: Name,
+        waiter: Name,
+    },
+    Rejected {
+        conn: ConnId,
+        rejection: Rejection,
+    },
+    Closed {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    /// With `trace` on: bytes that went over `conn`.
+    Trace {
+        conn: ConnId,
+        direction: Direction,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Counters a transport or a test can read at any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStats {
+    pub connections: usize,
+    pub peak_connections: usize,
+    pub registered: usize,
+    pub waiting: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: SocketAddr,
+    decoder: Decoder,
+    registration: Option<Contact>,
+    ever_registered: bool,
+    /// When the unfinished head in `decoder` began, if one has.
+    head_started: Option<Instant>,
+    /// Whether a head timer for this connection sits in the heap.
+    head_timer_queued: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Head,
+    Register,
+}
+
+/// The rendezvous server. See the crate docs for how to drive it.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    next_id: u64,
+    conns: HashMap<ConnId, Conn>,
+    names: HashMap<Name, ConnId>,
+    per_ip: HashMap<IpAddr, usize>,
+    /// The one client waiting for a peer; always registered and live.
+    waiting: Option<ConnId>,
+    timers: BinaryHeap<Reverse<(Instant, ConnId, TimerKind)>>,
+    peak_connections: usize,
+    shut_down: bool,
+    outputs: OutputQueue<ServerEvent>,
+}
+
+impl Server {
+    /// A server that will ask its transport to listen on `config.listen`.
+    pub fn new(config: ServerConfig) -> Server {
+        let mut outputs = OutputQueue::default();
+        outputs.listen(config.listen);
+        Server {
+            config,
+            next_id: 0,
+            conns: HashMap::new(),
+            names: HashMap::new(),
+            per_ip: HashMap::new(),
+            waiting: None,
+            timers: BinaryHeap::new(),
+            peak_connections: 0,
+            shut_down: false,
+            outputs,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            connections: self.conns.len(),
+            peak_connections: self.peak_connections,
+            registered: self.names.len(),
+            waiting: self.waiting.is_some(),
+        }
+    }
+
+    /// The contact registered on `conn`, if any.
+    pub fn registration(&self, conn: ConnId) -> Option<Contact> {
+        self.conns.get(&conn).and_then(|c| c.registration)
+    }
+
+    /// The client waiting for a peer, if any.
+    pub fn waiting(&self) -> Option<Contact> {
+        self.waiting.and_then(|w| self.registration(w))
+    }
+
+    fn handle_request(&mut self, conn: ConnId, request: Request) {
+        match request {
+            Request::Register(contact) => self.register(conn, contact),
+            Request::Bridge { name } => self.bridge(conn, name),
+            Request::Unregister => {
+                self.unregister(conn);
+                self.answer_ok(conn, None);
+            }
+            Request::Invalid { error, .. } => self.reject(conn, Rejection::BadHeader(error)),
+            Request::Chat(_) => self.reject(conn, Rejection::PeerRequest(Method::Chat)),
+            Request::Message(_) => self.reject(conn, Rejection::PeerRequest(Method::Message)),
+            Request::Quit => self.reject(conn, Rejection::PeerRequest(Method::Quit)),
+            Request::Unknown => self.reject(conn, Rejection::UnknownMethod),
+        }
+    }
+
+    fn register(&mut self, conn: ConnId, contact: Contact) {
+        match self.names.get(&contact.name) {
+            Some(&owner) if owner != conn => {
+                return self.reject(conn, Rejection::NameTaken(contact.name));
+            }
+            _ => {}
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let previous = c.registration.replace(contact);
+        c.ever_registered = true;
+        if let Some(previous) = previous {
+            if previous.name != contact.name {
+                self.names.remove(&previous.name);
+            }
+        }
+        self.names.insert(contact.name, conn);
+        self.answer_ok(conn, Some(contact));
+        self.outputs
+            .event(ServerEvent::Registered { conn, contact });
+    }
+
+    fn bridge(&mut self, conn: ConnId, claimed: Option<Name>) {
+        let Some(me) = self.registration(conn) else {
+            return self.reject(conn, Rejection::NotRegistered);
+        };
+        if claimed.is_some_and(|name| name != me.name) {
+            return self.reject(conn, Rejection::NameMismatch);
+        }
+        match self.waiting {
+            Some(waiter) if waiter != conn => {
+                // The waiting slot only ever holds a registered, live connection.
+                let Some(peer) = self.registration(waiter) else {
+                    debug_assert!(false, "waiting slot held an unregistered connection");
+                    self.waiting = Some(conn);
+                    return self.answer_ok(conn, None);
+                };
+                self.waiting = None;
+                self.answer_ok(conn, Some(peer));
+                self.outputs.event(ServerEvent::Paired {
+                    asker: me.name,
+                    waiter: peer.name,
+                });
+            }
+            Some(_) => self.answer_ok(conn, None),
+            None => {
+                self.waiting = Some(conn);
+                self.answer_ok(conn, None);
+                self.outputs.event(ServerEvent::Waiting {
+                    conn,
+                    name: me.name,
+                });
+            }
+        }
+    }
+
+    /// Forgets `conn`'s registration and stops it waiting.
+    fn unregister(&mut self, conn: ConnId) {
+        if self.waiting == Some(conn) {
+            self.waiting = None;
+        }
+        let Some(contact) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.registration.take())
+        else {
+            return;
+        };
+        if self.names.get(&contact.name) == Some(&conn) {
+            self.names.remove(&contact.name);
+        }
+        self.outputs.event(ServerEvent::Unregistered {
+            conn,
+            name: contact.name,
+        });
+    }
+
+    fn answer_ok(&mut self, conn: ConnId, contact: Option<Contact>) {
+        self.send(conn, |out| codec::write_ok(out, contact.as_ref()));
+    }
+
+    /// Answers with the rejection's status; the connection stays open.
+    fn reject(&mut self, conn: ConnId, rejection: Rejection) {
+        self.send(conn, |out| {
+            codec::write_error(out, rejection.status(), &rejection, AfterError::KeepOpen)
+        });
+        self.outputs
+            .event(ServerEvent::Rejected { conn, rejection });
+    }
+
+    /// Answers with the rejection's status, then closes the connection.
+    fn reject_and_close(&mut self, conn: ConnId, rejection: Rejection, reason: CloseReason) {
+        let after = match rejection {
+            Rejection::TooManyConnections | Rejection::TooManyFromAddress => {
+                AfterError::CloseRetryAfter(self.config.retry_after_secs)
+            }
+            _ => AfterError::Close,
+        };
+        self.send(conn, |out| {
+            codec::write_error(out, rejection.status(), &rejection, after)
+        });
+        self.outputs
+            .event(ServerEvent::Rejected { conn, rejection });
+        self.close(conn, reason);
+    }
+
+    fn send(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
+        let bytes = self.outputs.transmit(conn, write);
+        if self.config.trace {
+            let bytes = bytes.to_vec();
+            self.outputs.event(ServerEvent::Trace {
+                conn,
+                direction: Direction::Sent,
+                bytes,
+            });
+        }
+    }
+
+    /// Forgets `conn` and tells the transport to close it.
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.forget(conn, reason) {
+            self.outputs.close(conn);
+        }
+    }
+
+    /// Drops every trace of `conn`; false if it was already gone.
+    fn forget(&mut self, conn: ConnId, reason: CloseReason) -> bool {
+        self.unregister(conn);
+        let Some(c) = self.conns.remove(&conn) else {
+            return false;
+        };
+        let ip = c.peer.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        self.outputs.event(ServerEvent::Closed { conn, reason });
+        true
+    }
+
+    fn expire(&mut self, now: Instant, conn: ConnId, kind: TimerKind) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return; // closed since the timer was set
+        };
+        match kind {
+            TimerKind::Register => {
+                if !c.ever_registered {
+                    self.close(conn, CloseReason::RegisterTimeout);
+                }
+            }
+            TimerKind::Head => {
+                c.head_timer_queued = false;
+                let Some(started) = c.head_started else {
+                    return;
+                };
+                let deadline = started + self.config.head_timeout;
+                if deadline <= now {
+                    self.reject_and_close(
+                        conn,
+                        Rejection::HeadTimeout,
+                        CloseReason::Rejected(Status::REQUEST_TIMEOUT),
+                    );
+                } else {
+                    // A newer head started after this timer was set: wait for its own deadline.
+                    c.head_timer_queued = true;
+                    self.timers.push(Reverse((deadline, conn, TimerKind::Head)));
+                }
+            }
+        }
+    }
+}
+
+impl Endpoint for Server {
+    type Input = ServerInput;
+    type Event = ServerEvent;
+
+    fn handle_listening(&mut self, _now: Instant, addr: SocketAddr) {
+        self.outputs.event(ServerEvent::Listening(addr));
+    }
+
+    fn handle_listen_failed(&mut self, _now: Instant, addr: SocketAddr, error: &str) {
+        self.shut_down = true;
+        self.outputs
+            .exit(Err(format!("cannot listen on {addr}: {error}")));
+    }
+
+    fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
+        self.next_id += 1;
+        let conn = ConnId(self.next_id);
+        self.outputs.event(ServerEvent::Accepted { conn, peer });
+        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let over = if self.shut_down || self.conns.len() >= self.config.max_connections {
+            Some(Rejection::TooManyConnections)
+        } else if from_ip >= self.config.max_per_ip {
+            Some(Rejection::TooManyFromAddress)
+        } else {
+            None
+        };
+        if let Some(rejection) = over {
+            // Never stored: answer and close at once.
+            self.send(conn, |out| {
+                codec::write_error(
+                    out,
+                    rejection.status(),
+                    &rejection,
+                    AfterError::CloseRetryAfter(self.config.retry_after_secs),
+                )
+            });
+            self.outputs
+                .event(ServerEvent::Rejected { conn, rejection });
+            self.outputs.event(ServerEvent::Closed {
+                conn,
+                reason: CloseReason::Overloaded,
+            });
+            self.outputs.close(conn);
+            return conn;
+        }
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                decoder: Decoder::new(self.config.limits),
+                registration: None,
+                ever_registered: false,
+                head_started: None,
+                head_timer_queued: false,
+            },
+        );
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.peak_connections = self.peak_connections.max(self.conns.len());
+        let deadline = now + self.config.register_timeout;
+        self.timers
+            .push(Reverse((deadline, conn, TimerKind::Register)));
+        conn
+    }
+
+    fn handle_connected(&mut self, _now: Instant, _conn: ConnId, _local: SocketAddr) {
+        // The server opens no connections.
+    }
+
+    fn handle_connect_failed(&mut self, _now: Instant, _conn: ConnId, _error: &str) {}
+
+    fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        if !self.conns.contains_key(&conn) {
+            return; // already closed by us; the transport may still have had bytes
+        }
+        if self.config.trace {
+            self.outputs.event(ServerEvent::Trace {
+                conn,
+                direction: Direction::Received,
+                bytes: bytes.to_vec(),
+            });
+        }
+        let mut input = bytes;
+        let mut completed_any = false;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            match c.decoder.decode_request(&mut input) {
+                Ok(Some(request)) => {
+                    completed_any = true;
+                    self.handle_request(conn, request);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    return self.reject_and_close(
+                        conn,
+                        Rejection::Framing(error),
+                        CloseReason::Rejected(error.status),
+                    );
+                }
+            }
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.decoder.is_mid_head() {
+            if completed_any || c.head_started.is_none() {
+                c.head_started = Some(now);
+            }
+            if !c.head_timer_queued {
+                c.head_timer_queued = true;
+                let deadline = now + self.config.head_timeout;
+                self.timers.push(Reverse((deadline, conn, TimerKind::Head)));
+            }
+        } else {
+            c.head_started = None;
+        }
+    }
+
+    fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
+        self.forget(conn, CloseReason::PeerClosed);
+    }
+
+    fn handle_input(&mut self, _now: Instant, input: ServerInput) {
+        match input {
+            ServerInput::Shutdown => {
+                if self.shut_down {
+                    return;
+                }
+                self.shut_down = true;
+                let mut open: Vec<ConnId> = self.conns.keys().copied().collect();
+                open.sort_unstable();
+                for conn in open {
+                    self.close(conn, CloseReason::Shutdown);
+                }
+                self.timers.clear();
+                self.outputs.exit(Ok(()));
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((deadline, conn, kind))) = self.timers.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            self.expire(now, conn, kind);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<'_, ServerEvent>> {
+        self.outputs.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((deadline, ..))| *deadline)
+    }
+}
