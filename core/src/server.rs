@@ -504,12 +504,13 @@ impl Endpoint for Server {
         };
         if let Some(rejection) = over {
             // Never stored: answer and close at once.
+            let retry_after = self.config.retry_after_secs;
             self.send(conn, |out| {
                 codec::write_error(
                     out,
                     rejection.status(),
                     &rejection,
-                    AfterError::CloseRetryAfter(self.config.retry_after_secs),
+                    AfterError::CloseRetryAfter(retry_after),
                 )
             });
             self.outputs
