@@ -48,6 +48,8 @@ pub mod codec;
 pub mod contact;
 mod outputs;
 pub mod server;
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use codec::{DecodeError, Decoder, Limits, Method, Request, Response, Status};
 pub use contact::{Contact, Name};

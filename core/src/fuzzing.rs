@@ -1,0 +1,1 @@
+//! Bodies of the fuzz targets, as plain functions so they also run as ordinary tests.
