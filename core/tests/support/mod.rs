@@ -1,0 +1,615 @@
+//! An in-memory network for the core's state machines: no sockets, virtual time.
+//!
+//! A [`Net`] holds servers, clients and scripted raw peers. It carries out every
+//! `Output` the way a transport would (listen, connect, transmit, close), but
+//! delivers bytes in chunks whose sizes follow a [`Chunking`] policy, picks which
+//! connection moves next from a seeded generator, and jumps time to the next
+//! deadline only when asked. The same seed gives the same run.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
+use bridgechat_core::server::{Server, ServerConfig, ServerEvent, ServerInput};
+use bridgechat_core::{ConnId, Endpoint, Name, Output};
+
+/// How transmitted bytes are cut before delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunking {
+    /// Each transmit arrives in one piece.
+    Whole,
+    /// One byte per delivery.
+    OneByte,
+    /// Random sizes from 1 to the bytes in flight.
+    Random,
+}
+
+/// Index of a node in the net.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub usize);
+
+/// One end of a connection: a node and the id that node knows it by.
+type End = (NodeId, ConnId);
+
+/// A scripted peer: records what it receives; the test writes what it sends.
+#[derive(Debug, Default)]
+pub struct RawPeer {
+    pub received: BTreeMap<ConnId, Vec<u8>>,
+    pub closed: Vec<ConnId>,
+    pub accepted: Vec<ConnId>,
+}
+
+#[derive(Debug)]
+pub enum Machine {
+    Server(Box<Server>),
+    Client(Box<Client>),
+    Raw(RawPeer),
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub ip: IpAddr,
+    pub machine: Machine,
+    pub server_events: Vec<ServerEvent>,
+    pub client_events: Vec<ClientEvent>,
+    /// Set once the node emitted `Output::Exit`.
+    pub exited: Option<Result<(), String>>,
+    next_raw_id: u64,
+}
+
+#[derive(Debug)]
+struct Link {
+    peer: End,
+    /// Bytes sent from this end, not yet delivered to `peer`.
+    in_flight: VecDeque<u8>,
+    /// This end closed: deliver the close once `in_flight` is empty.
+    closing: bool,
+}
+
+/// A seeded xorshift generator: tests stay reproducible without a dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+#[derive(Debug)]
+pub struct Net {
+    pub now: Instant,
+    pub chunking: Chunking,
+    pub rng: Rng,
+    pub nodes: Vec<Node>,
+    links: BTreeMap<End, Link>,
+    listeners: BTreeMap<SocketAddr, NodeId>,
+    next_port: u16,
+    /// Steps taken by `run`; a run longer than `max_steps` is a livelock.
+    pub max_steps: usize,
+}
+
+pub fn name(s: &str) -> Name {
+    Name::new(s.as_bytes()).expect("test names are valid")
+}
+
+impl Net {
+    pub fn new(seed: u64, chunking: Chunking) -> Net {
+        Net {
+            now: Instant::now(),
+            chunking,
+            rng: Rng::new(seed),
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            next_port: 40_000,
+            max_steps: 10_000_000,
+        }
+    }
+
+    fn add_node(&mut self, machine: Machine) -> NodeId {
+        let id = NodeId(self.nodes.len());
+        // Every node has its own loopback address so registered IPs tell them apart.
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + id.0 as u8));
+        self.nodes.push(Node {
+            ip,
+            machine,
+            server_events: Vec::new(),
+            client_events: Vec::new(),
+            exited: None,
+            next_raw_id: 0,
+        });
+        id
+    }
+
+    /// A server; `config.listen` should be on this node's IP (127.0.0.<n+1>), or unspecified.
+    pub fn add_server(&mut self, config: ServerConfig) -> NodeId {
+        let id = self.add_node(Machine::Server(Box::new(Server::new(config))));
+        self.drain(id);
+        id
+    }
+
+    /// A server at `127.0.0.1:7070` when it is the first node.
+    pub fn add_default_server(&mut self) -> NodeId {
+        self.add_server(ServerConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7070),
+            ..ServerConfig::default()
+        })
+    }
+
+    pub fn add_client(&mut self, config: ClientConfig) -> NodeId {
+        let now = self.now;
+        let id = self.add_node(Machine::Client(Box::new(Client::new(config, now))));
+        self.drain(id);
+        id
+    }
+
+    /// A client named `who` for the server on `server` (which listens on port 7070).
+    pub fn add_named_client(&mut self, who: &str, server: NodeId) -> NodeId {
+        let addr = SocketAddr::new(self.nodes[server.0].ip, 7070);
+        self.add_client(ClientConfig::new(name(who), addr))
+    }
+
+    pub fn add_raw(&mut self) -> NodeId {
+        self.add_node(Machine::Raw(RawPeer::default()))
+    }
+
+    /// A raw peer listening on `port` of its own IP; returns its node and address.
+    pub fn add_raw_listener(&mut self, port: u16) -> (NodeId, SocketAddr) {
+        let id = self.add_raw();
+        let addr = SocketAddr::new(self.nodes[id.0].ip, port);
+        self.listeners.insert(addr, id);
+        (id, addr)
+    }
+
+    pub fn addr_of(&self, node: NodeId, port: u16) -> SocketAddr {
+        SocketAddr::new(self.nodes[node.0].ip, port)
+    }
+
+    pub fn server(&self, node: NodeId) -> &Server {
+        match &self.nodes[node.0].machine {
+            Machine::Server(s) => s,
+            _ => panic!("node {node:?} is not a server"),
+        }
+    }
+
+    pub fn client(&self, node: NodeId) -> &Client {
+        match &self.nodes[node.0].machine {
+            Machine::Client(c) => c,
+            _ => panic!("node {node:?} is not a client"),
+        }
+    }
+
+    pub fn mode(&self, node: NodeId) -> Mode {
+        self.client(node).mode()
+    }
+
+    pub fn raw(&self, node: NodeId) -> &RawPeer {
+        match &self.nodes[node.0].machine {
+            Machine::Raw(r) => r,
+            _ => panic!("node {node:?} is not a raw peer"),
+        }
+    }
+
+    /// Everything raw connection `conn` of `node` has received, as text.
+    pub fn raw_text(&self, node: NodeId, conn: ConnId) -> String {
+        String::from_utf8_lossy(self.raw(node).received.get(&conn).map_or(&[][..], |v| v))
+            .into_owned()
+    }
+
+    pub fn raw_is_closed(&self, node: NodeId, conn: ConnId) -> bool {
+        self.raw(node).closed.contains(&conn)
+    }
+
+    pub fn client_events(&self, node: NodeId) -> &[ClientEvent] {
+        &self.nodes[node.0].client_events
+    }
+
+    pub fn take_client_events(&mut self, node: NodeId) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.nodes[node.0].client_events)
+    }
+
+    pub fn server_events(&self, node: NodeId) -> &[ServerEvent] {
+        &self.nodes[node.0].server_events
+    }
+
+    pub fn take_server_events(&mut self, node: NodeId) -> Vec<ServerEvent> {
+        std::mem::take(&mut self.nodes[node.0].server_events)
+    }
+
+    /// Opens a connection from raw peer `from` to `to`; returns the raw side's id.
+    pub fn connect_raw(&mut self, from: NodeId, to: SocketAddr) -> Option<ConnId> {
+        let local = self.alloc_local(from);
+        let raw_conn = self.alloc_raw_conn(from);
+        let accepted = self.accept_at(to, local)?;
+        self.links.insert((from, raw_conn), Link::new(accepted));
+        self.links.insert(accepted, Link::new((from, raw_conn)));
+        self.drain(accepted.0);
+        Some(raw_conn)
+    }
+
+    /// Queues bytes from a raw peer on one of its connections.
+    pub fn send_raw(&mut self, from: NodeId, conn: ConnId, bytes: &[u8]) {
+        if let Some(link) = self.links.get_mut(&(from, conn)) {
+            if !link.closing {
+                link.in_flight.extend(bytes);
+            }
+        }
+    }
+
+    /// The raw peer closes its side (after what it sent is delivered).
+    pub fn close_raw(&mut self, from: NodeId, conn: ConnId) {
+        if let Some(link) = self.links.get_mut(&(from, conn)) {
+            link.closing = true;
+        }
+    }
+
+    /// The raw peer's connection breaks at once: unsent bytes are lost (a reset).
+    pub fn reset_raw(&mut self, from: NodeId, conn: ConnId) {
+        if let Some(link) = self.links.get_mut(&(from, conn)) {
+            link.in_flight.clear();
+            link.closing = true;
+        }
+    }
+
+    /// Breaks a connection of any node from outside, as a crashed peer or a cut cable would.
+    pub fn reset(&mut self, node: NodeId, conn: ConnId) {
+        if let Some(link) = self.links.remove(&(node, conn)) {
+            self.links.remove(&link.peer);
+            self.deliver_close(link.peer);
+            self.deliver_close((node, conn));
+        }
+    }
+
+    /// The connections a node has open, with their peers.
+    pub fn links_of(&self, node: NodeId) -> Vec<(ConnId, End)> {
+        self.links
+            .iter()
+            .filter(|((n, _), _)| *n == node)
+            .map(|((_, c), l)| (*c, l.peer))
+            .collect()
+    }
+
+    pub fn client_input(&mut self, node: NodeId, input: ClientInput) {
+        let now = self.now;
+        if let Machine::Client(c) = &mut self.nodes[node.0].machine {
+            c.handle_input(now, input);
+        }
+        self.drain(node);
+    }
+
+    pub fn line(&mut self, node: NodeId, line: &str) {
+        self.client_input(node, ClientInput::Line(line.to_owned()));
+    }
+
+    pub fn server_input(&mut self, node: NodeId, input: ServerInput) {
+        let now = self.now;
+        if let Machine::Server(s) = &mut self.nodes[node.0].machine {
+            s.handle_input(now, input);
+        }
+        self.drain(node);
+    }
+
+    /// Delivers bytes until nothing is in flight, without moving time.
+    pub fn run(&mut self) {
+        for _ in 0..self.max_steps {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("no quiescence after {} steps: livelock", self.max_steps);
+    }
+
+    /// Runs, then lets `duration` of virtual time pass, firing every timer due on the way.
+    pub fn advance(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        self.run();
+        while let Some(deadline) = self.next_deadline().filter(|d| *d <= end) {
+            self.now = self.now.max(deadline);
+            self.fire_timers();
+            self.run();
+        }
+        self.now = end;
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.nodes
+            .iter()
+            .filter(|n| n.exited.is_none())
+            .filter_map(|n| match &n.machine {
+                Machine::Server(s) => s.poll_timeout(),
+                Machine::Client(c) => c.poll_timeout(),
+                Machine::Raw(_) => None,
+            })
+            .min()
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            let due = match &mut self.nodes[i].machine {
+                Machine::Server(s) if s.poll_timeout().is_some_and(|d| d <= now) => {
+                    s.handle_timeout(now);
+                    true
+                }
+                Machine::Client(c) if c.poll_timeout().is_some_and(|d| d <= now) => {
+                    c.handle_timeout(now);
+                    true
+                }
+                _ => false,
+            };
+            if due {
+                self.drain(NodeId(i));
+            }
+        }
+    }
+
+    /// Moves one chunk (or one close) across one link; false when nothing is in flight.
+    fn step(&mut self) -> bool {
+        let ready: Vec<End> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.in_flight.is_empty() || l.closing)
+            .map(|(end, _)| *end)
+            .collect();
+        if ready.is_empty() {
+            return false;
+        }
+        let from = ready[self.rng.below(ready.len())];
+        let link = self.links.get_mut(&from).expect("listed above");
+        let to = link.peer;
+        if link.in_flight.is_empty() {
+            // Closed with nothing left to send: the peer sees end of stream.
+            self.links.remove(&from);
+            self.links.remove(&to);
+            self.deliver_close(to);
+            return true;
+        }
+        let n = match self.chunking {
+            Chunking::Whole => link.in_flight.len(),
+            Chunking::OneByte => 1,
+            Chunking::Random => 1 + self.rng.below(link.in_flight.len()),
+        };
+        let chunk: Vec<u8> = link.in_flight.drain(..n).collect();
+        self.deliver_data(to, &chunk);
+        true
+    }
+
+    fn deliver_data(&mut self, (node, conn): End, bytes: &[u8]) {
+        let now = self.now;
+        let n = &mut self.nodes[node.0];
+        if n.exited.is_some() {
+            return;
+        }
+        match &mut n.machine {
+            Machine::Server(s) => s.handle_data(now, conn, bytes),
+            Machine::Client(c) => c.handle_data(now, conn, bytes),
+            Machine::Raw(r) => r.received.entry(conn).or_default().extend_from_slice(bytes),
+        }
+        self.drain(node);
+    }
+
+    fn deliver_close(&mut self, (node, conn): End) {
+        let now = self.now;
+        let n = &mut self.nodes[node.0];
+        if n.exited.is_some() {
+            return;
+        }
+        match &mut n.machine {
+            Machine::Server(s) => s.handle_closed(now, conn),
+            Machine::Client(c) => c.handle_closed(now, conn),
+            Machine::Raw(r) => r.closed.push(conn),
+        }
+        self.drain(node);
+    }
+
+    fn alloc_local(&mut self, node: NodeId) -> SocketAddr {
+        self.next_port += 1;
+        SocketAddr::new(self.nodes[node.0].ip, self.next_port)
+    }
+
+    fn alloc_raw_conn(&mut self, node: NodeId) -> ConnId {
+        let n = &mut self.nodes[node.0];
+        n.next_raw_id += 1;
+        ConnId(1_000_000 + n.next_raw_id)
+    }
+
+    /// Finds the listener at `to` and lets it accept a connection from `peer`.
+    fn accept_at(&mut self, to: SocketAddr, peer: SocketAddr) -> Option<End> {
+        let node = *self.listeners.get(&to)?;
+        if self.nodes[node.0].exited.is_some() {
+            return None;
+        }
+        let now = self.now;
+        let conn = match &mut self.nodes[node.0].machine {
+            Machine::Server(s) => s.handle_accept(now, peer),
+            Machine::Client(c) => c.handle_accept(now, peer),
+            Machine::Raw(_) => {
+                let conn = self.alloc_raw_conn(node);
+                if let Machine::Raw(r) = &mut self.nodes[node.0].machine {
+                    r.accepted.push(conn);
+                }
+                conn
+            }
+        };
+        Some((node, conn))
+    }
+
+    /// Carries out every output `node` has queued.
+    fn drain(&mut self, node: NodeId) {
+        loop {
+            let output = match &mut self.nodes[node.0].machine {
+                Machine::Server(s) => s.poll_output().map(|o| o.map_event(Event::Server)),
+                Machine::Client(c) => c.poll_output().map(|o| o.map_event(Event::Client)),
+                Machine::Raw(_) => None,
+            };
+            let Some(output) = output else { return };
+            self.carry_out(node, output);
+        }
+    }
+
+    fn carry_out(&mut self, node: NodeId, output: OwnedOutput) {
+        let now = self.now;
+        match output {
+            OwnedOutput::Listen(addr) => {
+                let ip = if addr.ip().is_unspecified() {
+                    self.nodes[node.0].ip
+                } else {
+                    addr.ip()
+                };
+                let port = if addr.port() == 0 {
+                    self.next_port += 1;
+                    self.next_port
+                } else {
+                    addr.port()
+                };
+                let bound = SocketAddr::new(ip, port);
+                let n = &mut self.nodes[node.0];
+                if ip != n.ip || self.listeners.contains_key(&bound) {
+                    let error = "address in use or not local";
+                    match &mut n.machine {
+                        Machine::Server(s) => s.handle_listen_failed(now, addr, error),
+                        Machine::Client(c) => c.handle_listen_failed(now, addr, error),
+                        Machine::Raw(_) => {}
+                    }
+                    return;
+                }
+                self.listeners.insert(bound, node);
+                let reported = SocketAddr::new(addr.ip(), port);
+                match &mut self.nodes[node.0].machine {
+                    Machine::Server(s) => s.handle_listening(now, reported),
+                    Machine::Client(c) => c.handle_listening(now, reported),
+                    Machine::Raw(_) => {}
+                }
+            }
+            OwnedOutput::Connect(conn, addr) => {
+                let local = self.alloc_local(node);
+                match self.accept_at(addr, local) {
+                    None => match &mut self.nodes[node.0].machine {
+                        Machine::Client(c) => {
+                            c.handle_connect_failed(now, conn, "connection refused")
+                        }
+                        Machine::Server(s) => {
+                            s.handle_connect_failed(now, conn, "connection refused")
+                        }
+                        Machine::Raw(_) => {}
+                    },
+                    Some(accepted) => {
+                        self.links.insert((node, conn), Link::new(accepted));
+                        self.links.insert(accepted, Link::new((node, conn)));
+                        self.drain(accepted.0);
+                        match &mut self.nodes[node.0].machine {
+                            Machine::Client(c) => c.handle_connected(now, conn, local),
+                            Machine::Server(s) => s.handle_connected(now, conn, local),
+                            Machine::Raw(_) => {}
+                        }
+                    }
+                }
+            }
+            OwnedOutput::Transmit(conn, bytes) => {
+                if let Some(link) = self.links.get_mut(&(node, conn)) {
+                    assert!(
+                        !link.closing,
+                        "{node:?} transmitted on {conn:?} after closing it"
+                    );
+                    link.in_flight.extend(bytes);
+                }
+            }
+            OwnedOutput::Close(conn) => {
+                if let Some(link) = self.links.get_mut(&(node, conn)) {
+                    link.closing = true;
+                }
+            }
+            OwnedOutput::Event(Event::Server(e)) => self.nodes[node.0].server_events.push(e),
+            OwnedOutput::Event(Event::Client(e)) => self.nodes[node.0].client_events.push(e),
+            OwnedOutput::Exit(result) => {
+                self.nodes[node.0].exited = Some(result);
+                // The process ends: flush what it queued, then its connections close.
+                let mine: Vec<End> = self
+                    .links
+                    .keys()
+                    .filter(|(n, _)| *n == node)
+                    .copied()
+                    .collect();
+                for end in mine {
+                    if let Some(link) = self.links.get_mut(&end) {
+                        link.closing = true;
+                    }
+                }
+                self.listeners.retain(|_, n| *n != node);
+            }
+        }
+    }
+}
+
+impl Link {
+    fn new(peer: End) -> Link {
+        Link {
+            peer,
+            in_flight: VecDeque::new(),
+            closing: false,
+        }
+    }
+}
+
+/// Events of either machine, so one `drain` serves both.
+#[derive(Debug)]
+pub enum Event {
+    Server(ServerEvent),
+    Client(ClientEvent),
+}
+
+/// An `Output` with its bytes copied out, so the machine can be borrowed again.
+#[derive(Debug)]
+enum OwnedOutput {
+    Listen(SocketAddr),
+    Connect(ConnId, SocketAddr),
+    Transmit(ConnId, Vec<u8>),
+    Close(ConnId),
+    Event(Event),
+    Exit(Result<(), String>),
+}
+
+trait MapEvent<E> {
+    fn map_event(self, f: impl FnOnce(E) -> Event) -> OwnedOutput;
+}
+
+impl<E> MapEvent<E> for Output<'_, E> {
+    fn map_event(self, f: impl FnOnce(E) -> Event) -> OwnedOutput {
+        match self {
+            Output::Listen { addr } => OwnedOutput::Listen(addr),
+            Output::Connect { conn, addr } => OwnedOutput::Connect(conn, addr),
+            Output::Transmit { conn, bytes } => OwnedOutput::Transmit(conn, bytes.to_vec()),
+            Output::Close { conn } => OwnedOutput::Close(conn),
+            Output::Event(e) => OwnedOutput::Event(f(e)),
+            Output::Exit(result) => OwnedOutput::Exit(result),
+        }
+    }
+}
+
+/// Splits a response stream into complete responses (test-side parsing).
+pub fn responses(bytes: &[u8]) -> Vec<bridgechat_core::Response> {
+    let mut decoder = bridgechat_core::Decoder::default();
+    let mut input = bytes;
+    let mut out = Vec::new();
+    while let Ok(Some(r)) = decoder.decode_response(&mut input) {
+        out.push(r);
+    }
+    out
+}
+
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
