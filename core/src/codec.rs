@@ -233,7 +233,8 @@ impl Response {
             if let Some(c) = &self.contact {
                 write_contact_headers(out, c);
             }
-            if !self.body.is_empty() {
+            // Error responses are text/plain even when a caller left the reason empty.
+            if !self.body.is_empty() || !self.status.is_success() {
                 out.extend_from_slice(TEXT_PLAIN);
             }
             write_body(out, &self.body);
@@ -352,6 +353,8 @@ pub struct Decoder {
     limits: Limits,
     /// Bytes received but not yet consumed; never more than `limits.max_head`.
     buf: Vec<u8>,
+    /// `buf` starts with bytes left over from the previous message that were never parsed.
+    leftover_unparsed: bool,
     state: State,
 }
 
@@ -370,6 +373,7 @@ impl Decoder {
         Decoder {
             limits,
             buf: Vec::new(),
+            leftover_unparsed: false,
             state: State::Head,
         }
     }
@@ -451,6 +455,7 @@ impl Decoder {
                             body.extend_from_slice(&self.buf[..from_buf]);
                         }
                         self.buf.drain(..from_buf);
+                        self.leftover_unparsed = !self.buf.is_empty();
                         *remaining -= from_buf;
                     }
                     let take = source.len().min(*remaining);
@@ -497,8 +502,10 @@ impl Decoder {
                     let room = self.limits.max_head - self.buf.len();
                     let take = input.len().min(room);
                     let new_bytes = &input[..take];
-                    // A head can only complete at a line end, so skip parsing otherwise.
-                    let may_complete = new_bytes.contains(&b'\n');
+                    // A head can only complete at a line end, so skip parsing unless one
+                    // arrived or `buf` holds a pipelined message not parsed yet.
+                    let may_complete =
+                        std::mem::take(&mut self.leftover_unparsed) || new_bytes.contains(&b'\n');
                     self.buf.extend_from_slice(new_bytes);
                     *input = &input[take..];
                     if !may_complete {
@@ -510,6 +517,7 @@ impl Decoder {
                     match parse_head(kind, &self.buf, &self.limits)? {
                         Some((head, head_len, body_len)) => {
                             self.buf.drain(..head_len);
+                            self.leftover_unparsed = !self.buf.is_empty();
                             let mut empty: &[u8] = &[];
                             if let Some(done) = self.start_body(head, body_len, &mut empty) {
                                 return Ok(Some(done));
