@@ -1,1 +1,580 @@
-//! Transport (thin for now).
+//! Runs any bridgechat [`Endpoint`] (the server or the client) on blocking
+//! `std::net` sockets: the transport to read first.
+//!
+//! The loop is thin; the core makes every protocol decision. Blocking sockets
+//! mean one thread per thing that can block, all feeding one channel:
+//!
+//! ```text
+//!  acceptor  (one per listener)    ── Accepted ─────────┐
+//!  reader    (one per connection)  ── Data, Closed ─────┤ bounded       core thread: owns the Endpoint,
+//!  writer    (one per connection)  ── Closed, Finished ─┼─ channel ───► feeds each message in, drains
+//!  connector (becomes the writer)  ── Connected ────────┤               poll_output, sleeps until the
+//!  Controller::send                ── Wake ─────────────┘               message or poll_timeout()
+//! ```
+//!
+//! - **The core thread** is the one that calls [`Runner::run`]. It never
+//!   touches a socket in a way that blocks: `Transmit` copies the bytes into
+//!   the connection's *outbox*, a bounded channel to its writer, with
+//!   `try_send`. Outcomes of outputs (a listener bound, a writer that could not
+//!   start) are queued and fed back once the drain is done, so the core never
+//!   sees an input while it is still handing out outputs.
+//! - **Readers** block in `read` and forward each chunk. The channel to the
+//!   core is bounded, so a peer that sends faster than the core digests is
+//!   slowed down by TCP flow control, not buffered without limit.
+//! - **Writers** block in `write_all` on what their outbox holds, so a slow
+//!   reader blocks only its own writer. When its outbox is full (the peer has
+//!   stopped reading) the core shuts the socket down and reports it closed.
+//! - **Closing** is dropping the outbox: the writer sends what is queued,
+//!   shuts down its write side, then waits up to [`CLOSE_GRACE`] for the peer
+//!   to close its side (the reader ending) before shutting the socket fully.
+//!   Without that wait, unread input would make the kernel answer with a reset
+//!   that can destroy the final response (say a 413) before the peer reads it.
+//! - **Connects** run on their own thread (`connect_timeout`), which then
+//!   becomes that connection's writer, so bytes transmitted early wait in the
+//!   outbox. A connect the core gave up on (it emits `Close`) is closed when it
+//!   completes.
+//! - **Inputs** from a [`Controller`] go through their own unbounded channel
+//!   and a `Wake` message is `try_send`-ed to the core: `send` never blocks,
+//!   even when called from `on_event`, and a full channel means the core is
+//!   about to wake anyway.
+//! - **Exit**: acceptors are stopped (a flag, plus a connection to themselves
+//!   to wake `accept`), every outbox is dropped, writers get up to
+//!   [`EXIT_FLUSH`] to finish, then every socket left is shut down. Threads
+//!   still running (a connect in progress) end on their own.
+//!
+//! Every thread but the core's gets a [`THREAD_STACK`] stack, so 1,000 clients
+//! (2,000 threads) cost a few tens of MiB.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bridgechat_core::{ConnId, Endpoint, Output};
+
+/// Stack size of reader, writer, connector and acceptor threads.
+pub const THREAD_STACK: usize = 64 * 1024;
+/// Transmits queued for one connection before it counts as a reader that never reads.
+pub const OUTBOX_CHUNKS: usize = 64;
+/// Messages waiting for the core thread before readers block (backpressure).
+pub const CHANNEL_CAPACITY: usize = 1024;
+/// How long a closed connection may take to flush and see the peer's end.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long `Exit` waits for writers to flush before closing anyway.
+pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
+/// A backstop for connects; the core times them out sooner itself.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long accepting pauses after `accept` fails (e.g. `EMFILE`).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the other threads tell the core thread.
+enum Msg {
+    /// An input is waiting in the controller's channel.
+    Wake,
+    Accepted(TcpStream, SocketAddr),
+    /// A connect finished: a handle on the stream and its local address, or the error.
+    Connected(ConnId, Result<(TcpStream, SocketAddr), String>),
+    Data(ConnId, Vec<u8>),
+    /// The peer closed, the connection broke, or a write failed.
+    Closed(ConnId),
+    /// The writer is done and the socket shut down.
+    Finished(ConnId),
+}
+
+/// Outcomes of outputs, fed to the core after a drain.
+enum Report {
+    Listening(SocketAddr),
+    ListenFailed(SocketAddr, String),
+    ConnectFailed(ConnId, String),
+    Closed(ConnId),
+}
+
+/// Sends inputs to a running [`Runner`] from any thread.
+pub struct Controller<I> {
+    inputs: Sender<I>,
+    wake: SyncSender<Msg>,
+}
+
+impl<I> Clone for Controller<I> {
+    fn clone(&self) -> Self {
+        Controller {
+            inputs: self.inputs.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+impl<I> fmt::Debug for Controller<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+impl<I: Send + 'static> Controller<I> {
+    /// Queues `input` for the core and wakes it; false if the loop has ended. Never blocks.
+    pub fn send(&self, input: I) -> bool {
+        if self.inputs.send(input).is_err() {
+            return false;
+        }
+        // Full means the core has messages to take, and checks inputs after each one.
+        !matches!(
+            self.wake.try_send(Msg::Wake),
+            Err(TrySendError::Disconnected(_))
+        )
+    }
+}
+
+/// Drives one endpoint on blocking sockets; see the crate docs.
+pub struct Runner<E: Endpoint> {
+    endpoint: E,
+    inbox: Receiver<Msg>,
+    inputs: Receiver<E::Input>,
+    controller: Controller<E::Input>,
+    net: Net,
+}
+
+impl<E: Endpoint> fmt::Debug for Runner<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner")
+            .field("connections", &self.net.live.len())
+            .field("closing", &self.net.closing.len())
+            .field("listeners", &self.net.acceptors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Endpoint> Runner<E> {
+    pub fn new(endpoint: E) -> io::Result<Runner<E>> {
+        let (to_core, inbox) = mpsc::sync_channel(CHANNEL_CAPACITY);
+        let (input_tx, inputs) = mpsc::channel();
+        Ok(Runner {
+            endpoint,
+            inbox,
+            inputs,
+            controller: Controller {
+                inputs: input_tx,
+                wake: to_core.clone(),
+            },
+            net: Net {
+                to_core,
+                live: HashMap::new(),
+                closing: HashMap::new(),
+                acceptors: Vec::new(),
+                reports: Vec::new(),
+            },
+        })
+    }
+
+    /// A handle that sends inputs to this runner from any thread.
+    pub fn controller(&self) -> Controller<E::Input> {
+        self.controller.clone()
+    }
+
+    /// Runs on the calling thread until the endpoint emits `Output::Exit`;
+    /// returns its result. Calls `on_event` for each `Output::Event`.
+    pub fn run(mut self, mut on_event: impl FnMut(E::Event)) -> Result<(), String> {
+        loop {
+            if let Some(result) = self.drain(&mut on_event) {
+                return self.finish(result);
+            }
+            let now = Instant::now();
+            let deadline = self.endpoint.poll_timeout();
+            // Timers and inputs are checked before waiting, so a steady stream
+            // of messages cannot starve them.
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                self.endpoint.handle_timeout(now);
+                continue;
+            }
+            if let Ok(input) = self.inputs.try_recv() {
+                self.endpoint.handle_input(now, input);
+                continue;
+            }
+            let received = match deadline {
+                Some(deadline) => self.inbox.recv_timeout(deadline - now),
+                None => self
+                    .inbox
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(msg) => self.feed(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                // Cannot happen while `net` holds a sender; end rather than spin.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self.finish(Err("transport channel closed".to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Feeds one message from another thread to the core.
+    fn feed(&mut self, msg: Msg) {
+        let now = Instant::now();
+        let endpoint = &mut self.endpoint;
+        let net = &mut self.net;
+        match msg {
+            Msg::Wake => {} // the input is taken on the next turn
+            Msg::Accepted(stream, peer) => {
+                let conn = endpoint.handle_accept(now, peer);
+                net.adopt(conn, stream);
+            }
+            Msg::Connected(conn, Ok((stream, local))) => {
+                if let Some(c) = net.live.get_mut(&conn) {
+                    c.stream = Some(stream);
+                    endpoint.handle_connected(now, conn, local);
+                } else if let Some(slot) = net.closing.get_mut(&conn) {
+                    *slot = Some(stream); // the core gave up on it; its writer closes it
+                }
+            }
+            Msg::Connected(conn, Err(error)) => {
+                if net.live.remove(&conn).is_some() {
+                    endpoint.handle_connect_failed(now, conn, &error);
+                }
+            }
+            Msg::Data(conn, bytes) => {
+                // Bytes for a connection the core already closed are dropped.
+                if net.live.contains_key(&conn) {
+                    endpoint.handle_data(now, conn, &bytes);
+                }
+            }
+            Msg::Closed(conn) => {
+                if net.close(conn) {
+                    endpoint.handle_closed(now, conn);
+                }
+            }
+            Msg::Finished(conn) => {
+                net.closing.remove(&conn);
+            }
+        }
+    }
+
+    /// Carries out every output in order, then feeds back their outcomes, until
+    /// nothing is left; returns the result of `Output::Exit` if one came.
+    fn drain(&mut self, on_event: &mut impl FnMut(E::Event)) -> Option<Result<(), String>> {
+        let mut exit = None;
+        loop {
+            while let Some(output) = self.endpoint.poll_output() {
+                match output {
+                    Output::Listen { addr } => self.net.listen(addr),
+                    Output::Connect { conn, addr } => self.net.connect(conn, addr),
+                    Output::Transmit { conn, bytes } => self.net.transmit(conn, bytes),
+                    Output::Close { conn } => {
+                        self.net.close(conn);
+                    }
+                    Output::Event(event) => on_event(event),
+                    Output::Exit(result) => {
+                        exit.get_or_insert(result);
+                    }
+                }
+            }
+            if exit.is_some() || self.net.reports.is_empty() {
+                return exit;
+            }
+            let now = Instant::now();
+            for report in std::mem::take(&mut self.net.reports) {
+                match report {
+                    Report::Listening(addr) => self.endpoint.handle_listening(now, addr),
+                    Report::ListenFailed(addr, error) => {
+                        self.endpoint.handle_listen_failed(now, addr, &error)
+                    }
+                    Report::ConnectFailed(conn, error) => {
+                        self.endpoint.handle_connect_failed(now, conn, &error)
+                    }
+                    Report::Closed(conn) => self.endpoint.handle_closed(now, conn),
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, flushes for at most [`EXIT_FLUSH`], and closes every socket.
+    fn finish(mut self, result: Result<(), String>) -> Result<(), String> {
+        let woken: Vec<JoinHandle<()>> = self
+            .net
+            .acceptors
+            .drain(..)
+            .filter_map(Acceptor::stop)
+            .collect();
+        let open: Vec<ConnId> = self.net.live.keys().copied().collect();
+        for conn in open {
+            self.net.close(conn);
+        }
+        let deadline = Instant::now() + EXIT_FLUSH;
+        while !self.net.closing.is_empty() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(Msg::Finished(conn)) => {
+                    self.net.closing.remove(&conn);
+                }
+                Ok(Msg::Connected(conn, Ok((stream, _)))) => {
+                    if let Some(slot) = self.net.closing.get_mut(&conn) {
+                        *slot = Some(stream);
+                    }
+                }
+                Ok(_) => {} // new connections, data, inputs: dropped, which closes them
+                Err(_) => break,
+            }
+        }
+        for stream in self.net.closing.values().flatten() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        // Unblocks any thread waiting to send to the core, so the acceptors can end.
+        drop(self.inbox);
+        for acceptor in woken {
+            let _ = acceptor.join();
+        }
+        result
+    }
+}
+
+/// The transport's side of every socket, owned by the core thread.
+struct Net {
+    to_core: SyncSender<Msg>,
+    live: HashMap<ConnId, Conn>,
+    /// Connections the core is done with whose writer has not finished yet.
+    closing: HashMap<ConnId, Option<TcpStream>>,
+    acceptors: Vec<Acceptor>,
+    reports: Vec<Report>,
+}
+
+struct Conn {
+    outbox: SyncSender<Vec<u8>>,
+    /// A handle to shut the socket down with; `None` while connecting.
+    stream: Option<TcpStream>,
+}
+
+impl Net {
+    fn listen(&mut self, addr: SocketAddr) {
+        let started = TcpListener::bind(addr).and_then(|listener| {
+            let bound = listener.local_addr()?;
+            let acceptor = Acceptor::start(listener, bound, self.to_core.clone())?;
+            Ok((bound, acceptor))
+        });
+        match started {
+            Ok((bound, acceptor)) => {
+                self.acceptors.push(acceptor);
+                self.reports.push(Report::Listening(bound));
+            }
+            Err(error) => self
+                .reports
+                .push(Report::ListenFailed(addr, error.to_string())),
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        let (outbox, queued) = mpsc::sync_channel(OUTBOX_CHUNKS);
+        let to_core = self.to_core.clone();
+        match spawn("bridgechat-connect", move || {
+            connect_and_write(conn, addr, queued, to_core)
+        }) {
+            Ok(_) => {
+                self.live.insert(
+                    conn,
+                    Conn {
+                        outbox,
+                        stream: None,
+                    },
+                );
+            }
+            Err(error) => self
+                .reports
+                .push(Report::ConnectFailed(conn, error.to_string())),
+        }
+    }
+
+    /// Starts the threads of a connection the core has just named `conn`.
+    fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (outbox, queued) = mpsc::sync_channel(OUTBOX_CHUNKS);
+        let to_core = self.to_core.clone();
+        let started = stream.try_clone().and_then(|handle| {
+            spawn("bridgechat-write", move || {
+                write_loop(conn, stream, queued, to_core)
+            })?;
+            Ok(handle)
+        });
+        match started {
+            Ok(handle) => {
+                let stream = Some(handle);
+                self.live.insert(conn, Conn { outbox, stream });
+            }
+            Err(_) => self.reports.push(Report::Closed(conn)),
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.live.get(&conn) else {
+            return; // closed already; the core will not hear of it again
+        };
+        match c.outbox.try_send(bytes.to_vec()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                // The peer has stopped reading: drop it rather than buffer without limit.
+                if let Some(c) = self.live.remove(&conn) {
+                    if let Some(stream) = &c.stream {
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
+                    self.closing.insert(conn, c.stream);
+                }
+                self.reports.push(Report::Closed(conn));
+            }
+            // The writer failed; its `Closed` is on the way to the core.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Lets `conn`'s writer send what is queued and close; false if it was not live.
+    fn close(&mut self, conn: ConnId) -> bool {
+        let Some(Conn { outbox, stream }) = self.live.remove(&conn) else {
+            return false;
+        };
+        drop(outbox); // the writer ends after the last queued chunk
+        self.closing.insert(conn, stream);
+        true
+    }
+}
+
+/// A listener's thread, blocked in `accept`.
+struct Acceptor {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Acceptor {
+    fn start(
+        listener: TcpListener,
+        addr: SocketAddr,
+        to_core: SyncSender<Msg>,
+    ) -> io::Result<Acceptor> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = spawn("bridgechat-accept", move || {
+            accept_loop(listener, &stopped, to_core)
+        })?;
+        Ok(Acceptor { addr, stop, thread })
+    }
+
+    /// Asks the thread to end; returns it to join if it could be woken.
+    fn stop(self) -> Option<JoinHandle<()>> {
+        self.stop.store(true, Ordering::SeqCst);
+        // `accept` has no timeout: a connection to ourselves wakes it to see the flag.
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let wake = SocketAddr::new(ip, self.addr.port());
+        // If that fails the thread stays blocked, harmlessly, until the process ends.
+        TcpStream::connect_timeout(&wake, EXIT_FLUSH)
+            .ok()
+            .map(|_| self.thread)
+    }
+}
+
+fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg>) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return; // drops the listener: new connections are refused
+        }
+        match accepted {
+            Ok((stream, peer)) => {
+                if to_core.send(Msg::Accepted(stream, peer)).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                ) => {}
+            // Out of file descriptors or memory: the connection waits in the backlog.
+            Err(_) => thread::sleep(ACCEPT_BACKOFF),
+        }
+    }
+}
+
+fn connect_and_write(
+    conn: ConnId,
+    addr: SocketAddr,
+    queued: Receiver<Vec<u8>>,
+    to_core: SyncSender<Msg>,
+) {
+    let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|stream| {
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        Ok((stream.try_clone()?, local, stream))
+    });
+    match connected {
+        Ok((handle, local, stream)) => {
+            if to_core
+                .send(Msg::Connected(conn, Ok((handle, local))))
+                .is_ok()
+            {
+                write_loop(conn, stream, queued, to_core);
+            }
+        }
+        Err(error) => {
+            let _ = to_core.send(Msg::Connected(conn, Err(error.to_string())));
+            let _ = to_core.send(Msg::Finished(conn));
+        }
+    }
+}
+
+/// A connection's writer: starts its reader, writes the outbox, and closes.
+fn write_loop(
+    conn: ConnId,
+    mut stream: TcpStream,
+    queued: Receiver<Vec<u8>>,
+    to_core: SyncSender<Msg>,
+) {
+    // `reader_gone` disconnects when the reader ends.
+    let (reader_alive, reader_gone) = mpsc::channel::<()>();
+    let reader = stream.try_clone().and_then(|stream| {
+        let to_core = to_core.clone();
+        spawn("bridgechat-read", move || {
+            read_loop(conn, stream, to_core, reader_alive)
+        })
+    });
+    let wrote_all = reader.is_ok() && queued.iter().all(|bytes| stream.write_all(&bytes).is_ok());
+    if wrote_all {
+        // Lingering close: the peer reads our last bytes and closes first.
+        let _ = stream.shutdown(Shutdown::Write);
+        let _ = reader_gone.recv_timeout(CLOSE_GRACE);
+    } else {
+        let _ = to_core.send(Msg::Closed(conn));
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = to_core.send(Msg::Finished(conn));
+}
+
+fn read_loop(conn: ConnId, mut stream: TcpStream, to_core: SyncSender<Msg>, _alive: Sender<()>) {
+    let mut buf = vec![0; READ_CHUNK];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to_core.send(Msg::Data(conn, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to_core.send(Msg::Closed(conn));
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(THREAD_STACK)
+        .spawn(body)
+}
