@@ -613,3 +613,57 @@ pub fn responses(bytes: &[u8]) -> Vec<bridgechat_core::Response> {
 }
 
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a user (curl) sees for each server answer, written out by hand from the contract
+/// rather than with the codec, so the tests check the wire bytes themselves.
+pub mod wire {
+    /// `200 OK` with no contact (BRIDGE that waits, UNREGISTER).
+    pub fn ok() -> String {
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_owned()
+    }
+
+    /// `200 OK` echoing a contact (REGISTER, BRIDGE that pairs).
+    pub fn ok_contact(name: &str, ip: &str, port: u16) -> String {
+        format!("HTTP/1.1 200 OK\r\nName: {name}\r\nIP: {ip}\r\nPort: {port}\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    /// An error that keeps the connection open (400 bad value, 403, 409, 501 unknown method).
+    pub fn error(status: &str, reason: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{reason}",
+            reason.len()
+        )
+    }
+
+    /// An error after which the server closes the connection (framing errors, 408).
+    pub fn error_closing(status: &str, reason: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{reason}",
+            reason.len()
+        )
+    }
+
+    /// A 503 with `Retry-After`, then close.
+    pub fn unavailable(retry_after: u32, reason: &str) -> String {
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: {retry_after}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{reason}",
+            reason.len()
+        )
+    }
+
+    pub fn register(name: &str, ip: &str, port: u16) -> String {
+        format!("REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: {ip}\r\nPort: {port}\r\n\r\n")
+    }
+
+    pub fn bridge() -> String {
+        "BRIDGE / HTTP/1.1\r\n\r\n".to_owned()
+    }
+
+    pub fn bridge_as(name: &str) -> String {
+        format!("BRIDGE / HTTP/1.1\r\nName: {name}\r\n\r\n")
+    }
+
+    pub fn unregister() -> String {
+        "UNREGISTER / HTTP/1.1\r\n\r\n".to_owned()
+    }
+}
