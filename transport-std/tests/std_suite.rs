@@ -1,0 +1,2 @@
+mod suite;
+transport_suite!(bridgechat_transport_std);
