@@ -1,13 +1,32 @@
 //! `bridgechat`: the rendezvous server, the chat client, a demo and a load generator.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod client;
+mod demo;
+mod out;
+mod server;
+mod signals;
+mod transport;
 
 #[derive(Debug, Parser)]
-#[command(name = "bridgechat", version, about = "A rendezvous server and peer-to-peer chat over TCP")]
+#[command(
+    name = "bridgechat",
+    version,
+    about = "A rendezvous server and peer-to-peer chat over TCP",
+    after_help = "\
+Try it:
+  bridgechat demo                      a server and two scripted clients in one process
+  bridgechat server                    then, in two more terminals:
+  bridgechat client --name alice       type /register, then /bridge
+  bridgechat client --name bob         type /register, /bridge, then /chat
+
+Run `bridgechat help <COMMAND>` for a command's flags and examples."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,20 +34,109 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the rendezvous server.
+    Server(server::ServerArgs),
+    /// Run a chat client: register, find a peer, chat turn by turn.
+    Client(client::ClientArgs),
+    /// Show the whole protocol: a server and two scripted clients chatting over loopback.
+    Demo(demo::DemoArgs),
     /// Load-generate against a server: register, bridge, chat; print rates and latencies.
     Bench(bench::BenchArgs),
+}
+
+/// Parses `ADDR:PORT`, resolving a host name (`localhost:7070`) to its first address.
+fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let mut resolved = raw
+        .to_socket_addrs()
+        .map_err(|e| format!("expected ADDR:PORT such as 127.0.0.1:7070 ({e})"))?;
+    resolved
+        .next()
+        .ok_or_else(|| format!("{raw} resolves to no address"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Client(args) => client::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("bridgechat: {error}");
+            out::complain(&error);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn section_6_defaults() {
+        let cli = Cli::try_parse_from(["bridgechat", "server"]).unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!("not server")
+        };
+        assert_eq!(args.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(args.transport, transport::Transport::Mio);
+
+        // Only when BRIDGECHAT_SERVER is unset is the default visible.
+        if std::env::var_os("BRIDGECHAT_SERVER").is_none() {
+            let cli = Cli::try_parse_from(["bridgechat", "client", "--name", "alice"]).unwrap();
+            let Command::Client(args) = cli.command else {
+                panic!("not client")
+            };
+            assert_eq!(args.server, "127.0.0.1:7070".parse().unwrap());
+            assert_eq!(args.port, 0);
+            assert_eq!(args.ip, None);
+        }
+    }
+
+    #[test]
+    fn every_flag_of_section_6_parses() {
+        let cli = Cli::try_parse_from([
+            "bridgechat",
+            "client",
+            "--name",
+            "bob",
+            "--port",
+            "9002",
+            "--server",
+            "127.0.0.1:7071",
+            "--ip",
+            "::1",
+            "--transport",
+            "std",
+        ])
+        .unwrap();
+        let Command::Client(args) = cli.command else {
+            panic!("not client")
+        };
+        assert_eq!(args.port, 9002);
+        assert_eq!(args.ip, Some("::1".parse().unwrap()));
+        assert_eq!(args.transport, transport::Transport::Std);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        let err = Cli::try_parse_from(["bridgechat", "client", "--name", "al ice"]).unwrap_err();
+        assert!(err.to_string().contains("only A-Z a-z 0-9 _ - ."), "{err}");
+        let err = Cli::try_parse_from(["bridgechat", "server", "--listen", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("ADDR:PORT"), "{err}");
+        assert!(Cli::try_parse_from(["bridgechat", "server", "--transport", "tokio"]).is_err());
+        assert!(Cli::try_parse_from(["bridgechat", "client"]).is_err());
     }
 }

@@ -1,0 +1,206 @@
+//! `bridgechat client`: one person's chat program.
+
+use std::io::{self, BufRead};
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::Instant;
+
+use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
+use bridgechat_core::Name;
+use clap::Args;
+
+use crate::out::{self, Line};
+use crate::signals;
+use crate::transport::{run_with, Inputs, Transport};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Commands typed once it runs:
+  /register   register NAME, IP and PORT with the server
+  /bridge     ask the server for a peer: WAIT MODE if nobody waits, else READY MODE
+  /chat       (READY MODE) connect to the peer; you write first
+  /quit       leave the chat (the peer is told) and exit; Ctrl+C and end of input too
+  /help       list the commands
+  anything else is a chat message; typed out of turn, it is held until your turn
+
+Examples:
+  bridgechat client --name alice
+  bridgechat client --name bob --server 192.0.2.10:7070 --port 9002
+  BRIDGECHAT_SERVER=192.0.2.10:7070 bridgechat client --name carol --trace")]
+pub struct ClientArgs {
+    /// Your name: 1-32 characters from A-Z a-z 0-9 _ - .
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    pub name: Name,
+
+    /// Chat port to listen on, on all interfaces (0: chosen by the system).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub port: u16,
+
+    /// The rendezvous server.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        env = "BRIDGECHAT_SERVER",
+        default_value = "127.0.0.1:7070",
+        value_parser = crate::parse_addr
+    )]
+    pub server: SocketAddr,
+
+    /// IP address to register, where peers will reach your chat port
+    /// [default: the local address of the connection to the server].
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<IpAddr>,
+
+    /// Event loop to run on.
+    #[arg(long, value_enum, default_value_t = Transport::Mio)]
+    pub transport: Transport,
+
+    /// Print every wire message sent and received to stderr.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+fn parse_name(raw: &str) -> Result<Name, String> {
+    raw.parse::<Name>()
+        .map_err(|e| format!("invalid name {raw:?}: {e}"))
+}
+
+impl ClientArgs {
+    pub fn config(&self) -> ClientConfig {
+        ClientConfig {
+            listen_port: self.port,
+            advertise_ip: self.ip,
+            trace: self.trace,
+            ..ClientConfig::new(self.name, self.server)
+        }
+    }
+}
+
+pub fn run(args: ClientArgs) -> Result<(), String> {
+    let client = Client::new(args.config(), Instant::now());
+    run_with(
+        args.transport,
+        client,
+        |inputs| {
+            let on_signal = inputs.clone();
+            signals::on_interrupt(move || on_signal.send(ClientInput::Interrupt))?;
+            spawn_stdin_reader(inputs)
+        },
+        |event| describe(&event).print(),
+    )
+}
+
+/// Sends each line of stdin to the loop, in order, then `EndOfInput`.
+fn spawn_stdin_reader(inputs: Inputs<ClientInput>) -> Result<(), String> {
+    thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match stdin.read_until(b'\n', &mut raw) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&raw);
+                        let line = line.strip_suffix('\n').unwrap_or(&line);
+                        let line = line.strip_suffix('\r').unwrap_or(line);
+                        if !inputs.send(ClientInput::Line(line.to_owned())) {
+                            return; // the loop has ended
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        out::complain(&format!("cannot read standard input: {e}"));
+                        break;
+                    }
+                }
+            }
+            inputs.send(ClientInput::EndOfInput);
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the input thread: {e}"))
+}
+
+/// The line a mode change is shown as: always starts with the mode's name.
+pub fn mode_line(mode: Mode, peer: Option<Name>) -> String {
+    let peer = peer.map_or_else(|| "your peer".to_owned(), |p| p.to_string());
+    match mode {
+        Mode::Unregistered => "UNREGISTERED: type /register to register with the server".into(),
+        Mode::Registered => "REGISTERED: type /bridge to find a peer".into(),
+        Mode::Wait => "WAIT MODE: waiting for a peer...".into(),
+        Mode::Ready => format!("READY MODE: peer {peer} is waiting — type /chat"),
+        Mode::Write => "WRITE MODE: your turn".into(),
+        Mode::Read => format!("READ MODE: waiting for {peer}"),
+    }
+}
+
+/// The line an event is shown as.
+pub fn describe(event: &ClientEvent) -> Line {
+    match event {
+        ClientEvent::Listening(addr) => Line::Out(format!("listening on {addr}")),
+        ClientEvent::ModeChanged { mode, peer } => Line::Out(mode_line(*mode, *peer)),
+        ClientEvent::MessageReceived { from, text } => Line::Out(format!("{from}: {text}")),
+        ClientEvent::MessageHeld { pending } => Line::Out(match pending {
+            1 => "(held: will send when it is your turn)".to_owned(),
+            n => format!("(held: will send when it is your turn; {n} messages waiting)"),
+        }),
+        ClientEvent::PeerLeft { peer } => Line::Out(format!("{peer} left the chat")),
+        ClientEvent::PeerLost { peer, reason } => {
+            Line::Error(format!("lost the chat with {peer}: {reason}"))
+        }
+        ClientEvent::Info(text) => Line::Out(text.clone()),
+        ClientEvent::Error(text) => Line::Error(text.clone()),
+        ClientEvent::Trace {
+            conn,
+            direction,
+            bytes,
+        } => Line::Trace(out::trace(*conn, *direction, bytes)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Name {
+        "alice".parse().unwrap()
+    }
+
+    #[test]
+    fn every_mode_line_starts_with_the_mode_name_in_capitals() {
+        for mode in [
+            Mode::Unregistered,
+            Mode::Registered,
+            Mode::Wait,
+            Mode::Ready,
+            Mode::Write,
+            Mode::Read,
+        ] {
+            let line = mode_line(mode, Some(alice()));
+            assert!(line.starts_with(mode.as_str()), "{line}");
+        }
+        assert_eq!(
+            mode_line(Mode::Read, Some(alice())),
+            "READ MODE: waiting for alice"
+        );
+    }
+
+    #[test]
+    fn a_received_message_is_printed_as_peer_colon_text() {
+        let event = ClientEvent::MessageReceived {
+            from: alice(),
+            text: "héllo: two\nlines".into(),
+        };
+        assert_eq!(
+            describe(&event),
+            Line::Out("alice: héllo: two\nlines".into())
+        );
+    }
+
+    #[test]
+    fn errors_go_to_stderr() {
+        let event = ClientEvent::Error("409 Conflict: name already taken: alice".into());
+        assert!(matches!(describe(&event), Line::Error(_)));
+    }
+}

@@ -1,0 +1,87 @@
+//! One code path for both transports: pick a `Runner` by `--transport`, hand
+//! the caller a way to feed inputs, run until the endpoint exits.
+
+use std::fmt;
+
+use bridgechat_core::Endpoint;
+use clap::ValueEnum;
+
+/// Which event loop runs the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Transport {
+    /// One mio poll loop (the default).
+    #[default]
+    Mio,
+    /// Blocking std::net sockets.
+    Std,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Mio => "mio",
+            Transport::Std => "std",
+        })
+    }
+}
+
+/// Feeds a running loop from any thread (stdin, Ctrl+C, the demo's script).
+pub enum Inputs<I> {
+    Mio(bridgechat_transport_mio::Controller<I>),
+    Std(bridgechat_transport_std::Controller<I>),
+}
+
+impl<I: Send + 'static> Inputs<I> {
+    /// Hands `input` to the loop; false once the loop has ended.
+    pub fn send(&self, input: I) -> bool {
+        match self {
+            Inputs::Mio(c) => c.send(input),
+            Inputs::Std(c) => c.send(input),
+        }
+    }
+}
+
+impl<I> Clone for Inputs<I> {
+    fn clone(&self) -> Self {
+        match self {
+            Inputs::Mio(c) => Inputs::Mio(c.clone()),
+            Inputs::Std(c) => Inputs::Std(c.clone()),
+        }
+    }
+}
+
+impl<I> fmt::Debug for Inputs<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Inputs::Mio(_) => "Inputs(mio)",
+            Inputs::Std(_) => "Inputs(std)",
+        })
+    }
+}
+
+/// Runs `endpoint` on `transport` until it exits. `setup` gets the input
+/// handle before the loop starts (to spawn a stdin thread, install Ctrl+C);
+/// `on_event` sees every event on the loop thread.
+pub fn run_with<E>(
+    transport: Transport,
+    endpoint: E,
+    setup: impl FnOnce(Inputs<E::Input>) -> Result<(), String>,
+    on_event: impl FnMut(E::Event),
+) -> Result<(), String>
+where
+    E: Endpoint,
+{
+    let start_error = |e: std::io::Error| format!("cannot start the {transport} event loop: {e}");
+    match transport {
+        Transport::Mio => {
+            let runner = bridgechat_transport_mio::Runner::new(endpoint).map_err(start_error)?;
+            setup(Inputs::Mio(runner.controller()))?;
+            runner.run(on_event)
+        }
+        Transport::Std => {
+            let runner = bridgechat_transport_std::Runner::new(endpoint).map_err(start_error)?;
+            setup(Inputs::Std(runner.controller()))?;
+            runner.run(on_event)
+        }
+    }
+}

@@ -1,0 +1,586 @@
+//! The `bridgechat` binary as a user meets it: real processes, real TCP on
+//! loopback, input through stdin pipes, output read line by line.
+//!
+//! Every wait is for an expected line (or an exit) with a timeout, never a
+//! fixed sleep; every child is killed when its `Proc` drops, so a failing
+//! test leaves nothing running. Each scenario runs on both transports.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one expected line may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// A running `bridgechat` with its output arriving line by line.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<(Stream, String)>,
+    /// Received and not yet consumed by an `expect`.
+    pending: VecDeque<(Stream, String)>,
+    /// Everything received, for failure messages.
+    transcript: Vec<String>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(name, args, &[])
+    }
+
+    fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bridgechat"));
+        command
+            .args(args)
+            .env_remove("BRIDGECHAT_SERVER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start bridgechat {args:?}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        for (stream, pipe) in [
+            (Stream::Out, Box::new(stdout) as Box<dyn Read + Send>),
+            (Stream::Err, Box::new(stderr)),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(pipe);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&raw);
+                            let line = line.strip_suffix('\n').unwrap_or(&line).to_owned();
+                            if tx.send((stream, line)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Proc {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            pending: VecDeque::new(),
+            transcript: Vec::new(),
+            status: None,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Types one line.
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: cannot type {line:?}: {e}", self.name));
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {} failed", self.pid());
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{}: {what}\n--- everything {} printed ---\n{}\n---",
+            self.name,
+            self.name,
+            self.transcript.join("\n")
+        )
+    }
+
+    /// Waits for a line on `stream` that satisfies `wanted`; lines before it
+    /// on the same stream are consumed, lines on the other stream are kept.
+    fn expect_on(&mut self, stream: Stream, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut checked = 0;
+        loop {
+            while checked < self.pending.len() {
+                let (s, line) = &self.pending[checked];
+                if *s == stream && wanted(line) {
+                    let line = line.clone();
+                    let mut i = 0;
+                    self.pending.retain(|(s, _)| {
+                        let keep = *s != stream || i > checked;
+                        i += 1;
+                        keep
+                    });
+                    return line;
+                }
+                checked += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((s, line)) => {
+                    let tag = if s == Stream::Out { "out" } else { "err" };
+                    self.transcript.push(format!("[{tag}] {line}"));
+                    self.pending.push_back((s, line));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no line {what} within {} s", WAIT.as_secs()))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("output ended before a line {what}"))
+                }
+            }
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    fn expect(&mut self, needle: &str) -> String {
+        self.expect_on(Stream::Out, &format!("containing {needle:?}"), |l| {
+            l.contains(needle)
+        })
+    }
+
+    /// Waits for a stdout line equal to `exact`.
+    fn expect_exact(&mut self, exact: &str) -> String {
+        let what = format!("equal to {:?}", shorten(exact));
+        self.expect_on(Stream::Out, &what, |l| l == exact)
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn expect_err(&mut self, needle: &str) -> String {
+        self.expect_on(Stream::Err, &format!("containing {needle:?}"), |l| {
+            l.contains(needle)
+        })
+    }
+
+    /// The `ADDR:PORT` from the `listening on` line.
+    fn listening(&mut self) -> String {
+        let line = self.expect("listening on ");
+        line.rsplit(' ').next().unwrap_or_default().to_owned()
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    fn exit_within(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.status = Some(status);
+                    // Collect what it printed last, for assertions and failure messages.
+                    while let Ok((s, line)) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                        let tag = if s == Stream::Out { "out" } else { "err" };
+                        self.transcript.push(format!("[{tag}] {line}"));
+                        self.pending.push_back((s, line));
+                    }
+                    return status;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    // Polling the child is the only portable way to wait with a bound.
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => self.fail(&format!("still running after {within:?}")),
+                Err(e) => self.fail(&format!("cannot wait: {e}")),
+            }
+        }
+    }
+
+    fn exits_cleanly(&mut self) {
+        let status = self.exit_within(WAIT);
+        if !status.success() {
+            self.fail(&format!("exited with {status}, expected 0"));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() > 60 {
+        let head: String = text.chars().take(60).collect();
+        format!("{head}... ({} chars)", text.chars().count())
+    } else {
+        text.to_owned()
+    }
+}
+
+fn server(transport: &str) -> (Proc, String) {
+    let mut server = Proc::spawn(
+        "server",
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--transport",
+            transport,
+        ],
+    );
+    let addr = server.listening();
+    (server, addr)
+}
+
+fn client(transport: &str, name: &str, server: &str) -> Proc {
+    let mut client = Proc::spawn(
+        name,
+        &[
+            "client",
+            "--name",
+            name,
+            "--server",
+            server,
+            "--transport",
+            transport,
+        ],
+    );
+    client.listening();
+    client
+}
+
+/// Registers `first` and leaves it waiting.
+fn wait_for_peer(first: &mut Proc) {
+    first.send("/register");
+    first.expect("REGISTERED");
+    first.send("/bridge");
+    first.expect("WAIT MODE");
+}
+
+/// `second` finds `first` (who waits) and opens the chat: `second` writes first.
+fn start_chat(first: &mut Proc, second: &mut Proc) {
+    second.send("/register");
+    second.expect("REGISTERED");
+    second.send("/bridge");
+    let ready = second.expect("READY MODE");
+    assert!(ready.contains(&first.name), "{ready}");
+    second.send("/chat");
+    second.expect("WRITE MODE");
+    first.expect("READ MODE");
+}
+
+/// A server (and its address), alice waiting, bob chatting with her; bob's turn.
+fn chatting(transport: &str) -> (Proc, String, Proc, Proc) {
+    let (server, addr) = server(transport);
+    let mut alice = client(transport, "alice", &addr);
+    let mut bob = client(transport, "bob", &addr);
+    wait_for_peer(&mut alice);
+    start_chat(&mut alice, &mut bob);
+    (server, addr, alice, bob)
+}
+
+/// `writer` sends `text`; `reader` prints it exactly and the turn passes.
+fn turn(writer: &mut Proc, reader: &mut Proc, text: &str) {
+    writer.send(text);
+    writer.expect("READ MODE");
+    reader.expect_exact(&format!("{}: {text}", writer.name));
+    reader.expect("WRITE MODE");
+}
+
+fn full_chat_of_20_turns(transport: &str) {
+    let (_server, _addr, mut alice, mut bob) = chatting(transport);
+    let long: String = "0123456789abcdefghijklmnopqrstuvwxyzé—🙂"
+        .chars()
+        .cycle()
+        .take(4000)
+        .collect();
+    assert_eq!(long.chars().count(), 4000);
+    for i in 0..20 {
+        let text = match i {
+            3 => "héllo wörld — ✓ 你好 🎉 ∑ ñ".to_owned(),
+            8 => long.clone(),
+            11 => "  leading and trailing spaces, and a colon: kept  ".to_owned(),
+            _ => format!("turn {i}"),
+        };
+        if i % 2 == 0 {
+            turn(&mut bob, &mut alice, &text);
+        } else {
+            turn(&mut alice, &mut bob, &text);
+        }
+    }
+    bob.send("/quit");
+    bob.exits_cleanly();
+    alice.expect("bob left");
+    alice.expect("REGISTERED");
+    alice.send("/quit");
+    alice.exits_cleanly();
+}
+
+fn held_message_goes_out_on_the_turn(transport: &str) {
+    let (_server, _addr, mut alice, mut bob) = chatting(transport);
+    // Alice types while it is bob's turn: held, then sent as soon as bob has written.
+    alice.send("typed early");
+    alice.expect("held");
+    turn(&mut bob, &mut alice, "go ahead");
+    bob.expect_exact("alice: typed early");
+    bob.expect("WRITE MODE");
+    bob.send("/quit");
+    bob.exits_cleanly();
+}
+
+fn quit_from_the_writer(transport: &str) {
+    let (_server, _addr, mut alice, mut bob) = chatting(transport);
+    bob.send("/quit");
+    bob.exits_cleanly();
+    alice.expect("bob left");
+    alice.expect("REGISTERED");
+    alice.close_stdin(); // end of input acts as /quit
+    alice.exits_cleanly();
+}
+
+fn quit_from_the_reader(transport: &str) {
+    let (_server, _addr, mut alice, mut bob) = chatting(transport);
+    alice.send("/quit");
+    alice.exits_cleanly();
+    bob.expect("alice left");
+    bob.expect("REGISTERED");
+    bob.close_stdin();
+    bob.exits_cleanly();
+}
+
+fn ctrl_c_in_read_mode(transport: &str) {
+    let (_server, _addr, mut alice, mut bob) = chatting(transport);
+    alice.interrupt();
+    alice.exits_cleanly();
+    bob.expect("alice left");
+    bob.expect("REGISTERED");
+}
+
+fn ctrl_c_in_wait_mode(transport: &str) {
+    let (mut server, addr) = server(transport);
+    let mut alice = client(transport, "alice", &addr);
+    wait_for_peer(&mut alice);
+    server.expect("alice is waiting");
+    alice.interrupt();
+    alice.exits_cleanly();
+    // The server is told: alice no longer waits, so bob waits instead of being
+    // handed a peer who is gone.
+    server.expect("unregistered alice");
+    let mut bob = client(transport, "bob", &addr);
+    wait_for_peer(&mut bob);
+}
+
+fn unreachable_server(transport: &str) {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut alice = Proc::spawn(
+        "alice",
+        &[
+            "client",
+            "--name",
+            "alice",
+            "--server",
+            &addr,
+            "--transport",
+            transport,
+        ],
+    );
+    alice.send("/register");
+    let status = alice.exit_within(Duration::from_secs(5));
+    assert!(!status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let line = alice.expect_err("error:");
+    assert!(
+        line.contains(&addr),
+        "the error should name the server: {line}"
+    );
+}
+
+fn port_already_in_use(transport: &str) {
+    let (_server, addr) = server(transport);
+    let mut second = Proc::spawn(
+        "second server",
+        &["server", "--listen", &addr, "--transport", transport],
+    );
+    assert!(!second.exit_within(WAIT).success());
+    let line = second.expect_err("error:");
+    assert!(line.contains(&addr) && line.contains("in use"), "{line}");
+
+    // A chat port that is taken is fatal for the client too.
+    let taken = TcpListener::bind("0.0.0.0:0").expect("bind a port");
+    let port = taken.local_addr().expect("local addr").port().to_string();
+    let mut alice = Proc::spawn(
+        "alice",
+        &[
+            "client",
+            "--name",
+            "alice",
+            "--port",
+            &port,
+            "--server",
+            &addr,
+            "--transport",
+            transport,
+        ],
+    );
+    assert!(!alice.exit_within(WAIT).success());
+    let line = alice.expect_err("error:");
+    assert!(line.contains(&port), "{line}");
+}
+
+fn a_third_client_chats_with_the_survivor(transport: &str) {
+    let (_server, addr, mut alice, mut bob) = chatting(transport);
+    turn(&mut bob, &mut alice, "hi alice");
+    bob.send("/quit");
+    bob.exits_cleanly();
+    alice.expect("bob left");
+    alice.expect("REGISTERED");
+    alice.send("/bridge");
+    alice.expect("WAIT MODE");
+
+    // carol finds the server through BRIDGECHAT_SERVER instead of --server.
+    let mut carol = Proc::spawn_with_env(
+        "carol",
+        &["client", "--name", "carol", "--transport", transport],
+        &[("BRIDGECHAT_SERVER", &addr)],
+    );
+    carol.listening();
+    start_chat(&mut alice, &mut carol);
+    turn(&mut carol, &mut alice, "hi alice, I'm carol");
+    turn(&mut alice, &mut carol, "hello carol");
+    carol.send("/quit");
+    carol.exits_cleanly();
+    alice.expect("carol left");
+    alice.send("/quit");
+    alice.exits_cleanly();
+}
+
+fn demo_shows_both_sides(transport: &str) {
+    let mut demo = Proc::spawn("demo", &["demo", "--transport", transport]);
+    demo.expect("[alice] WAIT MODE");
+    demo.expect("[bob] READY MODE");
+    demo.expect("[bob] WRITE MODE");
+    demo.expect("[alice] bob: ");
+    demo.expect("[bob] alice: ");
+    demo.expect("demo finished");
+    demo.exits_cleanly();
+}
+
+fn curl_registers_and_bridges(transport: &str) {
+    let curl_present = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !curl_present {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let (mut server, addr) = server(transport);
+    let url = format!("http://{addr}/");
+    let codes = ["-s", "-o", "/dev/null", "-w", "%{http_code}\\n", "-m", "5"];
+    let mut curl = Command::new("curl");
+    curl.args(codes)
+        .args(["-X", "REGISTER", "-H", "Name: alice", "-H", "IP: 127.0.0.1"])
+        .args(["-H", "Port: 9001", &url, "--next"])
+        .args(codes)
+        .args(["-X", "BRIDGE", &url]);
+    let output = curl.output().expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "200\n200\n");
+    // One connection served both: the server logs them under the same id.
+    let registered = server.expect("registered alice");
+    let conn = registered.split(' ').next().unwrap_or_default().to_owned();
+    server.expect(&format!("{conn} alice is waiting"));
+}
+
+macro_rules! on_each_transport {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_mio {
+            $(#[test] fn $scenario() { super::$scenario("mio") })*
+        }
+        mod on_std {
+            $(#[test] fn $scenario() { super::$scenario("std") })*
+        }
+    };
+}
+
+on_each_transport!(
+    full_chat_of_20_turns,
+    held_message_goes_out_on_the_turn,
+    quit_from_the_writer,
+    quit_from_the_reader,
+    ctrl_c_in_read_mode,
+    ctrl_c_in_wait_mode,
+    unreachable_server,
+    port_already_in_use,
+    a_third_client_chats_with_the_survivor,
+    demo_shows_both_sides,
+    curl_registers_and_bridges,
+);
+
+#[test]
+fn every_subcommand_explains_itself() {
+    for sub in ["server", "client", "demo"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bridgechat"))
+            .args([sub, "--help"])
+            .output()
+            .expect("run --help");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{sub} --help: {}", output.status);
+        assert!(text.contains("Examples:"), "{sub} --help:\n{text}");
+        assert!(text.contains("--transport"), "{sub} --help:\n{text}");
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_bridgechat"))
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("bridgechat "), "{text}");
+}
+
+#[test]
+fn an_invalid_flag_is_one_clear_error() {
+    for args in [
+        &["client", "--name", "not a name"][..],
+        &["client", "--name", "alice", "--port", "70000"],
+        &["client", "--name", "alice", "--ip", "localhost"],
+        &["server", "--transport", "tokio"],
+        &["server", "--listen", "nowhere"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bridgechat"))
+            .args(args)
+            .env_remove("BRIDGECHAT_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run bridgechat");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(err.starts_with("error: "), "{args:?}:\n{err}");
+    }
+}
