@@ -314,6 +314,12 @@ impl Net {
         panic!("no quiescence after {} steps: livelock", self.max_steps);
     }
 
+    /// Moves at most `n` chunks (or closes), so a test can act between deliveries.
+    /// Returns false once nothing is left in flight.
+    pub fn run_steps(&mut self, n: usize) -> bool {
+        (0..n).all(|_| self.step())
+    }
+
     /// Runs, then lets `duration` of virtual time pass, firing every timer due on the way.
     pub fn advance(&mut self, duration: Duration) {
         let end = self.now + duration;
