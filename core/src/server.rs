@@ -5,7 +5,13 @@
 //!
 //! Costs stay flat as clients pile up: every request does a constant number
 //! of hash-map operations (by connection id and by name); timers live in a
-//! binary heap with at most two entries per connection.
+//! binary heap with at most two live entries per connection. Entries of
+//! connections that closed are dropped lazily: once they outnumber the live
+//! ones the heap is rebuilt, so the heap stays within a constant factor of
+//! the connections served and the rebuild costs O(1) amortised per close.
+//!
+//! Empty lines (CR, LF) between requests are skipped, as RFC 9112 §2.2 asks;
+//! they do not start a head, so they cannot trigger the head timeout.
 //!
 //! DoS bounds, each configurable in [`ServerConfig`]: framing limits per
 //! connection ([`Limits`]), a request head must finish within `head_timeout`
@@ -441,7 +447,34 @@ impl Server {
             }
         }
         self.outputs.event(ServerEvent::Closed { conn, reason });
+        self.compact_timers();
         true
+    }
+
+    /// Queues a timer; a deadline past what `Instant` can hold means "never".
+    fn push_timer(&mut self, deadline: Option<Instant>, conn: ConnId, kind: TimerKind) -> bool {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        self.timers.push(Reverse((deadline, conn, kind)));
+        self.compact_timers();
+        true
+    }
+
+    /// Drops heap entries that can no longer fire for anyone, once they outnumber live ones.
+    fn compact_timers(&mut self) {
+        // Live entries are at most 2 per connection; rebuilding only past 4 per connection
+        // keeps the rebuild's O(heap) cost amortised over at least as many pushes and closes.
+        if self.timers.len() <= 4 * self.conns.len() + 128 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers
+            .retain(|Reverse((_, conn, kind))| match (conns.get(conn), kind) {
+                (None, _) => false,
+                (Some(c), TimerKind::Register) => !c.ever_registered,
+                (Some(c), TimerKind::Head) => c.head_timer_queued,
+            });
     }
 
     fn expire(&mut self, now: Instant, conn: ConnId, kind: TimerKind) {
@@ -459,8 +492,8 @@ impl Server {
                 let Some(started) = c.head_started else {
                     return;
                 };
-                let deadline = started + self.config.head_timeout;
-                if deadline <= now {
+                let deadline = started.checked_add(self.config.head_timeout);
+                if deadline.is_some_and(|deadline| deadline <= now) {
                     self.reject_and_close(
                         conn,
                         Rejection::HeadTimeout,
@@ -468,8 +501,10 @@ impl Server {
                     );
                 } else {
                     // A newer head started after this timer was set: wait for its own deadline.
-                    c.head_timer_queued = true;
-                    self.timers.push(Reverse((deadline, conn, TimerKind::Head)));
+                    let queued = self.push_timer(deadline, conn, TimerKind::Head);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.head_timer_queued = queued;
+                    }
                 }
             }
         }
@@ -535,9 +570,8 @@ impl Endpoint for Server {
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         self.peak_connections = self.peak_connections.max(self.conns.len());
-        let deadline = now + self.config.register_timeout;
-        self.timers
-            .push(Reverse((deadline, conn, TimerKind::Register)));
+        let deadline = now.checked_add(self.config.register_timeout);
+        self.push_timer(deadline, conn, TimerKind::Register);
         conn
     }
 
@@ -564,6 +598,9 @@ impl Endpoint for Server {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
+            if !c.decoder.is_mid_message() {
+                input = skip_empty_lines(input);
+            }
             match c.decoder.decode_request(&mut input) {
                 Ok(Some(request)) => {
                     completed_any = true;
@@ -587,9 +624,11 @@ impl Endpoint for Server {
                 c.head_started = Some(now);
             }
             if !c.head_timer_queued {
-                c.head_timer_queued = true;
-                let deadline = now + self.config.head_timeout;
-                self.timers.push(Reverse((deadline, conn, TimerKind::Head)));
+                let deadline = now.checked_add(self.config.head_timeout);
+                let queued = self.push_timer(deadline, conn, TimerKind::Head);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.head_timer_queued = queued;
+                }
             }
         } else {
             c.head_started = None;
@@ -634,5 +673,79 @@ impl Endpoint for Server {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((deadline, ..))| *deadline)
+    }
+}
+
+/// Drops the CR and LF bytes a client may send between requests (RFC 9112 §2.2).
+fn skip_empty_lines(mut input: &[u8]) -> &[u8] {
+    while let [b'\r' | b'\n', rest @ ..] = input {
+        input = rest;
+    }
+    input
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(server: &mut Server) {
+        while server.poll_output().is_some() {}
+    }
+
+    fn peer(i: u32) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i)), 50_000)
+    }
+
+    #[test]
+    fn connections_that_come_and_go_leave_no_timers_or_address_counts_behind() {
+        let mut server = Server::new(ServerConfig::default());
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let conn = server.handle_accept(now, peer(i));
+            // A head in progress queues the second kind of timer too.
+            server.handle_data(now, conn, b"BRID");
+            server.handle_closed(now, conn);
+            drain(&mut server);
+        }
+        assert!(
+            server.timers.len() <= 128,
+            "{} timers left for no connection",
+            server.timers.len()
+        );
+        assert!(server.per_ip.is_empty());
+        assert!(server.conns.is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_the_timers_of_live_connections() {
+        let config = ServerConfig::default();
+        let (head, register) = (config.head_timeout, config.register_timeout);
+        let mut server = Server::new(config);
+        let start = Instant::now();
+        let live = server.handle_accept(start, peer(0));
+        server.handle_data(start, live, b"BRID");
+        for i in 1..1_000 {
+            let conn = server.handle_accept(start, peer(i));
+            server.handle_closed(start, conn);
+        }
+        drain(&mut server);
+        server.handle_timeout(start + head);
+        let sent: Vec<_> = std::iter::from_fn(|| match server.poll_output() {
+            Some(Output::Close { conn }) => Some(Some(conn)),
+            Some(_) => Some(None),
+            None => None,
+        })
+        .flatten()
+        .collect();
+        assert_eq!(sent, vec![live], "the head timer survived compaction");
+
+        let idle = server.handle_accept(start, peer(0));
+        for i in 1..1_000 {
+            let conn = server.handle_accept(start, peer(i));
+            server.handle_closed(start, conn);
+        }
+        drain(&mut server);
+        server.handle_timeout(start + register);
+        assert_eq!(server.stats().connections, 0, "{idle:?} was not closed");
     }
 }

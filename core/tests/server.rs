@@ -1089,3 +1089,40 @@ fn shutdown_closes_every_connection_after_its_answers_and_exits() {
         );
     });
 }
+
+#[test]
+fn empty_lines_between_requests_are_skipped_and_do_not_start_a_head() {
+    each_chunking(|s| {
+        let conn = s.open();
+        let burst = format!(
+            "\r\n{}\r\n\n{}\r\n",
+            register("alice", "127.0.0.9", 9001),
+            bridge()
+        );
+        assert_eq!(
+            s.ask(conn, &burst),
+            [ok_contact("alice", "127.0.0.9", 9001), ok()].concat()
+        );
+        // The trailing empty line is not a head in progress: no 408 later.
+        s.advance(60);
+        assert!(!s.is_closed(conn));
+        assert_eq!(s.take(conn), "");
+    });
+}
+
+#[test]
+fn timeouts_too_long_for_the_clock_mean_never_rather_than_a_panic() {
+    let config = || ServerConfig {
+        head_timeout: Duration::MAX,
+        register_timeout: Duration::MAX,
+        ..ServerConfig::default()
+    };
+    each_chunking_with(config, |s| {
+        let conn = s.open();
+        s.send(conn, "BRI");
+        s.advance(3600);
+        assert!(!s.is_closed(conn));
+        s.send(conn, "DGE / HTTP/1.1\r\n\r\n");
+        assert_eq!(s.take(conn), error("403 Forbidden", "register first"));
+    });
+}
