@@ -475,6 +475,19 @@ impl Decoder {
                     return Ok(Some(head.with_body(body)));
                 }
                 State::Head => {
+                    if kind == Kind::Request {
+                        // RFC 9112 §2.2: empty lines before a request line are ignored;
+                        // they start no head, so they hold no buffer and no head timer.
+                        if self.leftover_unparsed {
+                            let blank = self.buf.iter().take_while(|b| is_cr_or_lf(b)).count();
+                            self.buf.drain(..blank);
+                            self.leftover_unparsed = !self.buf.is_empty();
+                        }
+                        if self.buf.is_empty() {
+                            let blank = input.iter().take_while(|b| is_cr_or_lf(b)).count();
+                            *input = &input[blank..];
+                        }
+                    }
                     if self.buf.is_empty() {
                         // Fast path: parse straight from the caller's bytes, no copy.
                         if input.is_empty() {
@@ -566,6 +579,10 @@ impl Decoder {
         };
         None
     }
+}
+
+fn is_cr_or_lf(byte: &u8) -> bool {
+    matches!(byte, b'\r' | b'\n')
 }
 
 /// Parses one head from `bytes`. `Ok(None)`: incomplete.
@@ -757,6 +774,13 @@ fn write_request_line(out: &mut Vec<u8>, method: Method) {
 
 fn write_head_line(out: &mut Vec<u8>, status: Status) {
     out.extend_from_slice(b"HTTP/1.1 ");
+    // Always three digits: httparse, like RFC 9112, reads no other form.
+    if status.code() < 100 {
+        out.push(b'0');
+    }
+    if status.code() < 10 {
+        out.push(b'0');
+    }
     write_decimal(out, usize::from(status.code()));
     out.push(b' ');
     out.extend_from_slice(status.reason().as_bytes());

@@ -749,6 +749,21 @@ fn a_pipelined_request_behind_a_split_head_is_not_left_waiting() {
     );
 }
 
+#[test]
+fn empty_lines_between_requests_are_ignored() {
+    let stream =
+        b"\r\n\nBRIDGE / HTTP/1.1\r\n\r\n\r\n\r\rQUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n\r\n";
+    let expected = vec![Request::Bridge { name: None }, Request::Quit];
+    assert_eq!(decode_requests(stream).messages, expected);
+    assert_eq!(decode_requests_bytewise(stream).messages, expected);
+
+    // Blank lines start no message, so nothing is held and no head is under way.
+    let mut decoder = Decoder::default();
+    let mut input: &[u8] = &[b'\r', b'\n'].repeat(10_000);
+    assert_eq!(decoder.decode_request(&mut input), Ok(None));
+    assert!(!decoder.is_mid_message() && decoder.buffered() == 0);
+}
+
 // ---------------------------------------------------------------------------
 // Configurable limits
 

@@ -1,0 +1,5 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bridgechat_core::fuzzing::client(
+    data,
+    std::time::Instant::now()
+));
