@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
 use bridgechat_core::server::{Server, ServerConfig, ServerEvent, ServerInput};
 use bridgechat_core::Endpoint;
 
@@ -74,6 +75,16 @@ macro_rules! transport_suite {
             a_reader_that_never_reads_does_not_stall_other_clients,
             ipv6_loopback_registers_and_pairs,
             shutdown_closes_every_socket,
+            two_clients_chat_200_turns_byte_exact,
+            a_peer_that_resets_mid_chat_is_reported_lost,
+            chat_to_a_client_that_is_not_waiting_is_409_and_closed,
+            peer_messages_arrive_exactly_and_invalid_utf8_shows_as_replacement,
+            a_message_typed_out_of_turn_is_held_until_the_turn_comes,
+            a_message_out_of_turn_from_the_peer_ends_the_chat,
+            quit_from_the_peer_at_any_turn_ends_the_chat,
+            quit_in_read_mode_sends_quit_and_exits,
+            interrupt_while_waiting_exits_and_frees_the_name,
+            an_unreachable_server_ends_the_client_with_an_error,
         );
     };
 }
@@ -367,15 +378,18 @@ impl Raw {
         );
     }
 
-    /// Reads exactly `len` more bytes (bounded by the read timeout).
-    pub fn read_bytes(&mut self, len: usize) -> Vec<u8> {
+    /// Reads `len` more bytes, or fewer if the connection ends first (bounded
+    /// by the read timeout).
+    pub fn read_up_to(&mut self, len: usize) -> Vec<u8> {
         while self.buf.len() - self.start < len {
             match self.fill() {
-                Ok(0) => panic!("connection closed early"),
+                Ok(0) => break,
                 Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
                 Err(e) => panic!("read failed: {e}"),
             }
         }
+        let len = len.min(self.buf.len() - self.start);
         let bytes = self.buf[self.start..self.start + len].to_vec();
         self.start += len;
         bytes
@@ -393,17 +407,44 @@ impl Raw {
     }
 
     fn parse(&mut self) -> Option<Resp> {
+        let (start_line, resp) = self.parse_message()?;
+        let mut parts = start_line.splitn(3, ' ');
+        assert_eq!(parts.next(), Some("HTTP/1.1"), "status line: {start_line}");
+        let status = parts.next().and_then(|code| code.parse().ok());
+        let status = status.unwrap_or_else(|| panic!("status line: {start_line}"));
+        assert!(
+            resp.header("Content-Length").is_some(),
+            "every response has Content-Length"
+        );
+        Some(Resp { status, ..resp })
+    }
+
+    /// Reads the next request (as a peer sees the client's CHAT, MESSAGE, QUIT).
+    pub fn incoming_request(&mut self) -> Req {
+        loop {
+            if let Some((start_line, message)) = self.parse_message() {
+                let method = start_line.split(' ').next().unwrap_or_default().to_string();
+                assert!(
+                    start_line.ends_with(" / HTTP/1.1"),
+                    "request line: {start_line}"
+                );
+                return Req { method, message };
+            }
+            match self.fill() {
+                Ok(0) => panic!("connection closed before a full request"),
+                Ok(_) => {}
+                Err(e) => panic!("no request: {e}"),
+            }
+        }
+    }
+
+    /// One message off the buffer: its start line and the rest (`status` left 0).
+    fn parse_message(&mut self) -> Option<(String, Resp)> {
         let data = &self.buf[self.start..];
         let head_end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&data[..head_end]).expect("response head is UTF-8");
+        let head = std::str::from_utf8(&data[..head_end]).expect("message head is UTF-8");
         let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        assert_eq!(parts.next(), Some("HTTP/1.1"), "status line: {status_line}");
-        let status = parts
-            .next()
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("status line: {status_line}"));
+        let start_line = lines.next().unwrap_or_default().to_string();
         let headers: Vec<(String, String)> = lines
             .map(|line| {
                 let (name, value) = line.split_once(':').expect("header line has a colon");
@@ -413,8 +454,7 @@ impl Raw {
         let length: usize = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-            .map(|(_, v)| v.parse().expect("Content-Length is a number"))
-            .expect("every response has Content-Length");
+            .map_or(0, |(_, v)| v.parse().expect("Content-Length is a number"));
         let body_start = head_end + 4;
         if data.len() < body_start + length {
             return None;
@@ -422,13 +462,21 @@ impl Raw {
         let body = data[body_start..body_start + length].to_vec();
         let raw = data[..body_start + length].to_vec();
         self.start += body_start + length;
-        Some(Resp {
-            status,
+        let message = Resp {
+            status: 0,
             headers,
             body,
             raw,
-        })
+        };
+        Some((start_line, message))
     }
+}
+
+/// A request as a peer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Req {
+    pub method: String,
+    pub message: Resp,
 }
 
 pub fn register_request(name: &str, ip: &str, port: u16) -> String {
@@ -891,6 +939,22 @@ pub fn thousand_clients_register_and_pair_concurrently<T: Transport>() {
 }
 
 pub fn a_reader_that_never_reads_does_not_stall_other_clients<T: Transport>() {
+    slow_reader_scenario::<T>();
+}
+
+/// What became of a client that pipelined requests without reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowReaderOutcome {
+    /// Its connection was paused and then served: every answer, in order, and it still works.
+    Served,
+    /// The transport dropped it once its backlog passed the transport's bound.
+    Dropped,
+}
+
+/// A client floods requests and reads nothing until its writes block, while two
+/// others must be served promptly. Then the slow one reads: whatever it gets is
+/// its answers in order, either all of them or a prefix ended by a close.
+pub fn slow_reader_scenario<T: Transport>() -> SlowReaderOutcome {
     let server = TestServer::start::<T>();
     // The slow client pipelines requests and reads nothing until its writes block:
     // every buffer between it and the server is then full.
@@ -940,27 +1004,30 @@ pub fn a_reader_that_never_reads_does_not_stall_other_clients<T: Transport>() {
         );
     }
 
-    // The slow client was paused, not dropped: it gets every answer, in order.
-    // (Byte-compared against the first answer: parsing 10^5 answers is slow in debug builds.)
+    // Whatever reached the slow client is its answers, in order (byte-compared with
+    // the first: parsing 10^5 answers is slow in debug builds).
     let first = slow.response();
     assert_error(&first, 403);
     let rest = written / request.len() - 1;
+    let received = slow.read_up_to(first.raw.len() * rest);
     assert!(
-        slow.read_bytes(first.raw.len() * rest) == first.raw.repeat(rest),
+        first.raw.repeat(rest).starts_with(&received),
         "answers to a slow reader came out different or out of order"
     );
-    let partial = written % request.len();
-    if partial > 0 {
-        slow.send(&request[partial..]);
-        assert_error(&slow.response(), 403);
-    }
-    assert_ok_contact(
-        &slow.register("carol", "127.0.0.1", 9003),
-        "carol",
-        "127.0.0.1",
-        9003,
-    );
+    let outcome = if received.len() < first.raw.len() * rest {
+        SlowReaderOutcome::Dropped
+    } else {
+        let partial = written % request.len();
+        if partial > 0 {
+            slow.send(&request[partial..]);
+            assert_error(&slow.response(), 403);
+        }
+        let carol = slow.register("carol", "127.0.0.1", 9003);
+        assert_ok_contact(&carol, "carol", "127.0.0.1", 9003);
+        SlowReaderOutcome::Served
+    };
     server.stop().expect("clean shutdown");
+    outcome
 }
 
 pub fn ipv6_loopback_registers_and_pairs<T: Transport>() {
@@ -1008,4 +1075,358 @@ pub fn shutdown_closes_every_socket<T: Transport>() {
         refused.is_err(),
         "the listener is still open after shutdown"
     );
+}
+
+// ---------------------------------------------------------------- client harness
+
+/// A chat client running on the transport under test.
+pub struct TestClient {
+    pub name: String,
+    /// Where its chat listener is bound (as reported; may be a wildcard address).
+    pub listening: SocketAddr,
+    pub events: Receiver<ClientEvent>,
+    running: Option<Running<ClientInput>>,
+}
+
+impl TestClient {
+    /// Starts a client for `server` and waits until its chat port is bound.
+    pub fn start<T: Transport>(name: &str, server: SocketAddr) -> TestClient {
+        let config = ClientConfig::new(name.parse().expect("a valid name"), server);
+        TestClient::start_with::<T>(config)
+    }
+
+    pub fn start_with<T: Transport>(config: ClientConfig) -> TestClient {
+        let name = config.name.as_str().to_string();
+        let (events_tx, events) = mpsc::channel();
+        let running = T::spawn(Client::new(config, Instant::now()), events_tx);
+        let mut client = TestClient {
+            name,
+            listening: loopback_v4(),
+            events,
+            running: Some(running),
+        };
+        let listening = client.wait_for("Listening", |e| matches!(e, ClientEvent::Listening(_)));
+        let ClientEvent::Listening(addr) = listening else {
+            unreachable!()
+        };
+        client.listening = addr;
+        client
+    }
+
+    /// The chat port on loopback, reachable whatever address the listener took.
+    pub fn chat_addr(&self) -> SocketAddr {
+        let ip = match self.listening.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, self.listening.port())
+    }
+
+    /// Types `line` (without its line end).
+    pub fn line(&self, line: &str) {
+        self.input(ClientInput::Line(line.to_string()));
+    }
+
+    pub fn input(&self, input: ClientInput) {
+        let running = self.running.as_ref().expect("the client was finished");
+        assert!(
+            running.send(input),
+            "{}'s loop has already ended",
+            self.name
+        );
+    }
+
+    /// Waits (bounded) for an event that `wanted` accepts, skipping others; an
+    /// `Error` that is not wanted fails the test.
+    pub fn wait_for(&self, what: &str, wanted: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(event) if wanted(&event) => return event,
+                Ok(ClientEvent::Error(e)) => {
+                    panic!("{}: error while waiting for {what}: {e}", self.name)
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{}: no event {what}: {e}", self.name),
+            }
+        }
+    }
+
+    pub fn wait_mode(&self, mode: Mode) {
+        self.wait_for(
+            mode.as_str(),
+            |e| matches!(e, ClientEvent::ModeChanged { mode: m, .. } if *m == mode),
+        );
+    }
+
+    /// `/register`, then `/bridge`; returns once in `expected` (WAIT or READY MODE).
+    pub fn register_and_bridge(&self, expected: Mode) {
+        self.line("/register");
+        self.wait_mode(Mode::Registered);
+        self.line("/bridge");
+        self.wait_mode(expected);
+    }
+
+    /// Waits (bounded) for the loop to end and returns its result.
+    pub fn finish(mut self) -> Result<(), String> {
+        self.running.take().expect("finished twice").join()
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.send(ClientInput::Interrupt);
+        }
+    }
+}
+
+/// A hand-driven chat initiator: CHATs `waiter` and returns the open chat connection.
+pub fn raw_chat_with(waiter: &TestClient, name: &str) -> Raw {
+    let mut peer = Raw::connect(waiter.chat_addr());
+    let answer = peer.request(&format!(
+        "CHAT / HTTP/1.1\r\nName: {name}\r\nIP: 127.0.0.1\r\nPort: 9\r\n\r\n"
+    ));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.header("Name"),
+        Some(waiter.name.as_str()),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer.header("Port"),
+        Some(waiter.listening.port().to_string().as_str())
+    );
+    waiter.wait_mode(Mode::Read);
+    peer
+}
+
+pub fn message_request(text: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "MESSAGE / HTTP/1.1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        text.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(text);
+    request
+}
+
+fn wait_message(client: &TestClient, from: &str) -> String {
+    let event = client.wait_for(&format!("a message from {from}"), |e| {
+        matches!(e, ClientEvent::MessageReceived { .. })
+    });
+    let ClientEvent::MessageReceived { from: sender, text } = event else {
+        unreachable!()
+    };
+    assert_eq!(sender.as_str(), from);
+    text
+}
+
+// ---------------------------------------------------------------- section 4, client to client
+
+pub fn two_clients_chat_200_turns_byte_exact<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    let bob = TestClient::start::<T>("bob", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    bob.register_and_bridge(Mode::Ready);
+    bob.line("/chat");
+    bob.wait_mode(Mode::Write);
+    alice.wait_mode(Mode::Read);
+
+    // Turns alternate bob, alice, bob, ...; texts vary in script, length and spacing.
+    let samples = [
+        "hi",
+        "  leading and trailing  ",
+        "héllo wörld ✓ 日本語 🎉",
+        "tab\there",
+        "x",
+    ];
+    for turn in 0..200usize {
+        let (from, to) = if turn % 2 == 0 {
+            (&bob, &alice)
+        } else {
+            (&alice, &bob)
+        };
+        let mut text = format!("{turn}: {}", samples[turn % samples.len()]);
+        if turn % 50 == 7 {
+            text.push_str(&"long ".repeat(10_000)); // 50 KB, under the 64 KiB body limit
+        }
+        from.line(&text);
+        assert_eq!(wait_message(to, &from.name), text, "turn {turn}");
+        to.wait_mode(Mode::Write);
+    }
+
+    bob.line("/quit");
+    alice.wait_for(
+        "PeerLeft",
+        |e| matches!(e, ClientEvent::PeerLeft { peer } if peer.as_str() == "bob"),
+    );
+    alice.wait_mode(Mode::Registered);
+    bob.finish().expect("bob exits cleanly");
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn a_peer_that_resets_mid_chat_is_reported_lost<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let mut peer = raw_chat_with(&alice, "mallory");
+    peer.send(&message_request(b"ping"));
+    assert_eq!(wait_message(&alice, "mallory"), "ping");
+    alice.wait_mode(Mode::Write);
+    alice.line(&"pong ".repeat(1000));
+    // Read a little of the answer and drop the rest unread: the kernel sends a reset.
+    let mut first = [0u8; 8];
+    peer.stream
+        .read_exact(&mut first)
+        .expect("alice's message starts");
+    drop(peer);
+    alice.wait_for(
+        "PeerLost",
+        |e| matches!(e, ClientEvent::PeerLost { peer, .. } if peer.as_str() == "mallory"),
+    );
+    alice.wait_mode(Mode::Registered);
+    // Still usable: the server connection survived.
+    alice.line("/bridge");
+    alice.wait_mode(Mode::Wait);
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn chat_to_a_client_that_is_not_waiting_is_409_and_closed<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.line("/register");
+    alice.wait_mode(Mode::Registered);
+    let mut peer = Raw::connect(alice.chat_addr());
+    let answer =
+        peer.request("CHAT / HTTP/1.1\r\nName: mallory\r\nIP: 127.0.0.1\r\nPort: 9\r\n\r\n");
+    assert_error(&answer, 409);
+    peer.expect_closed();
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn peer_messages_arrive_exactly_and_invalid_utf8_shows_as_replacement<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let mut peer = raw_chat_with(&alice, "mallory");
+    peer.send(&message_request(b"two\nlines\r\nand bad \xff bytes"));
+    assert_eq!(
+        wait_message(&alice, "mallory"),
+        "two\nlines\r\nand bad \u{FFFD} bytes"
+    );
+    alice.line("reply");
+    let reply = peer.incoming_request();
+    assert_eq!(reply.method, "MESSAGE");
+    assert_eq!(
+        reply.message.header("Content-Type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(reply.message.body, b"reply");
+    alice.line("/quit");
+    assert_eq!(peer.incoming_request().method, "QUIT");
+    peer.expect_closed();
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn a_message_typed_out_of_turn_is_held_until_the_turn_comes<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let mut peer = raw_chat_with(&alice, "mallory");
+    alice.line("early bird"); // READ MODE: not alice's turn
+    alice.wait_for("MessageHeld", |e| {
+        matches!(e, ClientEvent::MessageHeld { .. })
+    });
+    peer.send(&message_request(b"go ahead"));
+    assert_eq!(wait_message(&alice, "mallory"), "go ahead");
+    let held = peer.incoming_request();
+    assert_eq!(
+        (held.method.as_str(), held.message.body.as_slice()),
+        ("MESSAGE", &b"early bird"[..])
+    );
+    alice.wait_mode(Mode::Read);
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn a_message_out_of_turn_from_the_peer_ends_the_chat<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let mut peer = raw_chat_with(&alice, "mallory");
+    let mut twice = message_request(b"one");
+    twice.extend_from_slice(&message_request(b"two")); // the second is out of turn
+    peer.send(&twice);
+    alice.wait_for("PeerLost", |e| matches!(e, ClientEvent::PeerLost { .. }));
+    alice.wait_mode(Mode::Registered);
+    peer.expect_closed();
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn quit_from_the_peer_at_any_turn_ends_the_chat<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let mut peer = raw_chat_with(&alice, "mallory");
+    peer.send(&message_request(b"hi"));
+    alice.wait_mode(Mode::Write);
+    peer.send(b"QUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"); // alice's turn, not ours
+    alice.wait_for("PeerLeft", |e| matches!(e, ClientEvent::PeerLeft { .. }));
+    alice.wait_mode(Mode::Registered);
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn quit_in_read_mode_sends_quit_and_exits<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let mut peer = raw_chat_with(&alice, "mallory"); // alice is in READ MODE
+    alice.line("/quit");
+    assert_eq!(peer.incoming_request().method, "QUIT");
+    peer.expect_closed();
+    alice.finish().expect("alice exits cleanly");
+    server.wait_unregistered("alice");
+    server.stop().expect("clean shutdown");
+}
+
+pub fn interrupt_while_waiting_exits_and_frees_the_name<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    alice.input(ClientInput::Interrupt);
+    alice.finish().expect("alice exits cleanly");
+    server.wait_unregistered("alice");
+    let mut bob = server.client();
+    bob.register("bob", "127.0.0.1", 9002);
+    assert_ok_empty(&bob.bridge()); // alice no longer waits
+    server.stop().expect("clean shutdown");
+}
+
+pub fn an_unreachable_server_ends_the_client_with_an_error<T: Transport>() {
+    // A port that was just free: nothing listens there.
+    let addr = std::net::TcpListener::bind(loopback_v4())
+        .and_then(|l| l.local_addr())
+        .expect("find a free port");
+    let (events_tx, _events) = mpsc::channel();
+    let config = ClientConfig::new("alice".parse().expect("a valid name"), addr);
+    let running = T::spawn(Client::new(config, Instant::now()), events_tx);
+    let error = running.join().expect_err("the client must fail");
+    assert!(!error.is_empty());
 }
