@@ -13,22 +13,24 @@
 //! ```
 //!
 //! - **The core thread** is the one that calls [`Runner::run`]. It never
-//!   touches a socket in a way that blocks: `Transmit` copies the bytes into
-//!   the connection's *outbox*, a bounded channel to its writer, with
-//!   `try_send`. Outcomes of outputs (a listener bound, a writer that could not
-//!   start) are queued and fed back once the drain is done, so the core never
-//!   sees an input while it is still handing out outputs.
+//!   blocks on a socket: `Transmit` copies the bytes into the connection's
+//!   *outbox*, a channel to its writer. Outcomes of outputs (a listener bound,
+//!   a writer that could not start) are queued and fed back once the drain is
+//!   done, so the core never sees an input while it is still handing out outputs.
 //! - **Readers** block in `read` and forward each chunk. The channel to the
 //!   core is bounded, so a peer that sends faster than the core digests is
 //!   slowed down by TCP flow control, not buffered without limit.
 //! - **Writers** block in `write_all` on what their outbox holds, so a slow
-//!   reader blocks only its own writer. When its outbox is full (the peer has
-//!   stopped reading) the core shuts the socket down and reports it closed.
+//!   reader blocks only its own writer. The bytes in an outbox are counted:
+//!   at [`HIGH_WATER`] the connection's reader pauses (its requests would only
+//!   pile up more answers) until the writer drains below the mark; past
+//!   [`MAX_QUEUED`] the core shuts the socket down and reports it closed.
 //! - **Closing** is dropping the outbox: the writer sends what is queued,
-//!   shuts down its write side, then waits up to [`CLOSE_GRACE`] for the peer
-//!   to close its side (the reader ending) before shutting the socket fully.
-//!   Without that wait, unread input would make the kernel answer with a reset
-//!   that can destroy the final response (say a 413) before the peer reads it.
+//!   shuts down its write side, then waits for the peer to close its side (the
+//!   reader ending). Without that wait, unread input would make the kernel
+//!   answer with a reset that can destroy the final response (say a 413)
+//!   before the peer reads it. A peer that takes more than [`CLOSE_GRACE`] to
+//!   read our last bytes and close has the socket shut down by the core.
 //! - **Connects** run on their own thread (`connect_timeout`), which then
 //!   becomes that connection's writer, so bytes transmitted early wait in the
 //!   outbox. A connect the core gave up on (it emits `Close`) is closed when it
@@ -45,13 +47,13 @@
 //! Every thread but the core's gets a [`THREAD_STACK`] stack, so 1,000 clients
 //! (2,000 threads) cost a few tens of MiB.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -59,8 +61,10 @@ use bridgechat_core::{ConnId, Endpoint, Output};
 
 /// Stack size of reader, writer, connector and acceptor threads.
 pub const THREAD_STACK: usize = 64 * 1024;
-/// Transmits queued for one connection before it counts as a reader that never reads.
-pub const OUTBOX_CHUNKS: usize = 64;
+/// Queued output at which a connection stops being read until it drains.
+pub const HIGH_WATER: usize = 64 * 1024;
+/// Queued output past which a connection is dropped as a reader that never reads.
+pub const MAX_QUEUED: usize = 1024 * 1024;
 /// Messages waiting for the core thread before readers block (backpressure).
 pub const CHANNEL_CAPACITY: usize = 1024;
 /// How long a closed connection may take to flush and see the peer's end.
@@ -166,6 +170,7 @@ impl<E: Endpoint> Runner<E> {
                 to_core,
                 live: HashMap::new(),
                 closing: HashMap::new(),
+                grace: VecDeque::new(),
                 acceptors: Vec::new(),
                 reports: Vec::new(),
             },
@@ -196,8 +201,9 @@ impl<E: Endpoint> Runner<E> {
                 self.endpoint.handle_input(now, input);
                 continue;
             }
-            let received = match deadline {
-                Some(deadline) => self.inbox.recv_timeout(deadline - now),
+            self.net.end_grace_periods(now);
+            let received = match deadline.into_iter().chain(self.net.next_grace_end()).min() {
+                Some(wake) => self.inbox.recv_timeout(wake.saturating_duration_since(now)),
                 None => self
                     .inbox
                     .recv()
@@ -339,14 +345,63 @@ struct Net {
     live: HashMap<ConnId, Conn>,
     /// Connections the core is done with whose writer has not finished yet.
     closing: HashMap<ConnId, Option<TcpStream>>,
+    /// When each closing connection's [`CLOSE_GRACE`] ends, oldest first.
+    grace: VecDeque<(Instant, ConnId)>,
     acceptors: Vec<Acceptor>,
     reports: Vec<Report>,
 }
 
 struct Conn {
-    outbox: SyncSender<Vec<u8>>,
+    outbox: Sender<Vec<u8>>,
+    backlog: Arc<Backlog>,
     /// A handle to shut the socket down with; `None` while connecting.
     stream: Option<TcpStream>,
+}
+
+/// Bytes in a connection's outbox, shared by the core, the writer and the reader.
+#[derive(Default)]
+struct Backlog {
+    state: Mutex<Queued>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    bytes: usize,
+    writer_done: bool,
+}
+
+impl Backlog {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `n` more bytes queued; returns the total.
+    fn add(&self, n: usize) -> usize {
+        let mut queued = self.lock();
+        queued.bytes += n;
+        queued.bytes
+    }
+
+    /// The writer is done with `n` bytes.
+    fn sent(&self, n: usize) {
+        self.lock().bytes -= n;
+        self.changed.notify_all();
+    }
+
+    fn writer_done(&self) {
+        self.lock().writer_done = true;
+        self.changed.notify_all();
+    }
+
+    /// The reader waits here while the peer has too many answers unread.
+    fn wait_for_room(&self) {
+        let queued = self.lock();
+        let wait = self
+            .changed
+            .wait_while(queued, |q| q.bytes >= HIGH_WATER && !q.writer_done);
+        drop(wait.unwrap_or_else(PoisonError::into_inner));
+    }
 }
 
 impl Net {
@@ -368,19 +423,10 @@ impl Net {
     }
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        let (outbox, queued) = mpsc::sync_channel(OUTBOX_CHUNKS);
-        let to_core = self.to_core.clone();
-        match spawn("bridgechat-connect", move || {
-            connect_and_write(conn, addr, queued, to_core)
-        }) {
+        let (outbox, writer) = self.writer(conn);
+        match spawn("bridgechat-connect", move || writer.connect(addr)) {
             Ok(_) => {
-                self.live.insert(
-                    conn,
-                    Conn {
-                        outbox,
-                        stream: None,
-                    },
-                );
+                self.live.insert(conn, outbox);
             }
             Err(error) => self
                 .reports
@@ -391,52 +437,86 @@ impl Net {
     /// Starts the threads of a connection the core has just named `conn`.
     fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let (outbox, queued) = mpsc::sync_channel(OUTBOX_CHUNKS);
-        let to_core = self.to_core.clone();
+        let (mut outbox, writer) = self.writer(conn);
         let started = stream.try_clone().and_then(|handle| {
-            spawn("bridgechat-write", move || {
-                write_loop(conn, stream, queued, to_core)
-            })?;
+            spawn("bridgechat-write", move || writer.run(stream))?;
             Ok(handle)
         });
         match started {
             Ok(handle) => {
-                let stream = Some(handle);
-                self.live.insert(conn, Conn { outbox, stream });
+                outbox.stream = Some(handle);
+                self.live.insert(conn, outbox);
             }
             Err(_) => self.reports.push(Report::Closed(conn)),
         }
+    }
+
+    /// A new connection's outbox, and the writer that empties it.
+    fn writer(&self, conn: ConnId) -> (Conn, Writer) {
+        let (outbox, queued) = mpsc::channel();
+        let backlog = Arc::new(Backlog::default());
+        let writer = Writer {
+            conn,
+            queued,
+            backlog: Arc::clone(&backlog),
+            to_core: self.to_core.clone(),
+        };
+        let stream = None;
+        (
+            Conn {
+                outbox,
+                backlog,
+                stream,
+            },
+            writer,
+        )
     }
 
     fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some(c) = self.live.get(&conn) else {
             return; // closed already; the core will not hear of it again
         };
-        match c.outbox.try_send(bytes.to_vec()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                // The peer has stopped reading: drop it rather than buffer without limit.
-                if let Some(c) = self.live.remove(&conn) {
-                    if let Some(stream) = &c.stream {
-                        let _ = stream.shutdown(Shutdown::Both);
-                    }
-                    self.closing.insert(conn, c.stream);
-                }
-                self.reports.push(Report::Closed(conn));
-            }
-            // The writer failed; its `Closed` is on the way to the core.
-            Err(TrySendError::Disconnected(_)) => {}
+        if c.backlog.add(bytes.len()) <= MAX_QUEUED {
+            // An error means the writer failed; its `Closed` is on the way to the core.
+            let _ = c.outbox.send(bytes.to_vec());
+            return;
         }
+        // The peer has stopped reading: drop it rather than buffer without limit.
+        if let Some(c) = self.live.remove(&conn) {
+            if let Some(stream) = &c.stream {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            self.closing.insert(conn, c.stream);
+        }
+        self.reports.push(Report::Closed(conn));
     }
 
     /// Lets `conn`'s writer send what is queued and close; false if it was not live.
     fn close(&mut self, conn: ConnId) -> bool {
-        let Some(Conn { outbox, stream }) = self.live.remove(&conn) else {
+        let Some(Conn { outbox, stream, .. }) = self.live.remove(&conn) else {
             return false;
         };
         drop(outbox); // the writer ends after the last queued chunk
         self.closing.insert(conn, stream);
+        self.grace.push_back((Instant::now() + CLOSE_GRACE, conn));
         true
+    }
+
+    fn next_grace_end(&self) -> Option<Instant> {
+        self.grace.front().map(|(end, _)| *end)
+    }
+
+    /// Shuts down closing connections whose peer did not read and close in time.
+    fn end_grace_periods(&mut self, now: Instant) {
+        while let Some(&(end, conn)) = self.grace.front() {
+            if end > now {
+                break;
+            }
+            self.grace.pop_front();
+            if let Some(Some(stream)) = self.closing.get(&conn) {
+                let _ = stream.shutdown(Shutdown::Both); // the writer then finishes
+            }
+        }
     }
 }
 
@@ -501,63 +581,83 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg
     }
 }
 
-fn connect_and_write(
+/// A connection's writer thread: sends what the outbox holds, then closes.
+struct Writer {
     conn: ConnId,
-    addr: SocketAddr,
     queued: Receiver<Vec<u8>>,
+    backlog: Arc<Backlog>,
     to_core: SyncSender<Msg>,
-) {
-    let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|stream| {
-        stream.set_nodelay(true)?;
-        let local = stream.local_addr()?;
-        Ok((stream.try_clone()?, local, stream))
-    });
-    match connected {
-        Ok((handle, local, stream)) => {
-            if to_core
-                .send(Msg::Connected(conn, Ok((handle, local))))
-                .is_ok()
-            {
-                write_loop(conn, stream, queued, to_core);
+}
+
+impl Writer {
+    /// Connects first; bytes transmitted meanwhile wait in the outbox.
+    fn connect(self, addr: SocketAddr) {
+        let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|stream| {
+            stream.set_nodelay(true)?;
+            let local = stream.local_addr()?;
+            Ok((stream.try_clone()?, local, stream))
+        });
+        match connected {
+            Ok((handle, local, stream)) => {
+                let connected = Msg::Connected(self.conn, Ok((handle, local)));
+                if self.to_core.send(connected).is_ok() {
+                    self.run(stream);
+                }
+            }
+            Err(error) => {
+                let failed = Msg::Connected(self.conn, Err(error.to_string()));
+                let _ = self.to_core.send(failed);
+                let _ = self.to_core.send(Msg::Finished(self.conn));
             }
         }
-        Err(error) => {
-            let _ = to_core.send(Msg::Connected(conn, Err(error.to_string())));
-            let _ = to_core.send(Msg::Finished(conn));
+    }
+
+    /// Starts the reader, writes until the core drops the outbox, and closes.
+    fn run(self, mut stream: TcpStream) {
+        let Writer {
+            conn,
+            queued,
+            backlog,
+            to_core,
+        } = self;
+        // `reader_gone` disconnects when the reader ends.
+        let (reader_alive, reader_gone) = mpsc::channel::<()>();
+        let reader = stream.try_clone().and_then(|stream| {
+            let (backlog, to_core) = (Arc::clone(&backlog), to_core.clone());
+            spawn("bridgechat-read", move || {
+                read_loop(conn, stream, &backlog, to_core, reader_alive)
+            })
+        });
+        let wrote_all = reader.is_ok()
+            && queued.iter().all(|bytes| {
+                let sent = stream.write_all(&bytes).is_ok();
+                backlog.sent(bytes.len());
+                sent
+            });
+        backlog.writer_done();
+        if wrote_all {
+            // Lingering close: the peer reads our last bytes and closes first
+            // (or the core shuts the socket down after `CLOSE_GRACE`).
+            let _ = stream.shutdown(Shutdown::Write);
+            let _ = reader_gone.recv();
+        } else {
+            let _ = stream.shutdown(Shutdown::Both);
+            let _ = to_core.send(Msg::Closed(conn));
         }
+        let _ = to_core.send(Msg::Finished(conn));
     }
 }
 
-/// A connection's writer: starts its reader, writes the outbox, and closes.
-fn write_loop(
+fn read_loop(
     conn: ConnId,
     mut stream: TcpStream,
-    queued: Receiver<Vec<u8>>,
+    backlog: &Backlog,
     to_core: SyncSender<Msg>,
+    _alive: Sender<()>,
 ) {
-    // `reader_gone` disconnects when the reader ends.
-    let (reader_alive, reader_gone) = mpsc::channel::<()>();
-    let reader = stream.try_clone().and_then(|stream| {
-        let to_core = to_core.clone();
-        spawn("bridgechat-read", move || {
-            read_loop(conn, stream, to_core, reader_alive)
-        })
-    });
-    let wrote_all = reader.is_ok() && queued.iter().all(|bytes| stream.write_all(&bytes).is_ok());
-    if wrote_all {
-        // Lingering close: the peer reads our last bytes and closes first.
-        let _ = stream.shutdown(Shutdown::Write);
-        let _ = reader_gone.recv_timeout(CLOSE_GRACE);
-    } else {
-        let _ = to_core.send(Msg::Closed(conn));
-    }
-    let _ = stream.shutdown(Shutdown::Both);
-    let _ = to_core.send(Msg::Finished(conn));
-}
-
-fn read_loop(conn: ConnId, mut stream: TcpStream, to_core: SyncSender<Msg>, _alive: Sender<()>) {
     let mut buf = vec![0; READ_CHUNK];
     loop {
+        backlog.wait_for_room();
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
