@@ -1,2 +1,0 @@
-mod suite;
-transport_suite!(bridgechat_transport_std);
