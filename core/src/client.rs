@@ -1007,9 +1007,8 @@ impl Client {
             stage: ChatStage::Open,
         });
         self.set_mode(next);
-        if !rest.is_empty() {
-            self.chat_data(&rest);
-        }
+        // Also when `rest` is empty: the decoder may hold a message that came with the CHAT.
+        self.chat_data(&rest);
     }
 
     /// Decides the CHATs that arrived while BRIDGE was in flight.

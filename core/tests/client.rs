@@ -313,6 +313,28 @@ fn quit_from_the_reader_while_the_writer_is_typing_ends_the_chat_on_both_sides()
 }
 
 #[test]
+fn a_message_that_arrives_with_the_rest_of_a_split_chat_is_not_left_behind() {
+    let mut net = Net::new(1, Chunking::Whole);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    send_lines(&mut net, alice, &["/register", "/bridge"]);
+    let peer = net.add_raw();
+    let conn = net.connect_raw(peer, chat_addr(&net, alice)).unwrap();
+    let chat = chat_request("bob", "127.0.0.9", 9);
+    let (head, tail) = chat.split_at(20);
+    net.send_raw(peer, conn, head.as_bytes());
+    net.run();
+    net.send_raw(
+        peer,
+        conn,
+        format!("{tail}{}", message("right behind")).as_bytes(),
+    );
+    net.run();
+    assert_eq!(received(&net, alice), ["right behind"]);
+    assert_eq!(net.mode(alice), Mode::Write);
+}
+
+#[test]
 fn quit_sends_quit_on_the_wire_before_closing() {
     let mut net = Net::new(1, Chunking::Whole);
     let server = net.add_default_server();
@@ -725,23 +747,12 @@ fn a_message_over_the_body_limit_is_refused() {
 #[test]
 fn a_peer_refusing_chat_sends_the_initiator_back_to_registered() {
     let mut net = Net::new(1, Chunking::Random);
-    let (fake, addr) = net.add_raw_listener(7070);
     let (peer, peer_addr) = net.add_raw_listener(9100);
-    let bob = net.add_client(ClientConfig::new(name("bob"), addr));
-    let conn = net.raw(fake).accepted[0];
-    let ip = net.nodes[bob.0].ip.to_string();
-    let port = chat_addr(&net, bob).port();
-    send_lines(&mut net, bob, &["/register"]);
-    net.send_raw(fake, conn, wire::ok_contact("bob", &ip, port).as_bytes());
-    send_lines(&mut net, bob, &["/bridge"]);
-    let alice_ip = peer_addr.ip().to_string();
-    net.send_raw(
-        fake,
-        conn,
-        wire::ok_contact("alice", &alice_ip, peer_addr.port()).as_bytes(),
-    );
+    let bob = ready_bob_via_fake_server(&mut net, peer_addr);
     send_lines(&mut net, bob, &["held", "/chat"]);
     let chat = net.raw(peer).accepted[0];
+    let ip = net.nodes[bob.0].ip.to_string();
+    let port = chat_addr(&net, bob).port();
     assert_eq!(net.raw_text(peer, chat), chat_request("bob", &ip, port));
     net.send_raw(
         peer,
@@ -763,17 +774,8 @@ fn a_peer_refusing_chat_sends_the_initiator_back_to_registered() {
 
 #[test]
 fn a_peer_that_cannot_be_reached_sends_the_initiator_back_to_registered() {
-    let (mut net, fake, conn, bob) = fake_server(4);
-    let ip = net.nodes[bob.0].ip.to_string();
-    let port = chat_addr(&net, bob).port();
-    send_lines(&mut net, bob, &["/register"]);
-    net.send_raw(fake, conn, wire::ok_contact("bob", &ip, port).as_bytes());
-    send_lines(&mut net, bob, &["/bridge"]);
-    net.send_raw(
-        fake,
-        conn,
-        wire::ok_contact("alice", "127.0.0.99", 1).as_bytes(),
-    );
+    let mut net = Net::new(4, Chunking::Random);
+    let bob = ready_bob_via_fake_server(&mut net, "127.0.0.99:1".parse().unwrap());
     send_lines(&mut net, bob, &["/chat"]);
     assert_eq!(
         errors(&net, bob),
@@ -1010,4 +1012,79 @@ fn a_chat_that_arrives_before_the_bridge_answer_is_accepted_once_waiting() {
             text: "early".to_owned()
         }
     )));
+}
+
+/// Bob registered and READY with alice at `peer_addr`, through a fake server.
+fn ready_bob_via_fake_server(net: &mut Net, peer_addr: SocketAddr) -> NodeId {
+    let (fake, addr) = net.add_raw_listener(7070);
+    let bob = net.add_client(ClientConfig::new(name("bob"), addr));
+    let conn = net.raw(fake).accepted[0];
+    let ip = net.nodes[bob.0].ip.to_string();
+    let port = chat_addr(net, bob).port();
+    send_lines(net, bob, &["/register"]);
+    net.send_raw(fake, conn, wire::ok_contact("bob", &ip, port).as_bytes());
+    send_lines(net, bob, &["/bridge"]);
+    let peer_ip = peer_addr.ip().to_string();
+    net.send_raw(
+        fake,
+        conn,
+        wire::ok_contact("alice", &peer_ip, peer_addr.port()).as_bytes(),
+    );
+    net.run();
+    assert_eq!(net.mode(bob), Mode::Ready);
+    bob
+}
+
+#[test]
+fn a_peer_that_never_answers_chat_times_out_back_to_registered() {
+    let mut net = Net::new(1, Chunking::Random);
+    let (peer, peer_addr) = net.add_raw_listener(9100);
+    let bob = ready_bob_via_fake_server(&mut net, peer_addr);
+    send_lines(&mut net, bob, &["/chat", "/help"]);
+    assert!(
+        infos(&net, bob).is_empty(),
+        "/help waits for the CHAT answer"
+    );
+    net.advance(Duration::from_secs(10));
+    assert_eq!(errors(&net, bob), ["alice did not answer CHAT within 10s"]);
+    assert_eq!(net.mode(bob), Mode::Registered);
+    assert_eq!(infos(&net, bob).len(), 1);
+    let chat = net.raw(peer).accepted[0];
+    assert!(net.raw_is_closed(peer, chat));
+}
+
+#[test]
+fn a_peer_connect_that_hangs_for_5s_is_closed_and_reported() {
+    // The harness connects at once, so the hanging connect is played by hand.
+    let now = Instant::now();
+    let mut bob = Client::new(ClientConfig::new(name("bob"), server_addr()), now);
+    bob.handle_listening(now, "0.0.0.0:9002".parse().unwrap());
+    bob.handle_connected(now, ConnId(1), "127.0.0.2:50000".parse().unwrap());
+    bob.handle_input(now, ClientInput::Line("/register".to_owned()));
+    bob.handle_data(
+        now,
+        ConnId(1),
+        wire::ok_contact("bob", "127.0.0.2", 9002).as_bytes(),
+    );
+    bob.handle_input(now, ClientInput::Line("/bridge".to_owned()));
+    bob.handle_data(
+        now,
+        ConnId(1),
+        wire::ok_contact("alice", "127.0.0.3", 9003).as_bytes(),
+    );
+    bob.handle_input(now, ClientInput::Line("/chat".to_owned()));
+    let out = drain(&mut bob);
+    assert!(
+        out.contains(&"connect #2 127.0.0.3:9003".to_owned()),
+        "{out:?}"
+    );
+    assert_eq!(bob.poll_timeout(), Some(now + Duration::from_secs(5)));
+    bob.handle_timeout(now + Duration::from_secs(5));
+    let out = drain(&mut bob);
+    assert_eq!(out[0], "close #2");
+    assert!(out.contains(&format!(
+        "event {:?}",
+        ClientEvent::Error("cannot reach alice at 127.0.0.3:9003 within 5s".to_owned())
+    )));
+    assert_eq!(bob.mode(), Mode::Registered);
 }
