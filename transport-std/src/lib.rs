@@ -236,7 +236,9 @@ impl<E: Endpoint> Runner<E> {
                     c.stream = Some(stream);
                     endpoint.handle_connected(now, conn, local);
                 } else if let Some(slot) = net.closing.get_mut(&conn) {
-                    *slot = Some(stream); // the core gave up on it; its writer closes it
+                    // The core gave up on it: its writer closes it, with a grace period from now.
+                    *slot = Some(stream);
+                    net.grace.push_back((now + CLOSE_GRACE, conn));
                 }
             }
             Msg::Connected(conn, Err(error)) => {
