@@ -18,7 +18,9 @@
 //! Design choices, each bounded:
 //!
 //! - **Edge-triggered I/O.** Reads and accepts go until `WouldBlock`; one
-//!   64 KiB read buffer serves every connection.
+//!   64 KiB read buffer serves every connection. Every accepted and connected
+//!   stream gets `TCP_NODELAY`; IPv4 and IPv6 alike. Listeners are mio's, so
+//!   `SO_REUSEADDR` is set as with `std`.
 //! - **Output buffers.** Each connection queues what the core transmits and
 //!   writes as much as the socket takes, so a slow reader blocks no one. At
 //!   [`HIGH_WATER`] queued bytes we stop reading that connection (its
