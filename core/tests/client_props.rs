@@ -169,14 +169,16 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     let line = prop_oneof![
-        3 => prop::sample::select(COMMANDS.to_vec()).prop_map(str::to_owned),
-        2 => text(),
+        4 => text(),
+        2 => prop::sample::select(vec!["/register", "/bridge", "/chat", "/help"]).prop_map(str::to_owned),
+        1 => Just("/quit".to_owned()),
     ];
+    // Quitting and breaking links are rare, so most runs get far into a chat first.
     prop_oneof![
-        8 => (any::<bool>(), line).prop_map(|(a, l)| Op::Line(a, l)),
+        14 => (any::<bool>(), line).prop_map(|(a, l)| Op::Line(a, l)),
         1 => any::<bool>().prop_map(Op::EndOfInput),
         1 => any::<bool>().prop_map(Op::Interrupt),
-        4 => (0usize..30).prop_map(Op::Deliver),
+        8 => (0usize..30).prop_map(Op::Deliver),
         1 => (0u64..40).prop_map(Op::Wait),
         1 => (any::<bool>(), 0usize..3).prop_map(|(a, n)| Op::Reset(a, n)),
     ]
@@ -193,12 +195,27 @@ proptest! {
         seed in any::<u64>(),
         chunking in chunking(),
         ops in prop::collection::vec(op(), 0..60),
+        merge in prop::collection::vec(prop::bool::weighted(0.7), 66),
     ) {
         let mut net = Net::new(seed, chunking);
         let server = net.add_default_server();
         let alice = net.add_named_client("alice", server);
         let bob = net.add_named_client("bob", server);
-        for op in ops {
+        // The way into a chat, woven into the random ops at random places, so that
+        // many runs reach the chat and the random ops hit it in every phase.
+        let mut happy = ["/register", "/bridge", "/chat"]
+            .iter()
+            .flat_map(|line| [Op::Line(true, line.to_string()), Op::Line(false, line.to_string())])
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut random = ops.into_iter();
+        let mut merged = Vec::new();
+        for take_happy in merge {
+            let next = if take_happy { happy.next() } else { random.next() };
+            merged.extend(next);
+        }
+        merged.extend(happy.chain(random));
+        for op in merged {
             match op {
                 Op::Line(a, line) => net.line(if a { alice } else { bob }, &line),
                 Op::EndOfInput(a) => net.client_input(if a { alice } else { bob }, ClientInput::EndOfInput),
