@@ -52,6 +52,8 @@ pub struct LoadConfig {
     /// Give up on a stage when nothing is answered for this long.
     pub stall: Duration,
     pub progress: bool,
+    /// Add `Host: <server>` to every REGISTER so a plain HTTP server can take the same load.
+    pub host_header: bool,
 }
 
 /// One stage's figures.
@@ -141,6 +143,8 @@ struct Conn {
     handed: u32,
     /// For an asker: its index in `pairs`.
     pair: Option<usize>,
+    /// Counted in `Engine::opening`: connecting, or its first REGISTER unanswered.
+    opening: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +195,10 @@ struct Engine {
     scratch: Vec<u8>,
     phase: Phase,
     next_connect: usize,
-    connecting: usize,
+    /// Connections opened whose first REGISTER is not answered yet. Bounded by
+    /// `connect_window`, so the server's accept queue (128 with mio's and std's
+    /// default backlog) cannot overflow into SYN retransmits (1 s each).
+    opening: usize,
     in_flight: usize,
     registered_now: usize,
     stage: Stage,
@@ -233,6 +240,11 @@ pub fn run(cfg: LoadConfig, ip: IpAddr) -> Result<LoadReport, String> {
         names.insert(name, i);
         let mut wire = Vec::new();
         codec::write_register(&mut wire, &contact);
+        if cfg.host_header {
+            // Before the blank line that ends the head.
+            wire.truncate(wire.len() - 2);
+            wire.extend_from_slice(format!("Host: {}\r\n\r\n", cfg.server).as_bytes());
+        }
         register_wire.push(wire);
         conns.push(Conn {
             stream: None,
@@ -246,6 +258,7 @@ pub fn run(cfg: LoadConfig, ip: IpAddr) -> Result<LoadReport, String> {
             role: Role::None,
             handed: 0,
             pair: None,
+            opening: false,
         });
     }
     let mut engine = Engine {
@@ -263,7 +276,7 @@ pub fn run(cfg: LoadConfig, ip: IpAddr) -> Result<LoadReport, String> {
         scratch: vec![0; READ_CHUNK],
         phase: Phase::Register,
         next_connect: 0,
-        connecting: 0,
+        opening: 0,
         in_flight: 0,
         registered_now: 0,
         stage: Stage::default(),
@@ -283,7 +296,7 @@ impl Engine {
         let start = Instant::now();
         self.begin(Phase::Register);
         self.fill_connect_window();
-        self.pump(|e| e.next_connect == e.conns.len() && e.connecting == 0 && e.in_flight == 0)?;
+        self.pump(|e| e.next_connect == e.conns.len() && e.opening == 0 && e.in_flight == 0)?;
         let stage = self.end(start);
         self.report.register = stage;
         self.report.registered = self.registered_now;
@@ -421,7 +434,7 @@ impl Engine {
                     self.phase,
                     self.cfg.stall.as_secs_f64(),
                     self.in_flight,
-                    self.connecting + (self.conns.len() - self.next_connect),
+                    self.opening + (self.conns.len() - self.next_connect),
                     self.active_chats,
                 ));
             }
@@ -463,10 +476,10 @@ impl Engine {
         let secs = elapsed.as_secs_f64();
         match self.phase {
             Phase::Register => format!(
-                "[register {secs:.0}s] {} of {} registered, {} connecting, {} errors",
+                "[register {secs:.0}s] {} of {} registered, {} opening, {} errors",
                 self.registered_now,
                 self.conns.len(),
-                self.connecting,
+                self.opening,
                 self.error_count()
             ),
             Phase::Hold => format!("[hold {secs:.0}s] {} registered", self.registered_now),
@@ -504,7 +517,7 @@ impl Engine {
     // Server connections
 
     fn fill_connect_window(&mut self) {
-        while self.connecting < self.cfg.connect_window && self.next_connect < self.conns.len() {
+        while self.opening < self.cfg.connect_window && self.next_connect < self.conns.len() {
             let i = self.next_connect;
             self.next_connect += 1;
             match TcpStream::connect(self.cfg.server) {
@@ -520,7 +533,8 @@ impl Engine {
                     }
                     self.conns[i].stream = Some(stream);
                     self.conns[i].state = ConnState::Connecting(Instant::now());
-                    self.connecting += 1;
+                    self.conns[i].opening = true;
+                    self.opening += 1;
                 }
                 Err(e) => {
                     self.conn_error(format!("connect: {}", error_text(&e)));
@@ -547,7 +561,6 @@ impl Engine {
                     Err(e) => Err(e),
                 },
             };
-            self.connecting -= 1;
             match result {
                 Ok(()) => {
                     let now = Instant::now();
@@ -598,7 +611,16 @@ impl Engine {
         }
     }
 
+    /// `i` no longer counts against the connect window.
+    fn opened(&mut self, i: usize) {
+        if std::mem::take(&mut self.conns[i].opening) {
+            self.opening -= 1;
+            self.fill_connect_window();
+        }
+    }
+
     fn kill(&mut self, i: usize) {
+        self.opened(i);
         let c = &mut self.conns[i];
         if c.registered {
             c.registered = false;
@@ -670,6 +692,7 @@ impl Engine {
         }
         match self.phase {
             Phase::Register | Phase::Hold => {
+                self.opened(i);
                 if ok && !self.conns[i].registered {
                     self.conns[i].registered = true;
                     self.registered_now += 1;

@@ -63,8 +63,9 @@ pub struct BenchArgs {
     /// Seconds to hold every client registered and idle before bridging (e.g. to read RSS).
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     hold: f64,
-    /// Connects in flight at once while opening the connections.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connections being opened at once (connecting, or first REGISTER unanswered).
+    /// Keep it below the server's listen backlog (128 by default) to avoid SYN drops.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     connect_window: u32,
     /// Chats running at once (each costs two sockets in this process).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -72,6 +73,11 @@ pub struct BenchArgs {
     /// Give up when a stage gets no answer for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     stall: f64,
+    /// Add a `Host` header to every REGISTER (bridgechat ignores it), so that a plain
+    /// HTTP/1.1 server such as nginx with `return 200` can take the very same load
+    /// for comparison (use with --phase steady).
+    #[arg(long)]
+    http_host: bool,
     /// No progress lines on standard error.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -127,6 +133,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         chat_window: args.chat_window as usize,
         stall,
         progress: !args.quiet,
+        host_header: args.http_host,
     };
     println!(
         "bridgechat bench: {} clients -> {server}, pipeline {}, turns {}, steady {:.1} s, phase {:?}",

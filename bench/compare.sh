@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Measures the figures of docs/PERFORMANCE.md against their references, side by side.
+#
+#   bench/compare.sh [register|held|turns|all]...      (default: all)
+#
+# Environment (defaults in brackets):
+#   RUNS [5]          repetitions; every figure is reported as the median of the runs
+#   DURATION [10]     seconds per load run (wrk -d, bridgechat bench -d)
+#   HELD [19000]      clients held by the mio server in the `held` section
+#   HELD_STD [1000]   clients held by the std server in the `held` section
+#   TURNS [20000]     chat turns (messages) per ping-pong run in the `turns` section
+#   OUT [target/bench-compare]   where raw outputs go
+#   NO_BUILD          set to skip `cargo build --release`
+#
+# Sections:
+#   register  REGISTER req/s at 50 connections, no pipelining: wrk (bench/register.lua)
+#             and `bridgechat bench --phase steady --http-host` against nginx
+#             (bench/nginx.conf, 1 worker, `return 200`), the mio server and the std
+#             server; nginx also with plain `wrk` GETs. Within a run the targets follow
+#             each other, so they share the machine's state.
+#   held      a fresh server per run; VmRSS idle, then with HELD clients registered and
+#             held (`bridgechat bench --phase pair --hold`), then pairing them all.
+#             The mio server with HELD clients, the std server with HELD_STD.
+#   turns     chat turn round trip (two clients of one bench process chatting over
+#             loopback after a real REGISTER/BRIDGE/CHAT) against a raw TCP ping-pong of
+#             the same bytes (`bridgechat bench --phase pingpong`), alternated.
+#
+# Needs wrk and nginx (apt-get install -y wrk nginx). Starts nginx and the servers on
+# loopback ports 18080 (nginx), 17070 (mio) and 17071 (std) and stops them on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-10}
+HELD=${HELD:-19000}
+HELD_STD=${HELD_STD:-1000}
+TURNS=${TURNS:-20000}
+OUT=${OUT:-target/bench-compare}
+BIN=target/release/bridgechat
+NGINX_PORT=18080
+MIO_PORT=17070
+STD_PORT=17071
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(all)
+
+mkdir -p "$OUT"
+RESULTS="$OUT/results.txt"
+: > "$RESULTS"
+
+for tool in wrk nginx; do
+    command -v "$tool" > /dev/null || { echo "compare.sh: $tool is not installed (apt-get install -y wrk nginx)" >&2; exit 1; }
+done
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release -p bridgechat
+fi
+ulimit -n "$(ulimit -Hn)"
+
+PIDS=()
+NGINX_PREFIX=$(mktemp -d)
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2> /dev/null || true
+    done
+    wait 2> /dev/null || true
+    rm -rf "$NGINX_PREFIX"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "$*" | tee -a "$RESULTS"; }
+
+wait_port() {
+    for _ in $(seq 100); do
+        if (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "compare.sh: nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+# start_server TRANSPORT PORT -> sets SERVER_PID
+start_server() {
+    "$BIN" server --listen "127.0.0.1:$2" --transport "$1" --quiet >> "$OUT/server-$1.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_port "$2"
+}
+
+stop() {
+    kill "$1" 2> /dev/null || true
+    wait "$1" 2> /dev/null || true
+}
+
+start_nginx() {
+    nginx -p "$NGINX_PREFIX/" -c "$PWD/bench/nginx.conf" 2>> "$OUT/nginx.log" &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_port "$NGINX_PORT"
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "nan"; else printf "%.2f", a / b }'; }
+# field NAME < summary-line -> value of NAME=... in a bench summary line
+field() { grep '^summary' | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+
+# wrk_rps OUTFILE -> Requests/sec, and warns about non-2xx answers
+wrk_rps() {
+    if grep -q 'Non-2xx' "$1"; then echo "warning: $(grep 'Non-2xx' "$1") in $1" >&2; fi
+    awk '/^Requests\/sec:/ { print $2 }' "$1"
+}
+
+section_register() {
+    log "== register: 50 connections, no pipelining, ${DURATION}s per run, $RUNS runs ($(date -u +%F))"
+    start_nginx
+    start_server mio "$MIO_PORT"; local mio=$SERVER_PID
+    start_server std "$STD_PORT"; local std=$SERVER_PID
+    local d=$DURATION
+    for run in $(seq "$RUNS"); do
+        local f="$OUT/register-$run"
+        wrk -t1 -c50 -d"${d}s" "http://127.0.0.1:$NGINX_PORT/" > "$f.wrk-nginx-get"
+        wrk -t1 -c50 -d"${d}s" -s bench/register.lua "http://127.0.0.1:$NGINX_PORT/" > "$f.wrk-nginx"
+        wrk -t1 -c50 -d"${d}s" -s bench/register.lua "http://127.0.0.1:$MIO_PORT/" > "$f.wrk-mio"
+        wrk -t1 -c50 -d"${d}s" -s bench/register.lua "http://127.0.0.1:$STD_PORT/" > "$f.wrk-std"
+        "$BIN" bench -q --server "127.0.0.1:$NGINX_PORT" -c 50 -d "$d" --phase steady --http-host > "$f.bench-nginx"
+        "$BIN" bench -q --server "127.0.0.1:$MIO_PORT" -c 50 -d "$d" --phase steady --http-host > "$f.bench-mio"
+        "$BIN" bench -q --server "127.0.0.1:$STD_PORT" -c 50 -d "$d" --phase steady --http-host > "$f.bench-std"
+        log "run $run: wrk GET nginx $(wrk_rps "$f.wrk-nginx-get") | wrk REGISTER nginx $(wrk_rps "$f.wrk-nginx") mio $(wrk_rps "$f.wrk-mio") std $(wrk_rps "$f.wrk-std") | bench nginx $(field steady_rps < "$f.bench-nginx") mio $(field steady_rps < "$f.bench-mio") (p50 $(field steady_p50_us < "$f.bench-mio") us, p99 $(field steady_p99_us < "$f.bench-mio") us) std $(field steady_rps < "$f.bench-std")"
+    done
+    local wn wg wm ws bn bm bs
+    wg=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/register-$r.wrk-nginx-get"; done | median)
+    wn=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/register-$r.wrk-nginx"; done | median)
+    wm=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/register-$r.wrk-mio"; done | median)
+    ws=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/register-$r.wrk-std"; done | median)
+    bn=$(for r in $(seq "$RUNS"); do field steady_rps < "$OUT/register-$r.bench-nginx"; done | median)
+    bm=$(for r in $(seq "$RUNS"); do field steady_rps < "$OUT/register-$r.bench-mio"; done | median)
+    bs=$(for r in $(seq "$RUNS"); do field steady_rps < "$OUT/register-$r.bench-std"; done | median)
+    log "median wrk:   nginx GET $wg, nginx REGISTER $wn, mio $wm (x$(ratio "$wm" "$wn") nginx), std $ws (x$(ratio "$ws" "$wm") mio)"
+    log "median bench: nginx $bn, mio $bm (x$(ratio "$bm" "$bn") nginx), std $bs (x$(ratio "$bs" "$bm") mio)"
+    stop "$mio"; stop "$std"; stop "$NGINX_PID"
+}
+
+# held_run TRANSPORT PORT CLIENTS RUN
+held_run() {
+    local f="$OUT/held-$1-$4"
+    start_server "$1" "$2"; local pid=$SERVER_PID
+    sleep 0.5
+    local idle; idle=$(rss_kib "$pid")
+    "$BIN" bench --server "127.0.0.1:$2" -c "$3" --phase pair --hold 3 -d 0 > "$f.out" 2> "$f.err" &
+    local bench=$!
+    for _ in $(seq 600); do
+        grep -q '^holding' "$f.err" 2> /dev/null && break
+        kill -0 "$bench" 2> /dev/null || break
+        sleep 0.1
+    done
+    sleep 1.5
+    local held; held=$(rss_kib "$pid")
+    wait "$bench" || echo "warning: bench failed, see $f.err" >&2
+    stop "$pid"
+    local per; per=$(awk -v h="$held" -v i="$idle" -v n="$3" 'BEGIN { printf "%.0f", (h - i) * 1024 / n }')
+    echo "$idle $held $per" > "$f.rss"
+    log "$1 run $4: $3 clients: peak registered $(field peak_registered < "$f.out"), server check $(field held_probe < "$f.out"), RSS idle ${idle} KiB held ${held} KiB = ${per} B/connection; register stage $(field register_s < "$f.out") s; $(field pairs < "$f.out") pairs in $(field bridge_s < "$f.out") s ($(field pairs_per_s < "$f.out") pairs/s), pairing ok $(field pairing_ok < "$f.out"), errors $(field status_errors < "$f.out")+$(field conn_errors < "$f.out")"
+}
+
+section_held() {
+    log "== held: mio $HELD clients, std $HELD_STD clients, $RUNS runs ($(date -u +%F))"
+    for run in $(seq "$RUNS"); do
+        held_run mio "$MIO_PORT" "$HELD" "$run"
+        held_run std "$STD_PORT" "$HELD_STD" "$run"
+    done
+    for t in mio std; do
+        local per bridge peak
+        per=$(for r in $(seq "$RUNS"); do awk '{ print $3 }' "$OUT/held-$t-$r.rss"; done | median)
+        bridge=$(for r in $(seq "$RUNS"); do field bridge_s < "$OUT/held-$t-$r.out"; done | median)
+        peak=$(for r in $(seq "$RUNS"); do field peak_registered < "$OUT/held-$t-$r.out"; done | median)
+        log "median $t: peak registered $peak, RSS $per B/connection above idle, pairing all in $bridge s"
+    done
+}
+
+section_turns() {
+    log "== turns: $TURNS messages per run (one pair), $RUNS runs ($(date -u +%F))"
+    start_server mio "$MIO_PORT"; local mio=$SERVER_PID
+    for run in $(seq "$RUNS"); do
+        local f="$OUT/turns-$run"
+        "$BIN" bench -q --server "127.0.0.1:$MIO_PORT" -c 2 --phase pair -t "$TURNS" -d 0 > "$f.chat"
+        "$BIN" bench -q --phase pingpong -c 2 -t "$TURNS" > "$f.raw"
+        log "run $run: chat turn round trip p50 $(field rtt_p50_us < "$f.chat") us mean $(field rtt_mean_us < "$f.chat") us | raw ping-pong p50 $(field rtt_p50_us < "$f.raw") us mean $(field rtt_mean_us < "$f.raw") us"
+    done
+    local c50 r50 cm rm
+    c50=$(for r in $(seq "$RUNS"); do field rtt_p50_us < "$OUT/turns-$r.chat"; done | median)
+    r50=$(for r in $(seq "$RUNS"); do field rtt_p50_us < "$OUT/turns-$r.raw"; done | median)
+    cm=$(for r in $(seq "$RUNS"); do field rtt_mean_us < "$OUT/turns-$r.chat"; done | median)
+    rm=$(for r in $(seq "$RUNS"); do field rtt_mean_us < "$OUT/turns-$r.raw"; done | median)
+    log "median: chat p50 $c50 us, raw p50 $r50 us (x$(ratio "$c50" "$r50")); chat mean $cm us, raw mean $rm us (x$(ratio "$cm" "$rm"))"
+    stop "$mio"
+}
+
+for s in "${SECTIONS[@]}"; do
+    case "$s" in
+        register) section_register ;;
+        held) section_held ;;
+        turns) section_turns ;;
+        all) section_register; section_held; section_turns ;;
+        *) echo "compare.sh: unknown section $s (register, held, turns, all)" >&2; exit 2 ;;
+    esac
+done
+echo "results in $RESULTS"
