@@ -1,0 +1,139 @@
+//! No heap allocation on the server's hot path: REGISTER and BRIDGE answered by
+//! the `Server` state machine (driven directly, as a transport drives it) allocate
+//! nothing once its buffers have grown. A counting global allocator counts every
+//! `alloc`/`realloc` in this test binary, which holds this one test only.
+//!
+//! This is the "per request on the server's hot path" figure of docs/PERFORMANCE.md.
+
+// A global allocator can only be written with `unsafe impl GlobalAlloc`; it only
+// forwards to the system allocator and counts.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bridgechat_core::codec;
+use bridgechat_core::server::{Server, ServerConfig};
+use bridgechat_core::{ConnId, Contact, Endpoint, Name, Output};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through `alloc`/`realloc` above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+/// Carries out every output the way a transport would, without keeping any.
+fn drain(server: &mut Server) -> usize {
+    let mut sent = 0;
+    while let Some(output) = server.poll_output() {
+        match output {
+            Output::Transmit { bytes, .. } => sent += black_box(bytes).len(),
+            other => drop(black_box(other)),
+        }
+    }
+    sent
+}
+
+const CLIENTS: usize = 64;
+
+#[test]
+fn register_and_bridge_allocate_nothing_after_warm_up() {
+    let now = Instant::now();
+    let mut server = Server::new(ServerConfig::default());
+    drain(&mut server);
+    server.handle_listening(now, "127.0.0.1:7070".parse().unwrap());
+    drain(&mut server);
+
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut conns: Vec<ConnId> = Vec::new();
+    let mut registers: Vec<Vec<u8>> = Vec::new();
+    for i in 0..CLIENTS {
+        conns.push(server.handle_accept(now, SocketAddr::new(ip, 40_000 + i as u16)));
+        drain(&mut server);
+        let name = Name::new(format!("client-{i}").as_bytes()).unwrap();
+        let mut wire = Vec::new();
+        codec::write_register(&mut wire, &Contact::new(name, ip, 9000 + i as u16).unwrap());
+        registers.push(wire);
+    }
+    let mut bridge = Vec::new();
+    codec::write_bridge(&mut bridge, None);
+    // Three pipelined REGISTERs in one read, as a pipelining client sends them.
+    let pipelined: Vec<Vec<u8>> = registers.iter().map(|w| w.repeat(3)).collect();
+
+    let round = |server: &mut Server| -> usize {
+        let mut sent = 0;
+        for (i, &conn) in conns.iter().enumerate() {
+            server.handle_data(now, conn, &registers[i]);
+            sent += drain(server);
+            server.handle_data(now, conn, &bridge);
+            sent += drain(server);
+            server.handle_data(now, conn, &pipelined[i]);
+            sent += drain(server);
+        }
+        sent
+    };
+
+    // Warm-up: maps, the output queue and its byte buffer grow to their working size.
+    for _ in 0..3 {
+        assert!(round(&mut server) > 0);
+    }
+
+    // The counter is live: a Vec allocates.
+    let probe = allocations();
+    drop(black_box(vec![0u8; 64]));
+    assert!(
+        allocations() > probe,
+        "the counting allocator is not in use"
+    );
+
+    let rounds = 100;
+    let before = allocations();
+    let mut sent = 0;
+    for _ in 0..rounds {
+        sent += round(&mut server);
+    }
+    let allocated = allocations() - before;
+    let requests = rounds * CLIENTS * 5; // REGISTER, BRIDGE, 3 pipelined REGISTERs
+    assert!(
+        sent > requests * 30,
+        "every request was answered ({sent} bytes)"
+    );
+    assert_eq!(
+        allocated, 0,
+        "{allocated} heap allocations for {requests} requests (REGISTER and BRIDGE) after warm-up"
+    );
+    eprintln!("{requests} requests (REGISTER, BRIDGE, pipelined REGISTER) after warm-up: {allocated} heap allocations");
+}
