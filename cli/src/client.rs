@@ -86,9 +86,20 @@ pub fn run(args: ClientArgs) -> Result<(), String> {
             signals::on_interrupt(move || on_signal.send(ClientInput::Interrupt))?;
             spawn_stdin_reader(inputs)
         },
-        |event| describe(&event).print(),
+        |event| {
+            describe(&event).print();
+            if matches!(event, ClientEvent::Listening(_)) {
+                // The core starts unregistered without announcing it: say what to type.
+                out::say(START_HINT);
+            }
+        },
     )
 }
+
+/// Printed once the chat port is bound, so a new user is never left at a silent prompt.
+/// (It avoids the word UNREGISTERED: scripts that look for REGISTERED would match it.)
+pub const START_HINT: &str =
+    "not registered yet: type /register, then /bridge to find a peer (/help lists all commands)";
 
 /// Sends each line of stdin to the loop, in order, then `EndOfInput`.
 fn spawn_stdin_reader(inputs: Inputs<ClientInput>) -> Result<(), String> {

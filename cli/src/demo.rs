@@ -99,6 +99,14 @@ fn peer_left(who: Who) -> Expect {
     Box::new(move |note| matches!(note, Note::Client(w, ClientEvent::PeerLeft { .. }) if *w == who))
 }
 
+fn listening(who: Who) -> Expect {
+    Box::new(move |note| matches!(note, Note::Client(w, ClientEvent::Listening(_)) if *w == who))
+}
+
+fn server_saw(what: fn(&ServerEvent) -> bool) -> Expect {
+    Box::new(move |note| matches!(note, Note::Server(event) if what(event)))
+}
+
 fn exited(who: Who) -> Expect {
     Box::new(move |note| matches!(note, Note::Exited(w, Ok(())) if *w == who))
 }
@@ -130,19 +138,46 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         spawn_client(args.transport, who, config, tx.clone())?;
     }
     drop(tx);
+    // Each step also waits for the server's side of it, so the log reads in order.
+    let accepted = || server_saw(|e| matches!(e, ServerEvent::Accepted { .. }));
+    let registered = || server_saw(|e| matches!(e, ServerEvent::Registered { .. }));
+    let closed = || server_saw(|e| matches!(e, ServerEvent::Closed { .. }));
+    demo.wait(
+        "both clients to start",
+        vec![
+            listening(Who::Alice),
+            listening(Who::Bob),
+            accepted(),
+            accepted(),
+        ],
+    )?;
 
     demo.type_line(
         Who::Alice,
         "/register",
-        vec![mode(Who::Alice, Mode::Registered)],
+        vec![mode(Who::Alice, Mode::Registered), registered()],
     )?;
-    demo.type_line(Who::Alice, "/bridge", vec![mode(Who::Alice, Mode::Wait)])?;
+    demo.type_line(
+        Who::Alice,
+        "/bridge",
+        vec![
+            mode(Who::Alice, Mode::Wait),
+            server_saw(|e| matches!(e, ServerEvent::Waiting { .. })),
+        ],
+    )?;
     demo.type_line(
         Who::Bob,
         "/register",
-        vec![mode(Who::Bob, Mode::Registered)],
+        vec![mode(Who::Bob, Mode::Registered), registered()],
     )?;
-    demo.type_line(Who::Bob, "/bridge", vec![mode(Who::Bob, Mode::Ready)])?;
+    demo.type_line(
+        Who::Bob,
+        "/bridge",
+        vec![
+            mode(Who::Bob, Mode::Ready),
+            server_saw(|e| matches!(e, ServerEvent::Paired { .. })),
+        ],
+    )?;
     demo.type_line(
         Who::Bob,
         "/chat",
@@ -172,9 +207,10 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             exited(Who::Bob),
             peer_left(Who::Alice),
             mode(Who::Alice, Mode::Registered),
+            closed(),
         ],
     )?;
-    demo.type_line(Who::Alice, "/quit", vec![exited(Who::Alice)])?;
+    demo.type_line(Who::Alice, "/quit", vec![exited(Who::Alice), closed()])?;
 
     let server = demo.server.clone().ok_or("demo: no server handle")?;
     server.send(ServerInput::Shutdown);

@@ -107,12 +107,17 @@ impl Proc {
         self.stdin = None;
     }
 
+    /// Ctrl+C.
     fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.pid()])
+            .args([which, &self.pid()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -INT {} failed", self.pid());
+        assert!(status.success(), "kill {which} {} failed", self.pid());
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -165,6 +170,13 @@ impl Proc {
     fn expect(&mut self, needle: &str) -> String {
         self.expect_on(Stream::Out, &format!("containing {needle:?}"), |l| {
             l.contains(needle)
+        })
+    }
+
+    /// Waits for the line announcing `mode` (`REGISTERED`, `WAIT MODE`, ...).
+    fn expect_mode(&mut self, mode: &str) -> String {
+        self.expect_on(Stream::Out, &format!("announcing {mode}"), |l| {
+            l.starts_with(mode)
         })
     }
 
@@ -273,21 +285,21 @@ fn client(transport: &str, name: &str, server: &str) -> Proc {
 /// Registers `first` and leaves it waiting.
 fn wait_for_peer(first: &mut Proc) {
     first.send("/register");
-    first.expect("REGISTERED");
+    first.expect_mode("REGISTERED");
     first.send("/bridge");
-    first.expect("WAIT MODE");
+    first.expect_mode("WAIT MODE");
 }
 
 /// `second` finds `first` (who waits) and opens the chat: `second` writes first.
 fn start_chat(first: &mut Proc, second: &mut Proc) {
     second.send("/register");
-    second.expect("REGISTERED");
+    second.expect_mode("REGISTERED");
     second.send("/bridge");
-    let ready = second.expect("READY MODE");
+    let ready = second.expect_mode("READY MODE");
     assert!(ready.contains(&first.name), "{ready}");
     second.send("/chat");
-    second.expect("WRITE MODE");
-    first.expect("READ MODE");
+    second.expect_mode("WRITE MODE");
+    first.expect_mode("READ MODE");
 }
 
 /// A server (and its address), alice waiting, bob chatting with her; bob's turn.
@@ -303,9 +315,9 @@ fn chatting(transport: &str) -> (Proc, String, Proc, Proc) {
 /// `writer` sends `text`; `reader` prints it exactly and the turn passes.
 fn turn(writer: &mut Proc, reader: &mut Proc, text: &str) {
     writer.send(text);
-    writer.expect("READ MODE");
+    writer.expect_mode("READ MODE");
     reader.expect_exact(&format!("{}: {text}", writer.name));
-    reader.expect("WRITE MODE");
+    reader.expect_mode("WRITE MODE");
 }
 
 fn full_chat_of_20_turns(transport: &str) {
@@ -332,7 +344,7 @@ fn full_chat_of_20_turns(transport: &str) {
     bob.send("/quit");
     bob.exits_cleanly();
     alice.expect("bob left");
-    alice.expect("REGISTERED");
+    alice.expect_mode("REGISTERED");
     alice.send("/quit");
     alice.exits_cleanly();
 }
@@ -344,7 +356,7 @@ fn held_message_goes_out_on_the_turn(transport: &str) {
     alice.expect("held");
     turn(&mut bob, &mut alice, "go ahead");
     bob.expect_exact("alice: typed early");
-    bob.expect("WRITE MODE");
+    bob.expect_mode("WRITE MODE");
     bob.send("/quit");
     bob.exits_cleanly();
 }
@@ -354,7 +366,7 @@ fn quit_from_the_writer(transport: &str) {
     bob.send("/quit");
     bob.exits_cleanly();
     alice.expect("bob left");
-    alice.expect("REGISTERED");
+    alice.expect_mode("REGISTERED");
     alice.close_stdin(); // end of input acts as /quit
     alice.exits_cleanly();
 }
@@ -364,7 +376,7 @@ fn quit_from_the_reader(transport: &str) {
     alice.send("/quit");
     alice.exits_cleanly();
     bob.expect("alice left");
-    bob.expect("REGISTERED");
+    bob.expect_mode("REGISTERED");
     bob.close_stdin();
     bob.exits_cleanly();
 }
@@ -374,7 +386,7 @@ fn ctrl_c_in_read_mode(transport: &str) {
     alice.interrupt();
     alice.exits_cleanly();
     bob.expect("alice left");
-    bob.expect("REGISTERED");
+    bob.expect_mode("REGISTERED");
 }
 
 fn ctrl_c_in_wait_mode(transport: &str) {
@@ -460,9 +472,9 @@ fn a_third_client_chats_with_the_survivor(transport: &str) {
     bob.send("/quit");
     bob.exits_cleanly();
     alice.expect("bob left");
-    alice.expect("REGISTERED");
+    alice.expect_mode("REGISTERED");
     alice.send("/bridge");
-    alice.expect("WAIT MODE");
+    alice.expect_mode("WAIT MODE");
 
     // carol finds the server through BRIDGECHAT_SERVER instead of --server.
     let mut carol = Proc::spawn_with_env(
@@ -479,6 +491,21 @@ fn a_third_client_chats_with_the_survivor(transport: &str) {
     alice.expect("carol left");
     alice.send("/quit");
     alice.exits_cleanly();
+}
+
+fn server_stops_cleanly_on_sigint_and_sigterm(transport: &str) {
+    for signal in ["-INT", "-TERM"] {
+        let (mut server, addr) = server(transport);
+        let mut alice = client(transport, "alice", &addr);
+        wait_for_peer(&mut alice);
+        server.signal(signal);
+        server.exits_cleanly();
+        server.expect("closed: server shutting down");
+        // The client is told its server connection is gone and keeps running.
+        alice.expect_err("error:");
+        alice.send("/quit");
+        alice.exits_cleanly();
+    }
 }
 
 fn demo_shows_both_sides(transport: &str) {
@@ -540,6 +567,7 @@ on_each_transport!(
     unreachable_server,
     port_already_in_use,
     a_third_client_chats_with_the_survivor,
+    server_stops_cleanly_on_sigint_and_sigterm,
     demo_shows_both_sides,
     curl_registers_and_bridges,
 );
