@@ -423,6 +423,7 @@ impl Decoder {
         }
     }
 
+    #[inline(always)]
     fn decode(&mut self, kind: Kind, input: &mut &[u8]) -> Result<Option<Decoded>, DecodeError> {
         let result = self.decode_inner(kind, input);
         if result.is_err() {
@@ -432,6 +433,7 @@ impl Decoder {
         result
     }
 
+    #[inline(always)]
     fn decode_inner(
         &mut self,
         kind: Kind,
@@ -552,6 +554,7 @@ impl Decoder {
     }
 
     /// Finishes a message whose body is empty or wholly in `input`; else enters `Body`.
+    #[inline(always)]
     fn start_body(&mut self, head: Head, body_len: usize, input: &mut &[u8]) -> Option<Decoded> {
         let keep = head.keeps_body();
         if body_len == 0 {
@@ -587,6 +590,7 @@ fn is_cr_or_lf(byte: &u8) -> bool {
 
 /// Parses one head from `bytes`. `Ok(None)`: incomplete.
 /// On success returns the head, its length in bytes, and the body length.
+#[inline(always)]
 fn parse_head(
     kind: Kind,
     bytes: &[u8],
@@ -662,6 +666,7 @@ struct Fields {
 }
 
 impl Fields {
+    #[inline(always)]
     fn collect(headers: &[httparse::Header<'_>], limits: &Limits) -> Result<Fields, DecodeError> {
         let mut content_length: Option<usize> = None;
         let mut fields = Fields {
@@ -671,28 +676,39 @@ impl Fields {
             port: None,
         };
         for h in headers {
-            let value = trim_ows(h.value);
-            let name = h.name;
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                return Err(CHUNKED);
-            } else if name.eq_ignore_ascii_case("content-length") {
-                let n = parse_content_length(value, limits)?;
-                if content_length.is_some_and(|prev| prev != n) {
-                    return Err(CONFLICTING_LENGTH);
+            let name = h.name.as_bytes();
+            // Dispatch on length first: a header that is none of ours costs one compare.
+            match name.len() {
+                2 if name.eq_ignore_ascii_case(b"ip") => {
+                    set_once(&mut fields.ip, Header::Ip, trim_ows(h.value), parse_ip);
                 }
-                content_length = Some(n);
-            } else if name.eq_ignore_ascii_case("name") {
-                set_once(&mut fields.name, Header::Name, value, Name::new);
-            } else if name.eq_ignore_ascii_case("ip") {
-                set_once(&mut fields.ip, Header::Ip, value, parse_ip);
-            } else if name.eq_ignore_ascii_case("port") {
-                set_once(&mut fields.port, Header::Port, value, parse_port);
+                4 if name.eq_ignore_ascii_case(b"name") => {
+                    set_once(&mut fields.name, Header::Name, trim_ows(h.value), Name::new);
+                }
+                4 if name.eq_ignore_ascii_case(b"port") => {
+                    set_once(
+                        &mut fields.port,
+                        Header::Port,
+                        trim_ows(h.value),
+                        parse_port,
+                    );
+                }
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    let n = parse_content_length(trim_ows(h.value), limits)?;
+                    if content_length.is_some_and(|prev| prev != n) {
+                        return Err(CONFLICTING_LENGTH);
+                    }
+                    content_length = Some(n);
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Err(CHUNKED),
+                _ => {}
             }
         }
         fields.content_length = content_length.unwrap_or(0);
         Ok(fields)
     }
 
+    #[inline(always)]
     fn contact(&self) -> Result<Contact, HeaderError> {
         let name = required(self.name, Header::Name)?;
         let ip = required(self.ip, Header::Ip)?;
@@ -700,6 +716,7 @@ impl Fields {
         Contact::new(name, ip, port).map_err(|why| HeaderError::Invalid(Header::Port, why))
     }
 
+    #[inline(always)]
     fn request(&self, method: Method) -> Request {
         let invalid = |error| Request::Invalid { method, error };
         match method {

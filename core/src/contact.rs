@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Longest name the contract allows.
 pub const MAX_NAME_LEN: usize = 32;
@@ -40,8 +40,21 @@ impl fmt::Display for InvalidValue {
     }
 }
 
+/// `NAME_BYTES[b]`: whether byte `b` may appear in a name (`A–Z a–z 0–9 _ - .`).
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.';
+        b += 1;
+    }
+    table
+};
+
 impl Name {
     /// Checks `raw` against the contract's name rule.
+    #[inline]
     pub fn new(raw: &[u8]) -> Result<Name, InvalidValue> {
         if raw.is_empty() {
             return Err(InvalidValue::Empty);
@@ -49,14 +62,16 @@ impl Name {
         if raw.len() > MAX_NAME_LEN {
             return Err(InvalidValue::TooLong);
         }
-        if !raw
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
+        let mut bytes = [0u8; MAX_NAME_LEN];
+        let mut valid = true;
+        // One pass that checks and copies; a table lookup per byte instead of five compares.
+        for (slot, &b) in bytes.iter_mut().zip(raw) {
+            valid &= NAME_BYTES[usize::from(b)];
+            *slot = b;
+        }
+        if !valid {
             return Err(InvalidValue::BadCharacter);
         }
-        let mut bytes = [0u8; MAX_NAME_LEN];
-        bytes[..raw.len()].copy_from_slice(raw);
         Ok(Name {
             len: raw.len() as u8,
             bytes,
@@ -107,10 +122,38 @@ pub fn parse_ip(raw: &[u8]) -> Result<IpAddr, InvalidValue> {
     if raw.is_empty() {
         return Err(InvalidValue::Empty);
     }
+    if let Some(v4) = parse_dotted_quad(raw) {
+        return Ok(IpAddr::V4(v4));
+    }
     std::str::from_utf8(raw)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or(InvalidValue::NotAnAddress)
+}
+
+/// The common case, `a.b.c.d`, without the UTF-8 check and the IPv6 attempt of `from_str`.
+/// Accepts only what `Ipv4Addr::from_str` accepts (no leading zeros); `None` means "ask std".
+fn parse_dotted_quad(raw: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = raw.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut value: u16 = 0;
+        for &digit in part {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + u16::from(digit - b'0');
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
 }
 
 /// Parses a `Port` header value: plain decimal digits, 1–65535.
@@ -193,8 +236,34 @@ mod tests {
         assert_eq!(parse_port(b""), Err(InvalidValue::Empty));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn the_ipv4_fast_path_agrees_with_std(raw in "[0-9.:a-f]{0,17}") {
+            let std_says = raw.parse::<IpAddr>().ok();
+            proptest::prop_assert_eq!(parse_ip(raw.as_bytes()).ok(), std_says);
+        }
+    }
+
     #[test]
     fn ips_accept_v4_and_v6_text() {
+        assert_eq!(
+            parse_ip(b"10.0.0.255"),
+            Ok(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 255)))
+        );
+        for refused in [
+            &b"01.2.3.4"[..],
+            b"1.2.3",
+            b"1.2.3.4.5",
+            b"256.1.1.1",
+            b"1..2.3",
+            b"1.2.3.4 ",
+        ] {
+            assert_eq!(
+                parse_ip(refused),
+                Err(InvalidValue::NotAnAddress),
+                "{refused:?}"
+            );
+        }
         assert!(parse_ip(b"127.0.0.1").is_ok());
         assert!(parse_ip(b"::1").is_ok());
         assert_eq!(parse_ip(b"localhost"), Err(InvalidValue::NotAnAddress));
