@@ -28,7 +28,7 @@ Examples:
   bridgechat client --name bob --server 192.0.2.10:7070 --port 9002
   BRIDGECHAT_SERVER=192.0.2.10:7070 bridgechat client --name carol --trace")]
 pub struct ClientArgs {
-    /// Your name: 1-32 characters from A-Z a-z 0-9 _ - .
+    /// Your name, e.g. alice: 1-32 characters from A-Z a-z 0-9 and _ - . (dot)
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub name: Name,
 
@@ -61,8 +61,7 @@ pub struct ClientArgs {
 }
 
 fn parse_name(raw: &str) -> Result<Name, String> {
-    raw.parse::<Name>()
-        .map_err(|e| format!("invalid name {raw:?}: {e}"))
+    raw.parse::<Name>().map_err(|e| e.to_string())
 }
 
 impl ClientArgs {
@@ -86,14 +85,44 @@ pub fn run(args: ClientArgs) -> Result<(), String> {
             signals::on_interrupt(move || on_signal.send(ClientInput::Interrupt))?;
             spawn_stdin_reader(inputs)
         },
-        |event| {
-            describe(&event).print();
-            if matches!(event, ClientEvent::Listening(_)) {
-                // The core starts unregistered without announcing it: say what to type.
-                out::say(START_HINT);
-            }
+        {
+            let mut screen = Screen::default();
+            move |event| screen.show(&event).iter().for_each(Line::print)
         },
     )
+}
+
+/// What the terminal shows: `describe`, plus two things the core's events
+/// leave implicit.
+#[derive(Debug, Default)]
+pub struct Screen {
+    /// Messages held, as last reported by the core.
+    held: usize,
+    mode: Option<Mode>,
+}
+
+impl Screen {
+    pub fn show(&mut self, event: &ClientEvent) -> Vec<Line> {
+        let mut lines = vec![describe(event)];
+        match event {
+            // The core starts unregistered without announcing it: say what to type.
+            ClientEvent::Listening(_) => lines.push(Line::Out(START_HINT.to_owned())),
+            ClientEvent::MessageHeld { pending } => self.held = *pending,
+            ClientEvent::ModeChanged { mode, .. } => {
+                // WRITE -> READ with messages held: the core just sent the oldest one.
+                if *mode == Mode::Read && self.mode == Some(Mode::Write) && self.held > 0 {
+                    self.held -= 1;
+                    lines.insert(0, Line::Out("(sent your held message)".to_owned()));
+                }
+                if matches!(mode, Mode::Registered | Mode::Unregistered) {
+                    self.held = 0; // the core drops them and says so
+                }
+                self.mode = Some(*mode);
+            }
+            _ => {}
+        }
+        lines
+    }
 }
 
 /// Printed once the chat port is bound, so a new user is never left at a silent prompt.
@@ -207,6 +236,27 @@ mod tests {
             describe(&event),
             Line::Out("alice: héllo: two\nlines".into())
         );
+    }
+
+    #[test]
+    fn the_screen_says_when_a_held_message_goes_out() {
+        let mut screen = Screen::default();
+        let mode = |mode| ClientEvent::ModeChanged {
+            mode,
+            peer: Some(alice()),
+        };
+        screen.show(&mode(Mode::Read));
+        screen.show(&ClientEvent::MessageHeld { pending: 1 });
+        screen.show(&mode(Mode::Write));
+        assert_eq!(
+            screen.show(&mode(Mode::Read)),
+            [
+                Line::Out("(sent your held message)".into()),
+                Line::Out("READ MODE: waiting for alice".into())
+            ]
+        );
+        screen.show(&mode(Mode::Write));
+        assert_eq!(screen.show(&mode(Mode::Read)).len(), 1);
     }
 
     #[test]

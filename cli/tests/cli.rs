@@ -355,6 +355,7 @@ fn held_message_goes_out_on_the_turn(transport: &str) {
     alice.send("typed early");
     alice.expect("held");
     turn(&mut bob, &mut alice, "go ahead");
+    alice.expect("(sent your held message)");
     bob.expect_exact("alice: typed early");
     bob.expect_mode("WRITE MODE");
     bob.send("/quit");
