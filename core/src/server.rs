@@ -452,12 +452,13 @@ impl Server {
     }
 
     /// Queues a timer; a deadline past what `Instant` can hold means "never".
+    /// Callers record the timer in `Conn` before calling `compact_timers`, which keeps
+    /// only the timers `Conn` says are queued.
     fn push_timer(&mut self, deadline: Option<Instant>, conn: ConnId, kind: TimerKind) -> bool {
         let Some(deadline) = deadline else {
             return false;
         };
         self.timers.push(Reverse((deadline, conn, kind)));
-        self.compact_timers();
         true
     }
 
@@ -505,6 +506,7 @@ impl Server {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.head_timer_queued = queued;
                     }
+                    self.compact_timers();
                 }
             }
         }
@@ -572,6 +574,7 @@ impl Endpoint for Server {
         self.peak_connections = self.peak_connections.max(self.conns.len());
         let deadline = now.checked_add(self.config.register_timeout);
         self.push_timer(deadline, conn, TimerKind::Register);
+        self.compact_timers();
         conn
     }
 
@@ -629,6 +632,7 @@ impl Endpoint for Server {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.head_timer_queued = queued;
                 }
+                self.compact_timers();
             }
         } else {
             c.head_started = None;
@@ -714,6 +718,30 @@ mod tests {
         );
         assert!(server.per_ip.is_empty());
         assert!(server.conns.is_empty());
+    }
+
+    /// Regression: the push that triggers a rebuild must not lose the timer it pushed.
+    #[test]
+    fn a_head_timer_whose_push_triggers_compaction_still_fires() {
+        // Sweep the number of stale timers so that, for one of them, the head push
+        // is the one that crosses the rebuild threshold.
+        for stale in 100..300 {
+            let mut server = Server::new(ServerConfig::default());
+            let start = Instant::now();
+            let live = server.handle_accept(start, peer(0));
+            for i in 1..=stale {
+                let conn = server.handle_accept(start, peer(i));
+                server.handle_closed(start, conn);
+            }
+            server.handle_data(start, live, b"BRID");
+            drain(&mut server);
+            server.handle_timeout(start + server.config.head_timeout);
+            let mut closed = false;
+            while let Some(output) = server.poll_output() {
+                closed |= output == Output::Close { conn: live };
+            }
+            assert!(closed, "no 408 with {stale} stale timers");
+        }
     }
 
     #[test]
