@@ -3,7 +3,7 @@
 use std::io::{self, BufRead};
 use std::net::{IpAddr, SocketAddr};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
 use bridgechat_core::Name;
@@ -64,12 +64,18 @@ fn parse_name(raw: &str) -> Result<Name, String> {
     raw.parse::<Name>().map_err(|e| e.to_string())
 }
 
+/// Connects (to the server or a peer) give up after this: under the
+/// contract's 5 s with room for start-up and for the std transport's exit,
+/// which waits up to 1 s (its EXIT_FLUSH) on a connect still in progress.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3500);
+
 impl ClientArgs {
     pub fn config(&self) -> ClientConfig {
         ClientConfig {
             listen_port: self.port,
             advertise_ip: self.ip,
             trace: self.trace,
+            connect_timeout: CONNECT_TIMEOUT,
             ..ClientConfig::new(self.name, self.server)
         }
     }

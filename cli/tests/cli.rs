@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -120,7 +120,11 @@ impl Proc {
         assert!(status.success(), "kill {which} {} failed", self.pid());
     }
 
-    fn fail(&self, what: &str) -> ! {
+    fn fail(&mut self, what: &str) -> ! {
+        while let Ok((s, line)) = self.lines.try_recv() {
+            let tag = if s == Stream::Out { "out" } else { "err" };
+            self.transcript.push(format!("[{tag}] {line}"));
+        }
         panic!(
             "{}: {what}\n--- everything {} printed ---\n{}\n---",
             self.name,
@@ -435,6 +439,46 @@ fn unreachable_server(transport: &str) {
     );
 }
 
+fn server_that_never_answers(transport: &str) {
+    // A listener that never accepts, its accept queue filled: further SYNs are
+    // dropped, so a connect hangs as it would to a host that is down.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("local addr");
+    let mut filler = Vec::new();
+    let hangs = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => filler.push(stream),
+            Err(e) => break e.kind() == std::io::ErrorKind::TimedOut,
+        }
+        if filler.len() > 4096 {
+            break false;
+        }
+    };
+    if !hangs {
+        eprintln!("skipped: this kernel never let a loopback connect hang");
+        return;
+    }
+    let addr = addr.to_string();
+    let started = Instant::now();
+    let mut alice = Proc::spawn(
+        "alice",
+        &[
+            "client",
+            "--name",
+            "alice",
+            "--server",
+            &addr,
+            "--transport",
+            transport,
+        ],
+    );
+    let status = alice.exit_within(Duration::from_secs(5));
+    assert!(!status.success(), "exit status {status}");
+    let line = alice.expect_err("error:");
+    assert!(line.contains(&addr), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 fn port_already_in_use(transport: &str) {
     let (_server, addr) = server(transport);
     let mut second = Proc::spawn(
@@ -566,6 +610,7 @@ on_each_transport!(
     ctrl_c_in_read_mode,
     ctrl_c_in_wait_mode,
     unreachable_server,
+    server_that_never_answers,
     port_already_in_use,
     a_third_client_chats_with_the_survivor,
     server_stops_cleanly_on_sigint_and_sigterm,
