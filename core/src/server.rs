@@ -16,6 +16,7 @@
 //! DoS bounds, each configurable in [`ServerConfig`]: framing limits per
 //! connection ([`Limits`]), a request head must finish within `head_timeout`
 //! of its first byte, a connection must register within `register_timeout`,
+//! a connection that sends nothing for `idle_timeout` is closed,
 //! and `max_connections` / `max_per_ip` cap how many connections are served.
 
 use std::cmp::Reverse;
@@ -42,6 +43,10 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// A connection must register within this time of opening (else closed): 30 s.
     pub register_timeout: Duration,
+    /// A connection that sends nothing for this long is closed, registered or not: 1 h.
+    /// Long enough for a person waiting for a peer; short enough that abandoned
+    /// connections do not hold `max_connections` slots forever.
+    pub idle_timeout: Duration,
     /// Connections served at once; past it a new one gets 503 and is closed.
     pub max_connections: usize,
     /// Connections served at once from one IP address; past it 503 and close.
@@ -59,6 +64,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             head_timeout: Duration::from_secs(10),
             register_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60 * 60),
             max_connections: 100_000,
             max_per_ip: 100_000,
             retry_after_secs: 1,
@@ -145,6 +151,8 @@ pub enum CloseReason {
     Rejected(Status),
     /// No REGISTER within `register_timeout`.
     RegisterTimeout,
+    /// Nothing received for `idle_timeout`.
+    IdleTimeout,
     /// Over `max_connections` or `max_per_ip`.
     Overloaded,
     /// The server is shutting down.
@@ -157,6 +165,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("closed by the client"),
             CloseReason::Rejected(status) => write!(f, "closed after {status}"),
             CloseReason::RegisterTimeout => f.write_str("did not register in time"),
+            CloseReason::IdleTimeout => f.write_str("idle for too long"),
             CloseReason::Overloaded => f.write_str("over the connection limit"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
         }
@@ -225,12 +234,16 @@ struct Conn {
     head_started: Option<Instant>,
     /// Whether a head timer for this connection sits in the heap.
     head_timer_queued: bool,
+    /// When bytes last arrived (or the connection opened); its one idle timer
+    /// re-arms from here instead of being pushed on every read.
+    last_activity: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
     Head,
     Register,
+    Idle,
 }
 
 /// The rendezvous server. See the crate docs for how to drive it.
@@ -464,7 +477,7 @@ impl Server {
 
     /// Drops heap entries that can no longer fire for anyone, once they outnumber live ones.
     fn compact_timers(&mut self) {
-        // Live entries are at most 2 per connection; rebuilding only past 4 per connection
+        // Live entries are at most 3 per connection; rebuilding only past 4 per connection
         // keeps the rebuild's O(heap) cost amortised over at least as many pushes and closes.
         if self.timers.len() <= 4 * self.conns.len() + 128 {
             return;
@@ -475,6 +488,7 @@ impl Server {
                 (None, _) => false,
                 (Some(c), TimerKind::Register) => !c.ever_registered,
                 (Some(c), TimerKind::Head) => c.head_timer_queued,
+                (Some(_), TimerKind::Idle) => true,
             });
     }
 
@@ -486,6 +500,15 @@ impl Server {
             TimerKind::Register => {
                 if !c.ever_registered {
                     self.close(conn, CloseReason::RegisterTimeout);
+                }
+            }
+            TimerKind::Idle => {
+                let deadline = c.last_activity.checked_add(self.config.idle_timeout);
+                if deadline.is_some_and(|deadline| deadline <= now) {
+                    self.close(conn, CloseReason::IdleTimeout);
+                } else {
+                    self.push_timer(deadline, conn, TimerKind::Idle);
+                    self.compact_timers();
                 }
             }
             TimerKind::Head => {
@@ -568,12 +591,15 @@ impl Endpoint for Server {
                 ever_registered: false,
                 head_started: None,
                 head_timer_queued: false,
+                last_activity: now,
             },
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         self.peak_connections = self.peak_connections.max(self.conns.len());
         let deadline = now.checked_add(self.config.register_timeout);
         self.push_timer(deadline, conn, TimerKind::Register);
+        let deadline = now.checked_add(self.config.idle_timeout);
+        self.push_timer(deadline, conn, TimerKind::Idle);
         self.compact_timers();
         conn
     }
@@ -585,9 +611,10 @@ impl Endpoint for Server {
     fn handle_connect_failed(&mut self, _now: Instant, _conn: ConnId, _error: &str) {}
 
     fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        if !self.conns.contains_key(&conn) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return; // already closed by us; the transport may still have had bytes
-        }
+        };
+        c.last_activity = now;
         if self.config.trace {
             self.outputs.event(ServerEvent::Trace {
                 conn,

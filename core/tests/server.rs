@@ -880,7 +880,8 @@ fn each_pipelined_head_gets_its_own_10_s_from_its_first_byte() {
 fn an_idle_connection_between_requests_is_not_timed_out() {
     each_chunking(|s| {
         let conn = s.registered("alice", 9001);
-        s.advance(3600);
+        // Far past the head and register timers, within the default idle timeout (1 h).
+        s.advance(3000);
         assert!(!s.is_closed(conn));
         assert_eq!(s.ask(conn, &bridge()), ok());
     });
@@ -1115,6 +1116,7 @@ fn timeouts_too_long_for_the_clock_mean_never_rather_than_a_panic() {
     let config = || ServerConfig {
         head_timeout: Duration::MAX,
         register_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
         ..ServerConfig::default()
     };
     each_chunking_with(config, |s| {
@@ -1124,5 +1126,36 @@ fn timeouts_too_long_for_the_clock_mean_never_rather_than_a_panic() {
         assert!(!s.is_closed(conn));
         s.send(conn, "DGE / HTTP/1.1\r\n\r\n");
         assert_eq!(s.take(conn), error("403 Forbidden", "register first"));
+    });
+}
+
+#[test]
+fn a_connection_silent_for_the_idle_timeout_is_closed_and_its_name_freed() {
+    let config = || ServerConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    };
+    each_chunking_with(config, |s| {
+        let quiet = s.registered("alice", 9001);
+        let chatty = s.registered("bob", 9002);
+        s.advance(40);
+        // Any bytes count as activity and push the deadline back.
+        assert_eq!(s.ask(chatty, &bridge()), ok());
+        s.advance(20);
+        assert!(s.is_closed(quiet), "60 s without a byte");
+        assert!(!s.is_closed(chatty), "spoke 20 s ago");
+        assert_eq!(s.take(quiet), "", "closed without an answer");
+        // alice's registration died with her connection; bob still waits.
+        let again = s.open();
+        assert_eq!(
+            s.ask(again, &register("alice", "127.0.0.9", 9003)),
+            ok_contact("alice", "127.0.0.9", 9003)
+        );
+        assert_eq!(
+            s.ask(again, &bridge()),
+            ok_contact("bob", "127.0.0.9", 9002)
+        );
+        s.advance(40);
+        assert!(s.is_closed(chatty));
     });
 }
