@@ -14,7 +14,6 @@
 use std::fmt;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 
 use crate::contact::{parse_ip, parse_port, Contact, InvalidValue, Name};
 
@@ -641,9 +640,10 @@ fn parse_head(
             }
             let fields = Fields::collect(resp.headers, limits)?;
             let code = resp.code.ok_or(MALFORMED)?;
-            let contact = match (fields.name, fields.ip, fields.port) {
-                (None, None, None) => None,
-                _ => Some(fields.contact().map_err(|_| BAD_RESPONSE_CONTACT)?),
+            let contact = if fields.has_any_contact_header() {
+                Some(fields.contact().map_err(|_| BAD_RESPONSE_CONTACT)?)
+            } else {
+                None
             };
             Ok(Some((
                 Head::Response(Status(code), contact),
@@ -654,45 +654,76 @@ fn parse_head(
     }
 }
 
-/// A header seen at most once, parsed to `T`.
-type Field<T> = Option<Result<T, HeaderError>>;
-
-/// The headers the protocol reads; all others are ignored.
-struct Fields {
-    content_length: usize,
-    name: Field<Name>,
-    ip: Field<IpAddr>,
-    port: Field<u16>,
+/// A contact header as it appeared; its value is checked only when the request needs it.
+#[derive(Clone, Copy)]
+enum Raw<'h> {
+    Absent,
+    Once(&'h [u8]),
+    Repeated,
 }
 
-impl Fields {
+impl<'h> Raw<'h> {
+    fn see(&mut self, value: &'h [u8]) {
+        *self = match self {
+            Raw::Absent => Raw::Once(value),
+            _ => Raw::Repeated,
+        };
+    }
+
+    /// The value, parsed; `None` if the header is absent.
     #[inline(always)]
-    fn collect(headers: &[httparse::Header<'_>], limits: &Limits) -> Result<Fields, DecodeError> {
+    fn parse<T>(
+        self,
+        header: Header,
+        parse: impl Fn(&[u8]) -> Result<T, InvalidValue>,
+    ) -> Option<Result<T, HeaderError>> {
+        match self {
+            Raw::Absent => None,
+            Raw::Once(value) => Some(parse(value).map_err(|why| HeaderError::Invalid(header, why))),
+            Raw::Repeated => Some(Err(HeaderError::Duplicate(header))),
+        }
+    }
+
+    #[inline(always)]
+    fn required<T>(
+        self,
+        header: Header,
+        parse: impl Fn(&[u8]) -> Result<T, InvalidValue>,
+    ) -> Result<T, HeaderError> {
+        self.parse(header, parse)
+            .unwrap_or(Err(HeaderError::Missing(header)))
+    }
+}
+
+/// The headers the protocol reads; all others are ignored. Values borrow the input,
+/// so nothing is parsed or copied until the request is built.
+struct Fields<'h> {
+    content_length: usize,
+    name: Raw<'h>,
+    ip: Raw<'h>,
+    port: Raw<'h>,
+}
+
+impl<'h> Fields<'h> {
+    #[inline(always)]
+    fn collect(
+        headers: &[httparse::Header<'h>],
+        limits: &Limits,
+    ) -> Result<Fields<'h>, DecodeError> {
         let mut content_length: Option<usize> = None;
         let mut fields = Fields {
             content_length: 0,
-            name: None,
-            ip: None,
-            port: None,
+            name: Raw::Absent,
+            ip: Raw::Absent,
+            port: Raw::Absent,
         };
         for h in headers {
             let name = h.name.as_bytes();
             // Dispatch on length first: a header that is none of ours costs one compare.
             match name.len() {
-                2 if name.eq_ignore_ascii_case(b"ip") => {
-                    set_once(&mut fields.ip, Header::Ip, trim_ows(h.value), parse_ip);
-                }
-                4 if name.eq_ignore_ascii_case(b"name") => {
-                    set_once(&mut fields.name, Header::Name, trim_ows(h.value), Name::new);
-                }
-                4 if name.eq_ignore_ascii_case(b"port") => {
-                    set_once(
-                        &mut fields.port,
-                        Header::Port,
-                        trim_ows(h.value),
-                        parse_port,
-                    );
-                }
+                2 if name.eq_ignore_ascii_case(b"ip") => fields.ip.see(trim_ows(h.value)),
+                4 if name.eq_ignore_ascii_case(b"name") => fields.name.see(trim_ows(h.value)),
+                4 if name.eq_ignore_ascii_case(b"port") => fields.port.see(trim_ows(h.value)),
                 14 if name.eq_ignore_ascii_case(b"content-length") => {
                     let n = parse_content_length(trim_ows(h.value), limits)?;
                     if content_length.is_some_and(|prev| prev != n) {
@@ -708,11 +739,19 @@ impl Fields {
         Ok(fields)
     }
 
+    fn has_any_contact_header(&self) -> bool {
+        !matches!(
+            (self.name, self.ip, self.port),
+            (Raw::Absent, Raw::Absent, Raw::Absent)
+        )
+    }
+
+    /// All three contact headers, checked in the order `Name`, `IP`, `Port`.
     #[inline(always)]
     fn contact(&self) -> Result<Contact, HeaderError> {
-        let name = required(self.name, Header::Name)?;
-        let ip = required(self.ip, Header::Ip)?;
-        let port = required(self.port, Header::Port)?;
+        let name = self.name.required(Header::Name, Name::new)?;
+        let ip = self.ip.required(Header::Ip, parse_ip)?;
+        let port = self.port.required(Header::Port, parse_port)?;
         Contact::new(name, ip, port).map_err(|why| HeaderError::Invalid(Header::Port, why))
     }
 
@@ -722,7 +761,7 @@ impl Fields {
         match method {
             Method::Register => self.contact().map_or_else(invalid, Request::Register),
             Method::Chat => self.contact().map_or_else(invalid, Request::Chat),
-            Method::Bridge => match self.name {
+            Method::Bridge => match self.name.parse(Header::Name, Name::new) {
                 None => Request::Bridge { name: None },
                 Some(Ok(name)) => Request::Bridge { name: Some(name) },
                 Some(Err(error)) => invalid(error),
@@ -732,22 +771,6 @@ impl Fields {
             Method::Quit => Request::Quit,
         }
     }
-}
-
-fn required<T: Copy>(field: Field<T>, header: Header) -> Result<T, HeaderError> {
-    field.unwrap_or(Err(HeaderError::Missing(header)))
-}
-
-fn set_once<T>(
-    slot: &mut Field<T>,
-    header: Header,
-    value: &[u8],
-    parse: impl Fn(&[u8]) -> Result<T, InvalidValue>,
-) {
-    *slot = Some(match slot {
-        Some(_) => Err(HeaderError::Duplicate(header)),
-        None => parse(value).map_err(|why| HeaderError::Invalid(header, why)),
-    });
 }
 
 fn trim_ows(mut value: &[u8]) -> &[u8] {
