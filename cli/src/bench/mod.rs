@@ -78,6 +78,11 @@ pub struct BenchArgs {
     /// for comparison (use with --phase steady).
     #[arg(long)]
     http_host: bool,
+    /// Connect from 127.0.0.1 with kernel-chosen ports even to a loopback server
+    /// (by default each client binds its own address in 127.0.0.2–201 and port, which
+    /// keeps connect() fast with tens of thousands of clients).
+    #[arg(long)]
+    no_source_spread: bool,
     /// No progress lines on standard error.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -134,6 +139,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         stall,
         progress: !args.quiet,
         host_header: args.http_host,
+        spread_sources: !args.no_source_spread
+            && matches!(server.ip(), IpAddr::V4(v4) if v4.is_loopback()),
     };
     println!(
         "bridgechat bench: {} clients -> {server}, pipeline {}, turns {}, steady {:.1} s, phase {:?}",
