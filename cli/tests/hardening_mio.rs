@@ -1,0 +1,6 @@
+//! The hardening suite (issue 8), run on the mio transport.
+
+mod hardening;
+mod suite;
+
+hardening_suite!(bridgechat_transport_mio);
