@@ -489,8 +489,9 @@ fn port_already_in_use(transport: &str) {
     let line = second.expect_err("error:");
     assert!(line.contains(&addr) && line.contains("in use"), "{line}");
 
-    // A chat port that is taken is fatal for the client too.
-    let taken = TcpListener::bind("0.0.0.0:0").expect("bind a port");
+    // A chat port that is taken is fatal for the client too. (The client listens
+    // on all interfaces, which a loopback listener on the same port blocks.)
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let port = taken.local_addr().expect("local addr").port().to_string();
     let mut alice = Proc::spawn(
         "alice",
