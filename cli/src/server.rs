@@ -1,7 +1,9 @@
 //! `bridgechat server`: the rendezvous server on a real socket.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use bridgechat_core::codec::Limits;
 use bridgechat_core::server::{Server, ServerConfig, ServerEvent, ServerInput};
 use clap::Args;
 
@@ -16,9 +18,15 @@ Examples:
   bridgechat server --listen 0.0.0.0:7070    accept clients from other machines
   bridgechat server --listen 127.0.0.1:0     let the system pick a port (printed)
   bridgechat server --trace                  show every request and answer
+  bridgechat server --max-per-ip 20000       let one host (a load generator) hold many clients
 
 Prints `listening on ADDR:PORT` once ready, then one line per notable event.
-Ctrl+C or SIGTERM stops it cleanly (exit 0).")]
+Ctrl+C or SIGTERM stops it cleanly (exit 0): no new connections, answers
+already decided are sent, every connection is closed.
+
+Limits: past --max-connections or --max-per-ip a new connection gets
+`503 Service Unavailable` with `Retry-After` and is closed; the others carry on.
+At start-up the open-file limit is raised to its hard limit.")]
 pub struct ServerArgs {
     /// Address and port to listen on (port 0: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7070", value_parser = crate::parse_addr)]
@@ -35,24 +43,84 @@ pub struct ServerArgs {
     /// Print only `listening on` and errors, not one line per event.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Connections served at once [default: the open-file limit minus a reserve].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Connections served at once from one IP address.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_per_ip: u64,
+
+    /// Seconds a request head may take from its first byte before `408` and close.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub head_timeout: Duration,
+
+    /// Seconds a new connection has to REGISTER before it is closed.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub register_timeout: Duration,
+
+    /// Seconds without a byte from a client before its connection is closed.
+    #[arg(long, value_name = "SECS", default_value = "3600", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Largest request body accepted, in bytes, before `413` and close.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_body)]
+    pub max_body: usize,
+}
+
+/// File descriptors kept back from `--max-connections` for listeners, stdio and the poller.
+const RESERVED_FDS: u64 = 64;
+
+/// Parses a positive number of seconds, fractions allowed (`0.5`).
+fn parse_secs(raw: &str) -> Result<Duration, String> {
+    match raw.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => {
+            Duration::try_from_secs_f64(secs).map_err(|e| format!("{raw} seconds: {e}"))
+        }
+        _ => Err(format!(
+            "expected a positive number of seconds, not {raw:?}"
+        )),
+    }
 }
 
 impl ServerArgs {
-    /// The core's configuration; limits left at the contract's defaults.
-    pub fn config(&self) -> ServerConfig {
+    /// The core's configuration. Without `--max-connections`, the cap sits just under
+    /// `open_files` so a full server answers 503 instead of failing to accept.
+    pub fn config(&self, open_files: Option<u64>) -> ServerConfig {
+        let defaults = ServerConfig::default();
+        let max_connections = self
+            .max_connections
+            .or(open_files.map(|n| n.saturating_sub(RESERVED_FDS).max(1)))
+            .map_or(defaults.max_connections, saturating_usize);
         ServerConfig {
             listen: self.listen,
             trace: self.trace,
-            ..ServerConfig::default()
+            limits: Limits {
+                max_body: self.max_body,
+                ..defaults.limits
+            },
+            head_timeout: self.head_timeout,
+            register_timeout: self.register_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections,
+            max_per_ip: saturating_usize(self.max_per_ip),
+            ..defaults
         }
     }
 }
 
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 pub fn run(args: ServerArgs) -> Result<(), String> {
     let quiet = args.quiet;
+    // Each client holds one descriptor: take all the system allows (the hard limit).
+    let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
     run_with(
         args.transport,
-        Server::new(args.config()),
+        Server::new(args.config(open_files)),
         |inputs| signals::on_interrupt(move || inputs.send(ServerInput::Shutdown)),
         |event| {
             if let Some(line) = describe(&event, quiet) {

@@ -592,6 +592,94 @@ fn curl_registers_and_bridges(transport: &str) {
     server.expect(&format!("{conn} alice is waiting"));
 }
 
+/// Reads one whole response (head and `Content-Length` body) from a raw socket.
+fn read_response(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(WAIT)).expect("set timeout");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            other => panic!(
+                "response cut short ({other:?}): {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&seen).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Content-Length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// `--max-connections`, `--max-per-ip`, `--head-timeout` and `--max-body` change what clients see.
+fn limit_flags_are_enforced(transport: &str) {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let mut server = Proc::spawn(
+        "server",
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--transport",
+            transport,
+            "--max-connections",
+            "2",
+            "--head-timeout",
+            "0.5",
+            "--max-body",
+            "10",
+        ],
+    );
+    let addr = server.listening();
+    let mut first = TcpStream::connect(&addr).expect("connect");
+    first
+        .write_all(b"REGISTER / HTTP/1.1\r\nName: alice\r\nIP: 127.0.0.1\r\nPort: 9001\r\n\r\n")
+        .expect("write");
+    assert!(read_response(&mut first).starts_with("HTTP/1.1 200 OK\r\n"));
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    server.expect("#2 connected");
+    // A third connection is over --max-connections 2: told to come back, then closed.
+    let mut over = TcpStream::connect(&addr).expect("connect");
+    let refused = read_response(&mut over);
+    assert!(
+        refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("\r\nRetry-After: "), "{refused}");
+    // --head-timeout 0.5: half a head gets 408 and the connection closes.
+    slow.write_all(b"BRIDGE / HTT").expect("write");
+    let timed_out = read_response(&mut slow);
+    assert!(
+        timed_out.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{timed_out}"
+    );
+    drop(slow);
+    drop(over);
+    server.expect("#2 closed");
+    // --max-body 10 applies to the one still served; the slot freed by #2 is usable again.
+    let mut fresh = TcpStream::connect(&addr).expect("connect");
+    fresh
+        .write_all(b"MESSAGE / HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world")
+        .expect("write");
+    let too_big = read_response(&mut fresh);
+    assert!(
+        too_big.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+        "{too_big}"
+    );
+    first
+        .write_all(b"BRIDGE / HTTP/1.1\r\n\r\n")
+        .expect("write");
+    assert!(read_response(&mut first).starts_with("HTTP/1.1 200 OK\r\n"));
+}
+
 macro_rules! on_each_transport {
     ($($scenario:ident),* $(,)?) => {
         mod on_mio {
@@ -617,6 +705,7 @@ on_each_transport!(
     server_stops_cleanly_on_sigint_and_sigterm,
     demo_shows_both_sides,
     curl_registers_and_bridges,
+    limit_flags_are_enforced,
 );
 
 #[test]
@@ -647,6 +736,8 @@ fn an_invalid_flag_is_one_clear_error() {
         &["client", "--name", "alice", "--ip", "localhost"],
         &["server", "--transport", "tokio"],
         &["server", "--listen", "nowhere"],
+        &["server", "--head-timeout", "0"],
+        &["server", "--max-connections", "0"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_bridgechat"))
             .args(args)
