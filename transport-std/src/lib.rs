@@ -313,6 +313,8 @@ impl<E: Endpoint> Runner<E> {
         for conn in open {
             self.net.close(conn);
         }
+        // A connect still under way has nothing to flush: don't wait for it.
+        self.net.closing.retain(|_, stream| stream.is_some());
         let deadline = Instant::now() + EXIT_FLUSH;
         while !self.net.closing.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
