@@ -75,6 +75,7 @@ macro_rules! hardening_suite {
             binary_garbage_is_400_and_closes,
             half_a_request_then_a_reset_is_forgotten,
             a_waiting_client_that_resets_mid_request_is_not_handed_out,
+            hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting,
             slowloris_dribblers_are_closed_at_the_head_timeout_while_others_are_served,
             connections_past_max_connections_get_503_and_the_server_recovers,
             connections_past_max_per_ip_get_503_and_the_server_recovers,
@@ -83,6 +84,9 @@ macro_rules! hardening_suite {
 
         $crate::hardening_ignored_tests!(
             Transport;
+            silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer
+                => "known: MAX_INCOMING silent connections lock a waiting client's chat port \
+                    for request_timeout (reported in issue 8's hardening report)",
             slowloris_p99_latency_within_twice_the_quiet_run
                 => "latency comparison: timing-sensitive, run by hand or in CI explicitly",
         );
@@ -682,6 +686,103 @@ pub fn a_waiting_client_that_resets_mid_request_is_not_handed_out<T: Transport>(
         "127.0.0.1",
         9003,
     );
+    server.stop().expect("clean shutdown");
+}
+
+// ---------------------------------------------------------------- hostile peers
+
+/// What a waiting client answers on its chat port to bytes that are no CHAT:
+/// each gets its error and the close, and the client keeps waiting for a real peer.
+pub fn hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    let port = alice.chat_addr();
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (TLS_CLIENT_HELLO.to_vec(), 400),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), 400),
+        (vec![b'A'; 1024 * 1024], 431),
+        (b"CHAT / HTTP/1.1\r\nName: m\0m\r\n\r\n".to_vec(), 400),
+        (
+            b"CHAT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            501,
+        ),
+        (
+            b"CHAT / HTTP/1.1\r\nName: mallory\r\nIP: 127.0.0.1\r\nPort: 0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (message_request(b"no CHAT first"), 400),
+        (
+            register_request("mallory", "127.0.0.1", 9).into_bytes(),
+            501,
+        ),
+        (b"FROBNICATE / HTTP/1.1\r\n\r\n".to_vec(), 501),
+    ];
+    for (bytes, status) in cases {
+        let mut peer = Raw::connect(port);
+        let mut writer = peer.stream.try_clone().expect("clone the stream");
+        let sender = thread::spawn(move || {
+            let _ = writer.write_all(&bytes);
+        });
+        assert_error(&peer.response(), status);
+        peer.expect_closed();
+        sender.join().expect("the writer thread panicked");
+    }
+    // Half a CHAT, then a reset (unread bytes: the 501 to a first request).
+    let mut half = Raw::connect(port);
+    half.send(b"FROBNICATE / HTTP/1.1\r\n\r\n");
+    let mut first = [0u8; 1];
+    half.stream.peek(&mut first).expect("the 501 arrives");
+    drop(half);
+    let mut half = Raw::connect(port);
+    half.send(b"CHAT / HTTP/1.1\r\nName: mall");
+    drop(half);
+
+    // Alice never left WAIT MODE: a real peer is handed her and chats.
+    let bob = TestClient::start::<T>("bob", server.addr);
+    bob.register_and_bridge(Mode::Ready);
+    bob.line("/chat");
+    bob.wait_mode(Mode::Write);
+    alice.wait_mode(Mode::Read);
+    bob.line("hello after the storm");
+    let deadline = Instant::now() + WAIT;
+    assert_eq!(
+        next_message(&alice, "bob", deadline),
+        "hello after the storm"
+    );
+    bob.line("/quit");
+    bob.finish().expect("bob exits cleanly");
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+/// A waiting client's chat port is handed to anyone who bridges: silent
+/// connections there must not keep the real peer (who also bridged) out.
+pub fn silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let alice = TestClient::start::<T>("alice", server.addr);
+    alice.register_and_bridge(Mode::Wait);
+    // More silent connections than the client keeps undecided (MAX_INCOMING).
+    let silent: Vec<Raw> = (0..bridgechat_core::client::MAX_INCOMING * 2)
+        .map(|_| Raw::connect(alice.chat_addr()))
+        .collect();
+    let bob = TestClient::start::<T>("bob", server.addr);
+    bob.register_and_bridge(Mode::Ready);
+    let started = Instant::now();
+    bob.line("/chat");
+    bob.wait_mode(Mode::Write);
+    alice.wait_mode(Mode::Read);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the chat began only after {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    bob.line("/quit");
+    bob.finish().expect("bob exits cleanly");
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
     server.stop().expect("clean shutdown");
 }
 

@@ -1,0 +1,101 @@
+//! Regressions found by fuzzing, and the committed seed corpus, as ordinary tests.
+//!
+//! Every input that ever crashed a fuzz target (or broke one of its checks) is
+//! kept here as a named test that feeds the exact bytes to the same target
+//! body (`bridgechat_core::fuzzing`), so it runs on stable in every `cargo test`.
+//! Name each after what it exercised, say where it was found, and keep the bytes
+//! verbatim (`cargo fuzz fmt TARGET ARTIFACT` prints them).
+//!
+//! The long fuzz runs recorded in docs/TESTING.md found no crash so far; the
+//! regressions the targets found while they were written live beside their
+//! targets (`core/src/fuzzing.rs`, `server_target_regression_*`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bridgechat_core::fuzzing;
+
+/// The committed seeds (`fuzz/corpus/TARGET/seed-*`) of one target, sorted by name.
+fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut seeds: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("seed-"))
+        })
+        .map(|path| {
+            let bytes = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            (path, bytes)
+        })
+        .collect();
+    seeds.sort();
+    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
+    seeds
+}
+
+/// Runs `body` on every seed of `target`, whole and with every one-byte-shorter
+/// prefix, so the seeds' truncations (the first thing a fuzzer tries) stay clean too.
+fn run_seeds(target: &str, body: impl Fn(&[u8])) {
+    for (path, bytes) in seeds(target) {
+        for end in (0..=bytes.len()).rev() {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&bytes[..end])));
+            assert!(
+                result.is_ok(),
+                "{} (first {end} of {} bytes) panicked",
+                path.display(),
+                bytes.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_decode_request_seed_and_its_prefixes_run_clean() {
+    run_seeds("decode_request", fuzzing::decode_request);
+}
+
+#[test]
+fn every_decode_response_seed_and_its_prefixes_run_clean() {
+    run_seeds("decode_response", fuzzing::decode_response);
+}
+
+#[test]
+fn every_server_seed_and_its_prefixes_run_clean() {
+    let start = Instant::now();
+    run_seeds("server", |data| drop(fuzzing::server(data, start)));
+}
+
+#[test]
+fn every_client_seed_and_its_prefixes_run_clean() {
+    let start = Instant::now();
+    run_seeds("client", |data| fuzzing::client(data, start));
+}
+
+/// The hostile openings of the hardening suite (cli/tests/hardening), through the
+/// decoder targets: a TLS ClientHello, the HTTP/2 preface, NUL bytes, a head
+/// past every limit.
+#[test]
+fn hostile_openings_run_clean_through_the_decoder_targets() {
+    let long_line = vec![b'A'; 64 * 1024];
+    let inputs: [&[u8]; 6] = [
+        &[
+            0x16, 0x03, 0x01, 0x00, 0xf8, 0x01, 0x00, 0x00, 0xf4, 0x03, 0x03,
+        ],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00",
+        b"REGISTER / HTTP/1.1\r\nName: al\0ice\r\nIP: 127.0.0.1\r\nPort: 9001\r\n\r\n",
+        b"UNREGISTER / HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n",
+        b"MESSAGE / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        &long_line,
+    ];
+    for input in inputs {
+        fuzzing::decode_request(input);
+        fuzzing::decode_response(input);
+    }
+}
