@@ -19,7 +19,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bridgechat_core::client::{ClientEvent, ClientInput, Mode};
+use bridgechat_core::client::{ClientConfig, ClientEvent, ClientInput, Mode};
 use bridgechat_core::server::{CloseReason, ServerConfig, ServerEvent};
 use bridgechat_core::{ConnId, Direction};
 
@@ -76,6 +76,8 @@ macro_rules! hardening_suite {
             half_a_request_then_a_reset_is_forgotten,
             a_waiting_client_that_resets_mid_request_is_not_handed_out,
             hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting,
+            a_server_that_stops_answering_is_reported_and_a_late_answer_skipped,
+            a_peer_that_never_answers_chat_or_refuses_the_connect_is_reported,
             slowloris_dribblers_are_closed_at_the_head_timeout_while_others_are_served,
             connections_past_max_connections_get_503_and_the_server_recovers,
             connections_past_max_per_ip_get_503_and_the_server_recovers,
@@ -793,6 +795,144 @@ pub fn silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer<T: Transp
     bob.finish().expect("bob exits cleanly");
     alice.line("/quit");
     alice.finish().expect("alice exits cleanly");
+    server.stop().expect("clean shutdown");
+}
+
+// ---------------------------------------------------------------- peers and servers that go quiet
+
+/// The server side of one connection, played by hand: reads bodiless requests.
+struct FakeServer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl FakeServer {
+    /// Reads (bounded) the next request head and returns its request line.
+    fn request_line(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                let head = String::from_utf8(head).expect("a UTF-8 head");
+                return head.lines().next().unwrap_or_default().to_string();
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("the client closed the server connection"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("no request from the client: {e}"),
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the client");
+    }
+}
+
+/// A client configured to give up on an answer after `request_timeout`.
+fn impatient_client<T: Transport>(name: &str, server: SocketAddr) -> TestClient {
+    let mut config = ClientConfig::new(name.parse().expect("a valid name"), server);
+    config.request_timeout = Duration::from_millis(500);
+    TestClient::start_with::<T>(config)
+}
+
+/// Waits (bounded) for an `Error` event and returns its text.
+fn wait_error(client: &TestClient) -> String {
+    match client.wait_for("an Error", |e| matches!(e, ClientEvent::Error(_))) {
+        ClientEvent::Error(text) => text,
+        _ => unreachable!(),
+    }
+}
+
+pub fn a_server_that_stops_answering_is_reported_and_a_late_answer_skipped<T: Transport>() {
+    // A "server" driven by hand: it reads the REGISTER and says nothing.
+    let listener = std::net::TcpListener::bind(loopback_v4()).expect("bind a fake server");
+    let addr = listener.local_addr().expect("its address");
+    let alice = impatient_client::<T>("alice", addr);
+    let (stream, _) = listener.accept().expect("the client connects at start-up");
+    stream
+        .set_read_timeout(Some(WAIT))
+        .expect("set read timeout");
+    let mut server = FakeServer {
+        stream,
+        buf: Vec::new(),
+    };
+    let started = Instant::now();
+    alice.line("/register");
+    assert_eq!(server.request_line(), "REGISTER / HTTP/1.1");
+    let error = wait_error(&alice);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reported after {:?}",
+        started.elapsed()
+    );
+    assert!(!error.is_empty() && !error.contains('\n'), "{error:?}");
+    // The answer comes late, and says no: it belongs to the REGISTER that timed out,
+    // so it must be skipped (taken as the next REGISTER's answer, it would be an Error).
+    server.send(
+        b"HTTP/1.1 409 Conflict\r\nContent-Type: text/plain; charset=utf-8\r\n\
+          Content-Length: 4\r\n\r\nlate",
+    );
+    alice.line("/register");
+    assert_eq!(server.request_line(), "REGISTER / HTTP/1.1");
+    server.send(
+        b"HTTP/1.1 200 OK\r\nName: alice\r\nIP: 127.0.0.1\r\nPort: 9\r\nContent-Length: 0\r\n\r\n",
+    );
+    let registered = alice.wait_for("REGISTERED", |e| {
+        matches!(e, ClientEvent::ModeChanged { .. })
+    });
+    assert!(
+        matches!(
+            registered,
+            ClientEvent::ModeChanged {
+                mode: Mode::Registered,
+                ..
+            }
+        ),
+        "the first mode change after the late answer: {registered:?}"
+    );
+    alice.input(ClientInput::Interrupt);
+    alice.finish().expect("alice exits cleanly");
+}
+
+pub fn a_peer_that_never_answers_chat_or_refuses_the_connect_is_reported<T: Transport>() {
+    let server = TestServer::start::<T>();
+    // A peer whose chat port accepts and never answers, and one where nothing listens.
+    let mute = std::net::TcpListener::bind(loopback_v4()).expect("bind a mute peer");
+    let mute_port = mute.local_addr().expect("its address").port();
+    let closed_port = std::net::TcpListener::bind(loopback_v4())
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port();
+    let bob = impatient_client::<T>("bob", server.addr);
+    bob.line("/register");
+    bob.wait_mode(Mode::Registered);
+    for (ghost, port) in [("mute", mute_port), ("gone", closed_port)] {
+        let mut waiter = server.client();
+        waiter.register(ghost, "127.0.0.1", port);
+        assert_ok_empty(&waiter.bridge());
+        bob.line("/bridge");
+        bob.wait_mode(Mode::Ready);
+        let started = Instant::now();
+        bob.line("/chat");
+        let error = wait_error(&bob);
+        bob.wait_mode(Mode::Registered);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{ghost}: reported after {:?}",
+            started.elapsed()
+        );
+        assert!(!error.contains('\n'), "{error:?}");
+    }
+    // Still a working client: it waits, and a real peer chats with it.
+    bob.line("/bridge");
+    bob.wait_mode(Mode::Wait);
+    let mut peer = raw_chat_with(&bob, "carol");
+    peer.send(&message_request(b"hi bob"));
+    assert_eq!(next_message(&bob, "carol", Instant::now() + WAIT), "hi bob");
+    bob.line("/quit");
+    bob.finish().expect("bob exits cleanly");
+    drop(mute);
     server.stop().expect("clean shutdown");
 }
 
