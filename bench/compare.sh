@@ -196,18 +196,28 @@ held_run() {
     local idle; idle=$(rss_kib "$pid")
     nice -n "$NICE" "$BIN" bench --server "127.0.0.1:$2" -c "$3" --phase pair --hold 3 -d 0 > "$f.out" 2> "$f.err" &
     local bench=$!
-    for _ in $(seq 600); do
-        grep -q '^holding' "$f.err" 2> /dev/null && break
-        kill -0 "$bench" 2> /dev/null || break
-        sleep 0.1
-    done
+    wait_line() {
+        for _ in $(seq 1200); do
+            grep -q "$1" "$f.err" 2> /dev/null && return 0
+            kill -0 "$bench" 2> /dev/null || return 1
+            sleep 0.05
+        done
+    }
+    wait_line '^holding'
     sleep 1.5
-    local held; held=$(rss_kib "$pid")
+    # Idle and held: the RSS, and the CPU time so far (nothing moves until the bridge stage).
+    local held before after
+    held=$(rss_kib "$pid")
+    before=$(cpu_ticks "$pid")
+    wait_line '^paired'
+    after=$(cpu_ticks "$pid")
     wait "$bench" || echo "warning: bench failed, see $f.err" >&2
     stop "$pid"
-    local per; per=$(awk -v h="$held" -v i="$idle" -v n="$3" 'BEGIN { printf "%.0f", (h - i) * 1024 / n }')
-    echo "$idle $held $per" > "$f.rss"
-    log "$1 run $4: $3 clients: peak registered $(field peak_registered < "$f.out"), server check $(field held_probe < "$f.out"), RSS idle ${idle} KiB held ${held} KiB = ${per} B/connection; register stage $(field register_s < "$f.out") s; $(field pairs < "$f.out") pairs in $(field bridge_s < "$f.out") s ($(field pairs_per_s < "$f.out") pairs/s), pairing ok $(field pairing_ok < "$f.out"), errors $(field status_errors < "$f.out")+$(field conn_errors < "$f.out")"
+    local per cpu_ms
+    per=$(awk -v h="$held" -v i="$idle" -v n="$3" 'BEGIN { printf "%.0f", (h - i) * 1024 / n }')
+    cpu_ms=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", t * 1000 / hz }')
+    echo "$idle $held $per $cpu_ms" > "$f.rss"
+    log "$1 run $4: $3 clients: peak registered $(field peak_registered < "$f.out"), server check $(field held_probe < "$f.out"), RSS idle ${idle} KiB held ${held} KiB = ${per} B/connection; register stage $(field register_s < "$f.out") s; $(field pairs < "$f.out") pairs in $(field bridge_s < "$f.out") s ($(field pairs_per_s < "$f.out") pairs/s, server CPU ${cpu_ms} ms), pairing ok $(field pairing_ok < "$f.out"), errors $(field status_errors < "$f.out")+$(field conn_errors < "$f.out")"
 }
 
 section_held() {
@@ -217,11 +227,12 @@ section_held() {
         held_run std "$STD_PORT" "$HELD_STD" "$run"
     done
     for t in mio std; do
-        local per bridge peak
+        local per bridge peak cpu
         per=$(for r in $(seq "$RUNS"); do awk '{ print $3 }' "$OUT/held-$t-$r.rss"; done | median)
+        cpu=$(for r in $(seq "$RUNS"); do awk '{ print $4 }' "$OUT/held-$t-$r.rss"; done | median)
         bridge=$(for r in $(seq "$RUNS"); do field bridge_s < "$OUT/held-$t-$r.out"; done | median)
         peak=$(for r in $(seq "$RUNS"); do field peak_registered < "$OUT/held-$t-$r.out"; done | median)
-        log "median $t: peak registered $peak, RSS $per B/connection above idle, pairing all in $bridge s"
+        log "median $t: peak registered $peak, RSS $per B/connection above idle, pairing all in $bridge s (server CPU $cpu ms)"
     done
 }
 

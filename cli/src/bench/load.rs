@@ -11,6 +11,7 @@
 //! 3. **bridge** — every registered connection sends BRIDGE at once. The
 //!    server pairs them in arrival order; a `200` that carries a contact is a
 //!    pair, an empty one a waiter. Every waiter must be handed out exactly once.
+//!    With a hold time, everything is held idle again afterwards.
 //! 4. **chat** (`turns > 0`) — each asker connects to the contact it was given
 //!    (the bench's own chat listener, which every connection registered),
 //!    sends CHAT, the listener answers `200` as the waiter, then MESSAGE
@@ -338,6 +339,17 @@ impl Engine {
             self.pump(|e| e.in_flight == 0)?;
             self.report.bridge = Some(self.end(start));
             self.check_pairing();
+            if !self.cfg.hold.is_zero() {
+                // Idle again, so a script can read what pairing cost the server (CPU, RSS).
+                eprintln!(
+                    "paired {} pairs; holding for {:.1} s",
+                    self.pairs.len(),
+                    self.cfg.hold.as_secs_f64()
+                );
+                let until = Instant::now() + self.cfg.hold;
+                self.begin(Phase::Hold);
+                self.pump(|_| Instant::now() >= until)?;
+            }
 
             // 4. chat turns between the pairs
             if self.cfg.turns > 0 && !self.pairs.is_empty() {

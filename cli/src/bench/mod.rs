@@ -60,7 +60,8 @@ pub struct BenchArgs {
     /// Bytes of text in each chat MESSAGE.
     #[arg(long, value_name = "BYTES", default_value_t = 32)]
     message_size: usize,
-    /// Seconds to hold every client registered and idle before bridging (e.g. to read RSS).
+    /// Seconds to hold every client registered and idle before bridging, and again after
+    /// pairing (e.g. to read the server's RSS and CPU time; lines on stderr mark both).
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     hold: f64,
     /// Connections being opened at once (connecting, or first REGISTER unanswered).
