@@ -58,7 +58,8 @@
 //!   mode stays. No answer within `request_timeout` is an Error too and the
 //!   mode stays; the late answer, if it ever comes, is skipped.
 //! - The server connection closing is an Error; a later `/register` reconnects.
-//! - Incoming connections: at most [`MAX_INCOMING`] undecided at once, each
+//! - Incoming connections: at most [`MAX_INCOMING`] undecided at once (a
+//!   newcomer past that closes the oldest one still silent), each
 //!   must send its CHAT within `request_timeout` (else 408 and close). A CHAT
 //!   that arrives while our BRIDGE is still in flight waits for its answer,
 //!   since the server may already have handed us out.
@@ -1209,9 +1210,28 @@ impl Endpoint for Client {
     fn handle_accept(&mut self, now: Instant, _peer: SocketAddr) -> ConnId {
         self.now = now;
         let conn = self.new_conn();
-        if self.exited || self.incoming.len() >= MAX_INCOMING {
+        if self.exited {
             self.outputs.close(conn);
             return conn;
+        }
+        if self.incoming.len() >= MAX_INCOMING {
+            // Full of connections that have not said CHAT: drop the oldest silent one, so
+            // strangers idling at our port cannot lock out the peer the server sent us.
+            let oldest_silent = self
+                .incoming
+                .iter()
+                .find(|(_, incoming)| incoming.parked.is_none())
+                .map(|(id, _)| *id);
+            match oldest_silent {
+                Some(oldest) => {
+                    self.incoming.remove(&oldest);
+                    self.outputs.close(oldest);
+                }
+                None => {
+                    self.outputs.close(conn);
+                    return conn;
+                }
+            }
         }
         self.incoming.insert(
             conn,

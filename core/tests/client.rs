@@ -398,6 +398,34 @@ fn chat_to_a_client_that_is_not_waiting_gets_409_and_is_closed() {
 }
 
 #[test]
+fn silent_connections_at_the_chat_port_cannot_lock_out_the_real_peer() {
+    let mut net = Net::new(11, Chunking::Random);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    send_lines(&mut net, alice, &["/register", "/bridge"]);
+    assert_eq!(net.mode(alice), Mode::Wait);
+    // Strangers fill every undecided slot and more, and say nothing.
+    let stranger = net.add_raw();
+    let silent: Vec<ConnId> = (0..bridgechat_core::client::MAX_INCOMING + 3)
+        .map(|_| net.connect_raw(stranger, chat_addr(&net, alice)).unwrap())
+        .collect();
+    net.run();
+    let peer = net.add_raw();
+    let conn = net.connect_raw(peer, chat_addr(&net, alice)).unwrap();
+    net.send_raw(peer, conn, chat_request("bob", "127.0.0.9", 9).as_bytes());
+    net.run();
+    assert!(
+        net.raw_text(peer, conn).starts_with("HTTP/1.1 200 OK\r\n"),
+        "the real peer was refused: {:?}",
+        net.raw_text(peer, conn)
+    );
+    assert_eq!(net.mode(alice), Mode::Read);
+    // The oldest strangers made room; the newest still hold theirs until their timeout.
+    assert!(net.raw_is_closed(stranger, silent[0]));
+    assert!(!net.raw_is_closed(stranger, *silent.last().unwrap()));
+}
+
+#[test]
 fn a_second_chat_while_chatting_gets_409_and_the_chat_goes_on() {
     let Pair {
         mut net,
