@@ -46,10 +46,10 @@
 pub mod client;
 pub mod codec;
 pub mod contact;
-mod outputs;
-pub mod server;
 #[doc(hidden)]
 pub mod fuzzing;
+mod outputs;
+pub mod server;
 
 pub use codec::{DecodeError, Decoder, Limits, Method, Request, Response, Status};
 pub use contact::{Contact, Name};
