@@ -11,6 +11,8 @@
 #   TURNS [20000]     chat turns (messages) per ping-pong run in the `turns` section
 #   OUT [target/bench-compare]   where raw outputs go
 #   NO_BUILD          set to skip `cargo build --release`
+#   BIN [target/release/bridgechat]   the bridgechat binary (bench and servers)
+#   SERVER_BIN [$BIN]                 the binary the servers run (to compare server builds)
 #   NICE [0]          niceness for every measured process (servers, nginx, wrk, bench);
 #                     as root, NICE=-10 keeps other work on a shared machine from
 #                     stealing the measured processes' CPU in the middle of a run
@@ -40,7 +42,8 @@ HELD_STD=${HELD_STD:-1000}
 TURNS=${TURNS:-20000}
 OUT=${OUT:-target/bench-compare}
 NICE=${NICE:-0}
-BIN=target/release/bridgechat
+BIN=${BIN:-target/release/bridgechat}
+SERVER_BIN=${SERVER_BIN:-$BIN}
 NGINX_PORT=18080
 MIO_PORT=17070
 STD_PORT=17071
@@ -89,7 +92,7 @@ wait_port() {
 
 # start_server TRANSPORT PORT -> sets SERVER_PID
 start_server() {
-    nice -n "$NICE" "$BIN" server --listen "127.0.0.1:$2" --transport "$1" --quiet >> "$OUT/server-$1.log" 2>&1 &
+    nice -n "$NICE" "$SERVER_BIN" server --listen "127.0.0.1:$2" --transport "$1" --quiet >> "$OUT/server-$1.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     wait_port "$2"
