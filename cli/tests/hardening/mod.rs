@@ -76,6 +76,7 @@ macro_rules! hardening_suite {
             half_a_request_then_a_reset_is_forgotten,
             a_waiting_client_that_resets_mid_request_is_not_handed_out,
             hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting,
+            silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer,
             a_server_that_stops_answering_is_reported_and_a_late_answer_skipped,
             a_peer_that_never_answers_chat_or_refuses_the_connect_is_reported,
             slowloris_dribblers_are_closed_at_the_head_timeout_while_others_are_served,
@@ -86,9 +87,6 @@ macro_rules! hardening_suite {
 
         $crate::hardening_ignored_tests!(
             Transport;
-            silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer
-                => "known: MAX_INCOMING silent connections lock a waiting client's chat port \
-                    for request_timeout (reported in issue 8's hardening report)",
             slowloris_p99_latency_within_twice_the_quiet_run
                 => "latency comparison: timing-sensitive, run by hand or in CI explicitly",
         );
