@@ -185,7 +185,9 @@ pub fn describe(event: &ClientEvent) -> Line {
     match event {
         ClientEvent::Listening(addr) => Line::Out(format!("listening on {addr}")),
         ClientEvent::ModeChanged { mode, peer } => Line::Out(mode_line(*mode, *peer)),
-        ClientEvent::MessageReceived { from, text } => Line::Out(format!("{from}: {text}")),
+        ClientEvent::MessageReceived { from, text } => {
+            Line::Out(format!("{from}: {}", defang(text)))
+        }
         ClientEvent::MessageHeld { pending } => Line::Out(match pending {
             1 => "(held: will send when it is your turn)".to_owned(),
             n => format!("(held: will send when it is your turn; {n} messages waiting)"),
@@ -202,6 +204,20 @@ pub fn describe(event: &ClientEvent) -> Line {
             bytes,
         } => Line::Trace(out::trace(*conn, *direction, bytes)),
     }
+}
+
+/// A peer's text with terminal control characters (escape sequences that could
+/// move the cursor, recolour or retitle the terminal) shown as U+FFFD; line
+/// breaks and tabs are kept. Printable text is untouched, so it stays byte-exact.
+fn defang(text: &str) -> std::borrow::Cow<'_, str> {
+    let harmful = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(harmful) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if harmful(c) { '\u{FFFD}' } else { c })
+        .collect::<String>()
+        .into()
 }
 
 #[cfg(test)]
@@ -240,6 +256,18 @@ mod tests {
         assert_eq!(
             describe(&event),
             Line::Out("alice: héllo: two\nlines".into())
+        );
+    }
+
+    #[test]
+    fn a_peer_cannot_send_terminal_escape_sequences() {
+        let event = ClientEvent::MessageReceived {
+            from: alice(),
+            text: "\u{1b}]0;pwned\u{7}\u{1b}[2Jhi\tthere\r".into(),
+        };
+        assert_eq!(
+            describe(&event),
+            Line::Out("alice: \u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2Jhi\tthere\u{FFFD}".into())
         );
     }
 
