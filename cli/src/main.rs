@@ -58,7 +58,25 @@ fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version: clap's full text, exit 0.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error)
+            if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            // Bare `bridgechat`: the overview is more use than a one-line complaint.
+            let _ = error.print();
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            out::complain(&one_line(&error.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
@@ -74,10 +92,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Folds clap's multi-line usage error into the contract's "one clear line":
+/// the error and its details, without the usage block and the `--help` hint.
+fn one_line(rendered: &str) -> String {
+    let details: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    let text = details.join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    format!("{text} (see --help)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn flag_errors_fold_into_one_line() {
+        let error = Cli::try_parse_from(["bridgechat", "client"]).unwrap_err();
+        let line = one_line(&error.render().to_string());
+        assert_eq!(
+            line,
+            "the following required arguments were not provided: --name <NAME> (see --help)"
+        );
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -6,8 +6,7 @@
 //! limits and `--register-timeout`; the defaults its `--help` promises.
 //!
 //! Every wait is for an expected line, message or exit, bounded in time; every
-//! child is killed when its `Proc` drops. A test that shows a deviation from the
-//! contract is kept, marked `#[ignore = "deviation: ..."]`.
+//! child is killed when its `Proc` drops.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -663,9 +662,7 @@ on_each_transport!(
     the_server_binary_enforces_the_default_limits,
     register_timeout_closes_only_unregistered_connections,
     an_ipv6_server_connection_registers_a_reachable_ipv6_contact,
-    #[ignore = "deviation: with --ip ::1 and an IPv4 server the client listens on 0.0.0.0 only"]
     an_ipv6_ip_flag_is_reachable_over_an_ipv4_server,
-    #[ignore = "deviation: a failed reconnect on /register prints `cannot reach the server` but keeps running"]
     an_unreachable_server_on_reconnect_is_fatal,
 );
 
@@ -675,7 +672,6 @@ fn ctrl_c_with_a_request_in_flight_exits_at_once_on_mio() {
 }
 
 #[test]
-#[ignore = "deviation: on std, Ctrl+C with a request in flight takes about 1 s to exit"]
 fn ctrl_c_with_a_request_in_flight_exits_at_once_on_std() {
     ctrl_c_with_a_request_in_flight_exits_at_once("std");
 }
@@ -722,7 +718,6 @@ fn help_states_the_contract_defaults() {
 }
 
 #[test]
-#[ignore = "deviation: an invalid flag prints clap's multi-line error (error, blank line, usage, hint)"]
 fn an_invalid_flag_is_reported_on_one_line() {
     for args in [
         &["client", "--name", "alice", "--port", "70000"][..],

@@ -57,7 +57,8 @@
 //! - A 4xx (or any non-2xx) answer from the server is an Error event; the
 //!   mode stays. No answer within `request_timeout` is an Error too and the
 //!   mode stays; the late answer, if it ever comes, is skipped.
-//! - The server connection closing is an Error; a later `/register` reconnects.
+//! - The server connection closing is an Error; a later `/register` reconnects,
+//!   and a server that cannot be reached then ends the client (`Exit(Err)`).
 //! - Incoming connections: at most [`MAX_INCOMING`] undecided at once (a
 //!   newcomer past that closes the oldest one still silent), each
 //!   must send its CHAT within `request_timeout` (else 408 and close). A CHAT
@@ -428,7 +429,13 @@ impl Client {
             exited: false,
             config,
         };
-        let any = match client.config.server.ip() {
+        // The chat port must be reachable at the IP we register: `--ip`, else the local
+        // address of the server connection, which has the server's family.
+        let registered_ip = client
+            .config
+            .advertise_ip
+            .unwrap_or(client.config.server.ip());
+        let any = match registered_ip {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
@@ -1089,16 +1096,12 @@ impl Client {
         self.server_connect_failed(why);
     }
 
-    /// Fatal at start-up; later (a `/register` reconnecting) just an error.
+    /// Fatal when a person is waiting on it (start-up, or `/register` reconnecting):
+    /// the contract makes an unreachable server fatal, and nothing else can be done.
     fn server_connect_failed(&mut self, message: String) {
         self.server = ServerLink::Down;
         match self.pending {
-            Some(Pending::Startup) => self.finish(Err(message)),
-            Some(Pending::Reconnect) => {
-                self.pending = None;
-                self.error(message);
-                self.pump();
-            }
+            Some(Pending::Startup | Pending::Reconnect) => self.finish(Err(message)),
             _ => self.error(message),
         }
     }

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
+use bridgechat_core::server::ServerInput;
 use bridgechat_core::{ConnId, Direction, Endpoint, Output};
 use support::wire;
 use support::*;
@@ -826,6 +827,47 @@ fn losing_the_server_returns_to_unregistered_and_register_reconnects() {
     send_lines(&mut net, alice, &["/register"]);
     assert_eq!(net.mode(alice), Mode::Registered);
     assert_eq!(net.server(server).stats().registered, 1);
+}
+
+#[test]
+fn a_server_gone_for_good_is_fatal_when_register_tries_to_reconnect() {
+    let mut net = Net::new(1, Chunking::Random);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    send_lines(&mut net, alice, &["/register"]);
+    net.server_input(server, ServerInput::Shutdown);
+    net.run();
+    assert_eq!(errors(&net, alice), ["lost connection to the server"]);
+    assert_eq!(
+        net.nodes[alice.0].exited, None,
+        "losing the server alone is not fatal"
+    );
+    send_lines(&mut net, alice, &["/register"]);
+    let exit = net.nodes[alice.0].exited.clone();
+    assert!(
+        matches!(&exit, Some(Err(why)) if why.contains("cannot reach the server")),
+        "{exit:?}"
+    );
+}
+
+#[test]
+fn the_chat_port_listens_in_the_family_of_the_registered_ip() {
+    let v4_server: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+    let v6_server: SocketAddr = "[::1]:7070".parse().unwrap();
+    let listen_addr = |server, ip: Option<&str>| {
+        let mut config = ClientConfig::new(name("alice"), server);
+        config.advertise_ip = ip.map(|ip| ip.parse().unwrap());
+        let mut client = Client::new(config, Instant::now());
+        match client.poll_output() {
+            Some(Output::Listen { addr }) => addr.to_string(),
+            other => panic!("first output {other:?}"),
+        }
+    };
+    assert_eq!(listen_addr(v4_server, None), "0.0.0.0:0");
+    assert_eq!(listen_addr(v6_server, None), "[::]:0");
+    // `--ip ::1` over an IPv4 server must still be reachable at ::1.
+    assert_eq!(listen_addr(v4_server, Some("::1")), "[::]:0");
+    assert_eq!(listen_addr(v6_server, Some("127.0.0.1")), "0.0.0.0:0");
 }
 
 #[test]

@@ -88,6 +88,9 @@ enum Msg {
     Data(ConnId, Vec<u8>),
     /// The peer closed, the connection broke, or a write failed.
     Closed(ConnId),
+    /// Everything queued is written and the write side shut down; the writer
+    /// now lingers for the peer's end. Exit needs no more than this.
+    Flushed(ConnId),
     /// The writer is done and the socket shut down.
     Finished(ConnId),
 }
@@ -260,6 +263,7 @@ impl<E: Endpoint> Runner<E> {
             Msg::Finished(conn) => {
                 net.closing.remove(&conn);
             }
+            Msg::Flushed(_) => {}
         }
     }
 
@@ -319,8 +323,11 @@ impl<E: Endpoint> Runner<E> {
         while !self.net.closing.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
-                Ok(Msg::Finished(conn)) => {
-                    self.net.closing.remove(&conn);
+                // Exiting: once the last bytes are out, don't linger for the peer.
+                Ok(Msg::Finished(conn) | Msg::Flushed(conn)) => {
+                    if let Some(Some(stream)) = self.net.closing.remove(&conn) {
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
                 }
                 Ok(Msg::Connected(conn, Ok((stream, _)))) => {
                     if let Some(slot) = self.net.closing.get_mut(&conn) {
@@ -643,6 +650,7 @@ impl Writer {
             // Lingering close: the peer reads our last bytes and closes first
             // (or the core shuts the socket down after `CLOSE_GRACE`).
             let _ = stream.shutdown(Shutdown::Write);
+            let _ = to_core.send(Msg::Flushed(conn));
             let _ = reader_gone.recv();
         } else {
             let _ = stream.shutdown(Shutdown::Both);
