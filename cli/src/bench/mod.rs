@@ -15,7 +15,7 @@ pub mod hist;
 pub mod load;
 pub mod pingpong;
 
-use hist::{fmt_duration, Histogram};
+use hist::Histogram;
 use load::{LoadConfig, LoadReport, Stage};
 
 /// What to run.
@@ -288,9 +288,11 @@ fn print_report(cfg: &LoadConfig, r: &LoadReport) {
         );
     }
     if let Some(chat) = &r.chat {
-        stage_line("turns", "turns", r.turns, chat, "turns/s");
         println!(
-            "          round trip (MESSAGE there and back): {}; {} chats ok, {} failed",
+            "turns     {} turns in {:.3} s  {:.0} turns/s  round trip (MESSAGE there and back): {}; {} chats ok, {} failed",
+            r.turns,
+            chat.elapsed.as_secs_f64(),
+            chat.rate(r.turns),
             chat.latency.summary(),
             r.chats_ok,
             r.chats_failed
@@ -351,5 +353,4 @@ fn print_report(cfg: &LoadConfig, r: &LoadReport) {
         conn_errors,
         r.protocol_errors,
     );
-    let _ = fmt_duration;
 }
