@@ -17,8 +17,8 @@
 //! | from | trigger | to |
 //! | --- | --- | --- |
 //! | UNREGISTERED | the server answers REGISTER with 200 | REGISTERED |
-//! | REGISTERED | the server answers BRIDGE with an empty 200 | WAIT MODE |
-//! | REGISTERED | the server answers BRIDGE with a contact | READY MODE |
+//! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
+//! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
 //! | READY MODE | the peer answers our CHAT with 200 | WRITE MODE |
 //! | READY MODE | `/chat` fails (refused, unreachable, no answer) | REGISTERED |
 //! | WAIT MODE | a peer's CHAT arrives (we answer 200) | READ MODE |
@@ -36,7 +36,7 @@
 //!   (`advertise_ip`, else the local address of the server connection) and
 //!   the chat port actually bound. If the server connection was lost, it is
 //!   opened again first.
-//! - `/bridge` (REGISTERED): BRIDGE.
+//! - `/bridge` (REGISTERED, or again in WAIT MODE when a peer never came): BRIDGE.
 //! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
 //! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
 //! - `/quit`, end of input (in order) and Ctrl+C (at once, from any mode):
@@ -237,9 +237,10 @@ fn next_mode(mode: Mode, trigger: Trigger, ctx: Context) -> Result<Mode, &'stati
         (Registered | Wait | Ready, T::RegisterCommand) => Err("already registered"),
         (Write | Read, T::RegisterCommand) => Err("already in a chat"),
 
-        (Registered, T::BridgeCommand) => Ok(mode),
+        // Again from WAIT MODE: if the server handed us to a peer who never came,
+        // this puts us back in its waiting slot (or pairs us with a newer waiter).
+        (Registered | Wait, T::BridgeCommand) => Ok(mode),
         (Unregistered, T::BridgeCommand) => Err("register first: type /register"),
-        (Wait, T::BridgeCommand) => Err("already waiting for a peer"),
         (Ready, T::BridgeCommand) => Err("a peer is ready: type /chat to start the chat"),
         (Write | Read, T::BridgeCommand) => Err("already in a chat"),
 
@@ -259,8 +260,8 @@ fn next_mode(mode: Mode, trigger: Trigger, ctx: Context) -> Result<Mode, &'stati
         (Registered, T::MessageLine) => Err("not in a chat: type /bridge to find a peer"),
 
         (Unregistered, T::Registered) => Ok(Registered),
-        (Registered, T::NoPeerWaiting) => Ok(Wait),
-        (Registered, T::PeerWaiting) => Ok(Ready),
+        (Registered | Wait, T::NoPeerWaiting) => Ok(Wait),
+        (Registered | Wait, T::PeerWaiting) => Ok(Ready),
 
         (Ready, T::ChatAccepted) => Ok(Write),
         (Wait, T::ChatRequested) => Ok(Read),

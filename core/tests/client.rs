@@ -642,6 +642,44 @@ fn end_of_input_quits_after_the_lines_before_it() {
 }
 
 #[test]
+fn bridge_again_in_wait_mode_recovers_from_a_peer_who_never_came() {
+    let mut net = Net::new(5, Chunking::Random);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    let bob = net.add_named_client("bob", server);
+    let carol = net.add_named_client("carol", server);
+    send_lines(&mut net, alice, &["/register", "/bridge"]);
+    send_lines(&mut net, bob, &["/register", "/bridge"]);
+    assert_eq!(net.mode(bob), Mode::Ready);
+    // bob was handed alice but leaves without /chat: the server no longer has a waiter.
+    send_lines(&mut net, bob, &["/quit"]);
+    assert_eq!(net.mode(alice), Mode::Wait);
+    send_lines(&mut net, carol, &["/register", "/bridge"]);
+    assert_eq!(
+        net.mode(carol),
+        Mode::Wait,
+        "alice was handed out once already"
+    );
+    send_lines(&mut net, alice, &["/bridge"]);
+    assert_eq!(net.mode(alice), Mode::Ready);
+    assert_eq!(net.client(alice).peer(), Some(name("carol")));
+    send_lines(&mut net, alice, &["/chat"]);
+    assert_eq!(net.mode(alice), Mode::Write);
+    assert_eq!(net.mode(carol), Mode::Read);
+}
+
+#[test]
+fn bridge_again_while_still_waiting_keeps_waiting() {
+    let mut net = Net::new(6, Chunking::OneByte);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    send_lines(&mut net, alice, &["/register", "/bridge", "/bridge"]);
+    assert_eq!(net.mode(alice), Mode::Wait);
+    assert!(errors(&net, alice).is_empty(), "{:?}", errors(&net, alice));
+    assert!(net.server(server).stats().waiting);
+}
+
+#[test]
 fn chat_in_wait_mode_is_an_error_that_changes_nothing() {
     let Pair { mut net, alice, .. } = Pair::ready(Chunking::Whole, 1);
     let before = net.links_of(alice).len();
