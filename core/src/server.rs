@@ -21,6 +21,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -251,7 +253,9 @@ enum TimerKind {
 pub struct Server {
     config: ServerConfig,
     next_id: u64,
-    conns: HashMap<ConnId, Conn>,
+    /// Keyed by ids the server hands out itself, so a fast non-keyed hash is safe here;
+    /// `names` and `per_ip` hold peer-chosen keys and keep std's DoS-resistant SipHash.
+    conns: FxHashMap<ConnId, Conn>,
     names: HashMap<Name, ConnId>,
     per_ip: HashMap<IpAddr, usize>,
     /// The one client waiting for a peer; always registered and live.
@@ -270,7 +274,7 @@ impl Server {
         Server {
             config,
             next_id: 0,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             names: HashMap::new(),
             per_ip: HashMap::new(),
             waiting: None,

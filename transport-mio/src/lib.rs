@@ -17,7 +17,10 @@
 //!
 //! Design choices, each bounded:
 //!
-//! - **Edge-triggered I/O.** Reads and accepts go until `WouldBlock`; one
+//! - **Edge-triggered I/O.** Accepts go until `WouldBlock`; reads until a
+//!   read comes back short of the buffer (the queue was empty; later bytes
+//!   raise a new edge), or until `WouldBlock` where no new edge will come
+//!   (the peer's end already queued, a paused connection resuming). One
 //!   64 KiB read buffer serves every connection. Every accepted and connected
 //!   stream gets `TCP_NODELAY`; IPv4 and IPv6 alike. Listeners are mio's, so
 //!   `SO_REUSEADDR` is set as with `std`.
@@ -38,7 +41,7 @@
 //!   pending connections wait in the kernel's backlog. The loop neither spins
 //!   nor dies and the core is not told: nothing reached it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -49,6 +52,8 @@ use std::time::{Duration, Instant};
 use bridgechat_core::{ConnId, Endpoint, Output};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+// Tokens and ids are handed out here and by the core, never by peers: a fast hash is safe.
+use rustc_hash::FxHashMap as HashMap;
 
 /// Queued output at which a connection stops being read until it drains.
 pub const HIGH_WATER: usize = 64 * 1024;
@@ -142,8 +147,8 @@ impl<E: Endpoint> Runner<E> {
             io: Io {
                 poll: self.poll,
                 listeners: Vec::new(),
-                conns: HashMap::new(),
-                tokens: HashMap::new(),
+                conns: HashMap::default(),
+                tokens: HashMap::default(),
                 next_token: WAKER.0 + 1,
                 reports: VecDeque::new(),
                 to_resume: Vec::new(),
@@ -155,6 +160,18 @@ impl<E: Endpoint> Runner<E> {
         drop(self.sender); // only controllers keep the channel open
         driver.run()
     }
+}
+
+/// How far one readiness event reads a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Until the socket would block: needed wherever no new event is coming
+    /// (after a pause, after a back-off, when the peer's end is already queued).
+    WouldBlock,
+    /// Until a read returns less than the buffer: the receive queue was empty
+    /// then, and bytes arriving later raise a new edge. Saves one `recv` that
+    /// would only say `WouldBlock` per request.
+    ShortRead,
 }
 
 /// What the core knows about a connection.
@@ -246,7 +263,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
                 } else if self.io.listeners.iter().any(|(t, _)| *t == token) {
                     self.accept_all(token);
                 } else {
-                    self.conn_ready(token, event.is_writable());
+                    // The peer's end already queued raises no further event: read to it.
+                    let ended = event.is_read_closed() || event.is_error();
+                    self.conn_ready(token, event.is_writable(), ended);
                 }
             }
             if self.io.exit.is_none() {
@@ -376,7 +395,7 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
         }
     }
 
-    fn conn_ready(&mut self, token: Token, writable: bool) {
+    fn conn_ready(&mut self, token: Token, writable: bool, peer_ended: bool) {
         let Some(conn) = self.io.conns.get(&token) else {
             return;
         };
@@ -388,12 +407,23 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
             self.io.write_out(token);
             self.drain(); // a failed write may have reported a close
         }
-        self.read_all(token);
+        self.read(
+            token,
+            if peer_ended {
+                Until::WouldBlock
+            } else {
+                Until::ShortRead
+            },
+        );
     }
 
-    /// Reads until `WouldBlock`, handing bytes to the core (or discarding them
-    /// on a closing connection); stops early at the high-water mark.
     fn read_all(&mut self, token: Token) {
+        self.read(token, Until::WouldBlock);
+    }
+
+    /// Reads until `until`, handing bytes to the core (or discarding them
+    /// on a closing connection); stops early at the high-water mark.
+    fn read(&mut self, token: Token, until: Until) {
         loop {
             let Some(conn) = self.io.conns.get_mut(&token) else {
                 return;
@@ -419,6 +449,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
                     self.endpoint
                         .handle_data(Instant::now(), id, &self.read_buf[..n]);
                     self.drain();
+                    if until == Until::ShortRead && n < self.read_buf.len() {
+                        return;
+                    }
                 }
                 Ok(n) => {
                     conn.discarded += n;
