@@ -17,10 +17,7 @@
 //!
 //! Design choices, each bounded:
 //!
-//! - **Edge-triggered I/O.** Accepts go until `WouldBlock`; reads until a
-//!   read comes back short of the buffer (the queue was empty; later bytes
-//!   raise a new edge), or until `WouldBlock` where no new edge will come
-//!   (the peer's end already queued, a paused connection resuming). One
+//! - **Edge-triggered I/O.** Reads and accepts go until `WouldBlock`; one
 //!   64 KiB read buffer serves every connection. Every accepted and connected
 //!   stream gets `TCP_NODELAY`; IPv4 and IPv6 alike. Listeners are mio's, so
 //!   `SO_REUSEADDR` is set as with `std`.
@@ -162,18 +159,6 @@ impl<E: Endpoint> Runner<E> {
     }
 }
 
-/// How far one readiness event reads a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Until {
-    /// Until the socket would block: needed wherever no new event is coming
-    /// (after a pause, after a back-off, when the peer's end is already queued).
-    WouldBlock,
-    /// Until a read returns less than the buffer: the receive queue was empty
-    /// then, and bytes arriving later raise a new edge. Saves one `recv` that
-    /// would only say `WouldBlock` per request.
-    ShortRead,
-}
-
 /// What the core knows about a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -263,9 +248,7 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
                 } else if self.io.listeners.iter().any(|(t, _)| *t == token) {
                     self.accept_all(token);
                 } else {
-                    // The peer's end already queued raises no further event: read to it.
-                    let ended = event.is_read_closed() || event.is_error();
-                    self.conn_ready(token, event.is_writable(), ended);
+                    self.conn_ready(token, event.is_writable());
                 }
             }
             if self.io.exit.is_none() {
@@ -395,7 +378,7 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
         }
     }
 
-    fn conn_ready(&mut self, token: Token, writable: bool, peer_ended: bool) {
+    fn conn_ready(&mut self, token: Token, writable: bool) {
         let Some(conn) = self.io.conns.get(&token) else {
             return;
         };
@@ -407,23 +390,12 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
             self.io.write_out(token);
             self.drain(); // a failed write may have reported a close
         }
-        self.read(
-            token,
-            if peer_ended {
-                Until::WouldBlock
-            } else {
-                Until::ShortRead
-            },
-        );
+        self.read_all(token);
     }
 
-    fn read_all(&mut self, token: Token) {
-        self.read(token, Until::WouldBlock);
-    }
-
-    /// Reads until `until`, handing bytes to the core (or discarding them
+    /// Reads until `WouldBlock`, handing bytes to the core (or discarding them
     /// on a closing connection); stops early at the high-water mark.
-    fn read(&mut self, token: Token, until: Until) {
+    fn read_all(&mut self, token: Token) {
         loop {
             let Some(conn) = self.io.conns.get_mut(&token) else {
                 return;
@@ -449,9 +421,6 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
                     self.endpoint
                         .handle_data(Instant::now(), id, &self.read_buf[..n]);
                     self.drain();
-                    if until == Until::ShortRead && n < self.read_buf.len() {
-                        return;
-                    }
                 }
                 Ok(n) => {
                     conn.discarded += n;
