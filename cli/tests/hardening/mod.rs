@@ -32,29 +32,7 @@ use crate::suite::{
 #[macro_export]
 macro_rules! hardening_suite {
     ($transport:ident) => {
-        struct Transport;
-
-        impl $crate::suite::Transport for Transport {
-            fn spawn<E>(
-                endpoint: E,
-                events: ::std::sync::mpsc::Sender<E::Event>,
-            ) -> $crate::suite::Running<E::Input>
-            where
-                E: ::bridgechat_core::Endpoint + Send + 'static,
-                E::Event: Send + 'static,
-            {
-                $crate::suite::spawn_with(move || {
-                    let runner = $transport::Runner::new(endpoint)?;
-                    let controller = runner.controller();
-                    let run = move || {
-                        runner.run(move |event| {
-                            let _ = events.send(event);
-                        })
-                    };
-                    Ok((move |input| controller.send(input), run))
-                })
-            }
-        }
+        $crate::suite_transport!($transport);
 
         $crate::hardening_tests!(
             Transport;

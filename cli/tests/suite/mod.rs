@@ -20,9 +20,10 @@ use bridgechat_core::Endpoint;
 /// How long any single wait in the suite may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Instantiates the suite for a transport crate exposing `Runner` and `Controller`.
+/// Defines `Transport`: the suite's handle on a transport crate's `Runner` and
+/// `Controller`. Shared by the transport and hardening suites.
 #[macro_export]
-macro_rules! transport_suite {
+macro_rules! suite_transport {
     ($transport:ident) => {
         struct Transport;
 
@@ -47,6 +48,14 @@ macro_rules! transport_suite {
                 })
             }
         }
+    };
+}
+
+/// Instantiates the suite for a transport crate exposing `Runner` and `Controller`.
+#[macro_export]
+macro_rules! transport_suite {
+    ($transport:ident) => {
+        $crate::suite_transport!($transport);
 
         $crate::suite_tests!(
             Transport;
