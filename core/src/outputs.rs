@@ -59,7 +59,6 @@ impl<E> OutputQueue<E> {
         self.items.push_back(Item::Listen(addr));
     }
 
-    #[allow(dead_code)] // used by the client
     pub(crate) fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
         self.items.push_back(Item::Connect(conn, addr));
     }
@@ -74,11 +73,6 @@ impl<E> OutputQueue<E> {
 
     pub(crate) fn exit(&mut self, result: Result<(), String>) {
         self.items.push_back(Item::Exit(result));
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
     }
 
     pub(crate) fn pop(&mut self) -> Option<Output<'_, E>> {
