@@ -65,6 +65,22 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long `Exit` waits for output buffers to drain before closing anyway.
 pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
+/// Connections the kernel may queue before we accept them. mio's and std's 128
+/// overflow under a burst of connects, and each overflowed client then waits 1-3 s
+/// for a SYN retransmit; the kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listener like `std::net::TcpListener::bind` (SO_REUSEADDR, the system's
+/// dual-stack default for IPv6), with a [`LISTEN_BACKLOG`]-deep accept queue.
+fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 const READ_BUFFER: usize = 64 * 1024;
 const WAKER: Token = Token(0);
 
@@ -517,7 +533,9 @@ impl Io {
     }
 
     fn listen(&mut self, addr: SocketAddr) {
-        let bound = TcpListener::bind(addr).and_then(|mut listener| {
+        let bound = bind_listener(addr).and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            let mut listener = TcpListener::from_std(listener);
             let token = Token(self.next_token);
             self.next_token += 1;
             self.poll

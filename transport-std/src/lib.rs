@@ -415,9 +415,25 @@ impl Backlog {
     }
 }
 
+/// Connections the kernel may queue before we accept them. mio's and std's 128
+/// overflow under a burst of connects, and each overflowed client then waits 1-3 s
+/// for a SYN retransmit; the kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listener like `std::net::TcpListener::bind` (SO_REUSEADDR, the system's
+/// dual-stack default for IPv6), with a [`LISTEN_BACKLOG`]-deep accept queue.
+fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 impl Net {
     fn listen(&mut self, addr: SocketAddr) {
-        let started = TcpListener::bind(addr).and_then(|listener| {
+        let started = bind_listener(addr).and_then(|listener| {
             let bound = listener.local_addr()?;
             let acceptor = Acceptor::start(listener, bound, self.to_core.clone())?;
             Ok((bound, acceptor))
