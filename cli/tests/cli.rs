@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Proc, WAIT};
+use common::{read_message, Proc, WAIT};
 
 fn server(transport: &str) -> (Proc, String) {
     let mut server = Proc::spawn(
@@ -351,29 +351,9 @@ fn curl_registers_and_bridges(transport: &str) {
 }
 
 /// Reads one whole response (head and `Content-Length` body) from a raw socket.
-fn read_response(stream: &mut std::net::TcpStream) -> String {
-    use std::io::Read;
+fn read_response(stream: &mut TcpStream) -> String {
     stream.set_read_timeout(Some(WAIT)).expect("set timeout");
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            other => panic!(
-                "response cut short ({other:?}): {:?}",
-                String::from_utf8_lossy(&seen)
-            ),
-        }
-    }
-    let head = String::from_utf8_lossy(&seen).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("Content-Length");
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).expect("body");
-    head + &String::from_utf8_lossy(&body)
+    String::from_utf8_lossy(&read_message(stream)).into_owned()
 }
 
 /// `--max-connections`, `--max-per-ip`, `--head-timeout` and `--max-body` change what clients see.

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Proc, WAIT};
+use common::{read_message, Proc, WAIT};
 
 fn server(transport: &str, extra: &[&str]) -> (Proc, String) {
     let mut args = vec![
@@ -45,35 +45,6 @@ fn accept(listener: &TcpListener) -> TcpStream {
         .expect("accept");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");
     stream
-}
-
-/// Reads one whole message (head, then a `Content-Length` body) byte by byte,
-/// so nothing after it is consumed.
-fn read_message(stream: &mut TcpStream) -> Vec<u8> {
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            other => panic!(
-                "message cut short ({other:?}): {:?}",
-                String::from_utf8_lossy(&seen)
-            ),
-        }
-    }
-    let head = String::from_utf8_lossy(&seen).into_owned();
-    let length: usize = head
-        .split("\r\n")
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).expect("body");
-    seen.extend_from_slice(&body);
-    seen
 }
 
 fn assert_bytes(got: &[u8], want: &str) {

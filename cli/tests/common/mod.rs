@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -283,4 +284,33 @@ pub fn shorten(text: &str) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// Reads one whole message (head, then a `Content-Length` body) byte by byte,
+/// so nothing after it is consumed.
+pub fn read_message(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            other => panic!(
+                "message cut short ({other:?}): {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&seen).into_owned();
+    let length: usize = head
+        .split("\r\n")
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    seen.extend_from_slice(&body);
+    seen
 }
