@@ -197,7 +197,7 @@ pub fn describe(event: &ClientEvent) -> Line {
             Line::Error(format!("lost the chat with {peer}: {reason}"))
         }
         ClientEvent::Info(text) => Line::Out(text.clone()),
-        ClientEvent::Error(text) => Line::Error(text.clone()),
+        ClientEvent::Error(error) => Line::Error(error.to_string()),
         ClientEvent::Trace {
             conn,
             direction,
@@ -223,6 +223,7 @@ fn defang(text: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bridgechat_core::client::ClientError;
 
     fn alice() -> Name {
         "alice".parse().unwrap()
@@ -294,7 +295,10 @@ mod tests {
 
     #[test]
     fn errors_go_to_stderr() {
-        let event = ClientEvent::Error("409 Conflict: name already taken: alice".into());
+        let event = ClientEvent::Error(ClientError::ServerRefused {
+            status: bridgechat_core::Status::CONFLICT,
+            reason: "name already taken: alice".into(),
+        });
         assert!(matches!(describe(&event), Line::Error(_)));
     }
 }

@@ -76,12 +76,12 @@ where
         Transport::Mio => {
             let runner = bridgechat_transport_mio::Runner::new(endpoint).map_err(start_error)?;
             setup(Inputs::Mio(runner.controller()))?;
-            runner.run(on_event)
+            runner.run(on_event).map_err(|e| e.to_string())
         }
         Transport::Std => {
             let runner = bridgechat_transport_std::Runner::new(endpoint).map_err(start_error)?;
             setup(Inputs::Std(runner.controller()))?;
-            runner.run(on_event)
+            runner.run(on_event).map_err(|e| e.to_string())
         }
     }
 }

@@ -541,7 +541,11 @@ pub fn client(data: &[u8], start: Instant) {
             5 => {
                 if let Some(addr) = conns.listen.take() {
                     if ops.arg() % 8 == 0 {
-                        client.handle_listen_failed(now, addr, "address in use");
+                        client.handle_listen_failed(
+                            now,
+                            addr,
+                            &std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"),
+                        );
                     } else {
                         conns.listening = true;
                         let bound = SocketAddr::new(addr.ip(), 9000);
@@ -553,7 +557,14 @@ pub fn client(data: &[u8], start: Instant) {
                 if let Some(conn) = conns.connecting.pop_front() {
                     if ops.arg() % 8 == 0 {
                         conns.live.remove(&conn);
-                        client.handle_connect_failed(now, conn, "connection refused");
+                        client.handle_connect_failed(
+                            now,
+                            conn,
+                            &std::io::Error::new(
+                                std::io::ErrorKind::ConnectionRefused,
+                                "connection refused",
+                            ),
+                        );
                     } else {
                         conns.established.insert(conn);
                         let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000);

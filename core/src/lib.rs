@@ -46,6 +46,7 @@
 pub mod client;
 pub mod codec;
 pub mod contact;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod outputs;
@@ -53,8 +54,10 @@ pub mod server;
 
 pub use codec::{DecodeError, Decoder, Limits, Method, Request, Response, Status};
 pub use contact::{Contact, Name};
+pub use error::{ExitError, IoFailure};
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -97,7 +100,7 @@ pub enum Output<'a, E> {
     /// Something to show or log.
     Event(E),
     /// Stop: flush what is queued, close everything, and end the loop with this result.
-    Exit(Result<(), String>),
+    Exit(Result<(), ExitError>),
 }
 
 /// The inputs every state machine takes; see the crate docs for the call order.
@@ -109,14 +112,14 @@ pub trait Endpoint {
 
     /// A listener asked for by `Output::Listen` is bound at `addr` (the port actually bound).
     fn handle_listening(&mut self, now: Instant, addr: SocketAddr);
-    /// Binding the listener failed; `error` is the OS error text.
-    fn handle_listen_failed(&mut self, now: Instant, addr: SocketAddr, error: &str);
+    /// Binding the listener failed with the OS error `error`.
+    fn handle_listen_failed(&mut self, now: Instant, addr: SocketAddr, error: &io::Error);
     /// The listener accepted a connection from `peer`; returns the id it goes by.
     fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId;
     /// A connection asked for by `Output::Connect` is established.
     fn handle_connected(&mut self, now: Instant, conn: ConnId, local: SocketAddr);
     /// A connection asked for by `Output::Connect` could not be established.
-    fn handle_connect_failed(&mut self, now: Instant, conn: ConnId, error: &str);
+    fn handle_connect_failed(&mut self, now: Instant, conn: ConnId, error: &io::Error);
     /// Bytes arrived on `conn`.
     fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]);
     /// The other side closed `conn` (end of stream, reset, or a failed write).

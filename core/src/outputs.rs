@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use crate::{ConnId, Output};
+use crate::{ConnId, ExitError, Output};
 
 #[derive(Debug)]
 enum Item<E> {
@@ -20,7 +20,7 @@ enum Item<E> {
     },
     Close(ConnId),
     Event(E),
-    Exit(Result<(), String>),
+    Exit(Result<(), ExitError>),
 }
 
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl<E> OutputQueue<E> {
         self.items.push_back(Item::Event(event));
     }
 
-    pub(crate) fn exit(&mut self, result: Result<(), String>) {
+    pub(crate) fn exit(&mut self, result: Result<(), ExitError>) {
         self.items.push_back(Item::Exit(result));
     }
 

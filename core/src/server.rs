@@ -24,6 +24,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use rustc_hash::FxHashMap;
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use crate::codec::{
 };
 use crate::contact::{Contact, Name};
 use crate::outputs::OutputQueue;
-use crate::{ConnId, Direction, Endpoint, Output};
+use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
 /// How the server is set up; `Default` gives the contract's values.
 #[derive(Debug, Clone)]
@@ -548,10 +549,10 @@ impl Endpoint for Server {
         self.outputs.event(ServerEvent::Listening(addr));
     }
 
-    fn handle_listen_failed(&mut self, _now: Instant, addr: SocketAddr, error: &str) {
+    fn handle_listen_failed(&mut self, _now: Instant, addr: SocketAddr, error: &io::Error) {
         self.shut_down = true;
-        self.outputs
-            .exit(Err(format!("cannot listen on {addr}: {error}")));
+        let error = IoFailure::from(error);
+        self.outputs.exit(Err(ExitError::Listen { addr, error }));
     }
 
     fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
@@ -612,7 +613,7 @@ impl Endpoint for Server {
         // The server opens no connections.
     }
 
-    fn handle_connect_failed(&mut self, _now: Instant, _conn: ConnId, _error: &str) {}
+    fn handle_connect_failed(&mut self, _now: Instant, _conn: ConnId, _error: &io::Error) {}
 
     fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let Some(c) = self.conns.get_mut(&conn) else {

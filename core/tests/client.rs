@@ -60,7 +60,7 @@ fn errors(net: &Net, node: NodeId) -> Vec<String> {
     net.client_events(node)
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Error(text) => Some(text.clone()),
+            ClientEvent::Error(error) => Some(error.to_string()),
             _ => None,
         })
         .collect()
@@ -269,7 +269,7 @@ fn a_message_out_of_turn_closes_the_chat_and_is_reported() {
         assert_eq!(received(&net, alice), ["one"], "{chunking:?}");
         assert!(net.client_events(alice).iter().any(|e| matches!(
             e,
-            ClientEvent::PeerLost { peer, reason } if *peer == name("mallory") && reason.contains("out of turn")
+            ClientEvent::PeerLost { peer, reason } if *peer == name("mallory") && reason.to_string().contains("out of turn")
         )));
         assert!(net.raw_is_closed(peer, conn));
         assert_eq!(net.mode(alice), Mode::Registered);
@@ -367,7 +367,7 @@ fn a_chat_connection_lost_without_quit_is_reported_and_both_return_to_registered
             assert!(
                 net.client_events(node).iter().any(|e| matches!(
                     e,
-                    ClientEvent::PeerLost { peer: p, reason } if *p == name(peer) && reason.contains("without QUIT")
+                    ClientEvent::PeerLost { peer: p, reason } if *p == name(peer) && reason.to_string().contains("without QUIT")
                 )),
                 "{chunking:?}: {:?}",
                 net.client_events(node)
@@ -990,8 +990,10 @@ fn drain(client: &mut Client) -> Vec<String> {
                 format!("send {conn} {}", String::from_utf8_lossy(bytes))
             }
             Output::Close { conn } => format!("close {conn}"),
+            // Errors as the person reads them.
+            Output::Event(ClientEvent::Error(e)) => format!("error {e}"),
             Output::Event(e) => format!("event {e:?}"),
-            Output::Exit(r) => format!("exit {r:?}"),
+            Output::Exit(r) => format!("exit {:?}", r.map_err(|e| e.to_string())),
         });
     }
     out
@@ -1056,7 +1058,8 @@ fn a_chat_port_that_cannot_be_bound_is_fatal() {
     let now = Instant::now();
     let mut client = Client::new(ClientConfig::new(name("alice"), server_addr()), now);
     drain(&mut client);
-    client.handle_listen_failed(now, "0.0.0.0:9001".parse().unwrap(), "address in use");
+    let in_use = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+    client.handle_listen_failed(now, "0.0.0.0:9001".parse().unwrap(), &in_use);
     assert_eq!(
         drain(&mut client),
         [
@@ -1190,9 +1193,6 @@ fn a_peer_connect_that_hangs_for_5s_is_closed_and_reported() {
     bob.handle_timeout(now + Duration::from_secs(5));
     let out = drain(&mut bob);
     assert_eq!(out[0], "close #2");
-    assert!(out.contains(&format!(
-        "event {:?}",
-        ClientEvent::Error("cannot reach alice at 127.0.0.3:9003 within 5s".to_owned())
-    )));
+    assert!(out.contains(&"error cannot reach alice at 127.0.0.3:9003 within 5s".to_owned()));
     assert_eq!(bob.mode(), Mode::Registered);
 }

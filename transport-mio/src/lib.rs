@@ -46,7 +46,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bridgechat_core::{ConnId, Endpoint, Output};
+use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure, Output};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 // Tokens and ids are handed out here and by the core, never by peers: a fast hash is safe.
@@ -151,7 +151,7 @@ impl<E: Endpoint> Runner<E> {
 
     /// Runs until the endpoint emits `Output::Exit` and returns its result.
     /// `on_event` sees every `Output::Event`, on this thread.
-    pub fn run(self, on_event: impl FnMut(E::Event)) -> Result<(), String> {
+    pub fn run(self, on_event: impl FnMut(E::Event)) -> Result<(), ExitError> {
         let mut driver = Driver {
             endpoint: self.endpoint,
             inputs: self.inputs,
@@ -209,9 +209,9 @@ impl Conn {
 /// Outcomes of outputs, fed to the core once the current drain is done.
 enum Report {
     Listening(SocketAddr),
-    ListenFailed(SocketAddr, String),
+    ListenFailed(SocketAddr, io::Error),
     Connected(ConnId, SocketAddr),
-    ConnectFailed(ConnId, String),
+    ConnectFailed(ConnId, io::Error),
     Closed(ConnId),
 }
 
@@ -229,7 +229,7 @@ struct Io {
     /// Grace deadlines of closing connections, in order (the grace is constant).
     closing: VecDeque<(Instant, Token)>,
     accept_paused_until: Option<Instant>,
-    exit: Option<Result<(), String>>,
+    exit: Option<Result<(), ExitError>>,
 }
 
 struct Driver<E: Endpoint, F> {
@@ -241,7 +241,7 @@ struct Driver<E: Endpoint, F> {
 }
 
 impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
-    fn run(&mut self) -> Result<(), String> {
+    fn run(&mut self) -> Result<(), ExitError> {
         self.drain(); // a new endpoint already holds outputs (its Listen, say)
         let mut events = Events::with_capacity(1024);
         while self.io.exit.is_none() {
@@ -252,7 +252,10 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(format!("poll failed: {e}"));
+                return Err(ExitError::Transport(IoFailure::new(
+                    e.kind(),
+                    format!("poll failed: {e}"),
+                )));
             }
             for event in events.iter() {
                 if self.io.exit.is_some() {
@@ -457,7 +460,7 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
     }
 
     /// After `Exit`: no more accepting, flush for at most `EXIT_FLUSH`, close all.
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), ExitError> {
         self.io.listeners.clear();
         let tokens: Vec<Token> = self.io.conns.keys().copied().collect();
         for token in tokens {
@@ -498,12 +501,10 @@ impl Io {
                     Some(token) => self.adopt(token, conn, State::Connecting),
                     None => self.reports.push_back(Report::ConnectFailed(
                         conn,
-                        "cannot register the socket".to_string(),
+                        io::Error::other("cannot register the socket"),
                     )),
                 },
-                Err(e) => self
-                    .reports
-                    .push_back(Report::ConnectFailed(conn, e.to_string())),
+                Err(e) => self.reports.push_back(Report::ConnectFailed(conn, e)),
             },
             Output::Transmit { conn, bytes } => {
                 let Some(&token) = self.tokens.get(&conn) else {
@@ -547,7 +548,7 @@ impl Io {
         });
         self.reports.push_back(match bound {
             Ok(local) => Report::Listening(local),
-            Err(e) => Report::ListenFailed(addr, e.to_string()),
+            Err(e) => Report::ListenFailed(addr, e),
         });
     }
 
@@ -616,8 +617,7 @@ impl Io {
                 let id = conn.id;
                 self.tokens.remove(&id);
                 self.conns.remove(&token);
-                self.reports
-                    .push_back(Report::ConnectFailed(id, e.to_string()));
+                self.reports.push_back(Report::ConnectFailed(id, e));
             }
         }
     }

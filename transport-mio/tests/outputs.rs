@@ -53,7 +53,7 @@ impl Endpoint for Scripted {
     fn handle_listening(&mut self, _: Instant, addr: SocketAddr) {
         self.queue.push_back(Step::Event(Seen::Listening(addr)));
     }
-    fn handle_listen_failed(&mut self, _: Instant, _: SocketAddr, error: &str) {
+    fn handle_listen_failed(&mut self, _: Instant, _: SocketAddr, error: &io::Error) {
         panic!("cannot listen: {error}");
     }
     fn handle_accept(&mut self, _: Instant, _: SocketAddr) -> ConnId {
@@ -63,7 +63,7 @@ impl Endpoint for Scripted {
         conn
     }
     fn handle_connected(&mut self, _: Instant, _: ConnId, _: SocketAddr) {}
-    fn handle_connect_failed(&mut self, _: Instant, _: ConnId, _: &str) {}
+    fn handle_connect_failed(&mut self, _: Instant, _: ConnId, _: &io::Error) {}
     fn handle_data(&mut self, _: Instant, _: ConnId, _: &[u8]) {}
     fn handle_closed(&mut self, _: Instant, conn: ConnId) {
         self.queue.push_back(Step::Event(Seen::Closed(conn)));
@@ -97,7 +97,7 @@ impl Endpoint for Scripted {
 struct Running {
     controller: Controller<Do>,
     events: Receiver<Seen>,
-    thread: JoinHandle<Result<(), String>>,
+    thread: JoinHandle<Result<(), bridgechat_core::ExitError>>,
     addr: SocketAddr,
 }
 

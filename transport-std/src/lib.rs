@@ -57,7 +57,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bridgechat_core::{ConnId, Endpoint, Output};
+use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure, Output};
 
 /// Stack size of reader, writer, connector and acceptor threads.
 pub const THREAD_STACK: usize = 64 * 1024;
@@ -84,7 +84,7 @@ enum Msg {
     Wake,
     Accepted(TcpStream, SocketAddr),
     /// A connect finished: a handle on the stream and its local address, or the error.
-    Connected(ConnId, Result<(TcpStream, SocketAddr), String>),
+    Connected(ConnId, io::Result<(TcpStream, SocketAddr)>),
     Data(ConnId, Vec<u8>),
     /// The peer closed, the connection broke, or a write failed.
     Closed(ConnId),
@@ -98,8 +98,8 @@ enum Msg {
 /// Outcomes of outputs, fed to the core after a drain.
 enum Report {
     Listening(SocketAddr),
-    ListenFailed(SocketAddr, String),
-    ConnectFailed(ConnId, String),
+    ListenFailed(SocketAddr, io::Error),
+    ConnectFailed(ConnId, io::Error),
     Closed(ConnId),
 }
 
@@ -187,7 +187,7 @@ impl<E: Endpoint> Runner<E> {
 
     /// Runs on the calling thread until the endpoint emits `Output::Exit`;
     /// returns its result. Calls `on_event` for each `Output::Event`.
-    pub fn run(mut self, mut on_event: impl FnMut(E::Event)) -> Result<(), String> {
+    pub fn run(mut self, mut on_event: impl FnMut(E::Event)) -> Result<(), ExitError> {
         loop {
             if let Some(result) = self.drain(&mut on_event) {
                 return self.finish(result);
@@ -217,7 +217,10 @@ impl<E: Endpoint> Runner<E> {
                 Err(RecvTimeoutError::Timeout) => {}
                 // Cannot happen while `net` holds a sender; end rather than spin.
                 Err(RecvTimeoutError::Disconnected) => {
-                    return self.finish(Err("transport channel closed".to_owned()));
+                    return self.finish(Err(ExitError::Transport(IoFailure::new(
+                        ErrorKind::BrokenPipe,
+                        "transport channel closed",
+                    ))));
                 }
             }
         }
@@ -269,7 +272,7 @@ impl<E: Endpoint> Runner<E> {
 
     /// Carries out every output in order, then feeds back their outcomes, until
     /// nothing is left; returns the result of `Output::Exit` if one came.
-    fn drain(&mut self, on_event: &mut impl FnMut(E::Event)) -> Option<Result<(), String>> {
+    fn drain(&mut self, on_event: &mut impl FnMut(E::Event)) -> Option<Result<(), ExitError>> {
         let mut exit = None;
         loop {
             while let Some(output) = self.endpoint.poll_output() {
@@ -306,7 +309,7 @@ impl<E: Endpoint> Runner<E> {
     }
 
     /// Stops accepting, flushes for at most [`EXIT_FLUSH`], and closes every socket.
-    fn finish(mut self, result: Result<(), String>) -> Result<(), String> {
+    fn finish(mut self, result: Result<(), ExitError>) -> Result<(), ExitError> {
         let woken: Vec<JoinHandle<()>> = self
             .net
             .acceptors
@@ -443,9 +446,7 @@ impl Net {
                 self.acceptors.push(acceptor);
                 self.reports.push(Report::Listening(bound));
             }
-            Err(error) => self
-                .reports
-                .push(Report::ListenFailed(addr, error.to_string())),
+            Err(error) => self.reports.push(Report::ListenFailed(addr, error)),
         }
     }
 
@@ -455,9 +456,7 @@ impl Net {
             Ok(_) => {
                 self.live.insert(conn, outbox);
             }
-            Err(error) => self
-                .reports
-                .push(Report::ConnectFailed(conn, error.to_string())),
+            Err(error) => self.reports.push(Report::ConnectFailed(conn, error)),
         }
     }
 
@@ -632,7 +631,7 @@ impl Writer {
                 }
             }
             Err(error) => {
-                let failed = Msg::Connected(self.conn, Err(error.to_string()));
+                let failed = Msg::Connected(self.conn, Err(error));
                 let _ = self.to_core.send(failed);
                 let _ = self.to_core.send(Msg::Finished(self.conn));
             }

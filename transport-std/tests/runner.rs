@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bridgechat_core::{ConnId, Endpoint, Output};
+use bridgechat_core::{ConnId, Endpoint, ExitError, Output};
 use bridgechat_transport_std::{Controller, Runner, MAX_QUEUED};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -78,8 +78,8 @@ impl Endpoint for Scripted {
     fn handle_listening(&mut self, _: Instant, addr: SocketAddr) {
         self.see(Seen::Listening(addr));
     }
-    fn handle_listen_failed(&mut self, _: Instant, _: SocketAddr, error: &str) {
-        self.see(Seen::ListenFailed(error.to_owned()));
+    fn handle_listen_failed(&mut self, _: Instant, _: SocketAddr, error: &std::io::Error) {
+        self.see(Seen::ListenFailed(error.to_string()));
     }
     fn handle_accept(&mut self, _: Instant, peer: SocketAddr) -> ConnId {
         self.next_accepted += 1;
@@ -90,8 +90,8 @@ impl Endpoint for Scripted {
     fn handle_connected(&mut self, _: Instant, conn: ConnId, local: SocketAddr) {
         self.see_on(conn, "connected", Seen::Connected(conn.0, local));
     }
-    fn handle_connect_failed(&mut self, _: Instant, conn: ConnId, error: &str) {
-        let seen = Seen::ConnectFailed(conn.0, error.to_owned());
+    fn handle_connect_failed(&mut self, _: Instant, conn: ConnId, error: &std::io::Error) {
+        let seen = Seen::ConnectFailed(conn.0, error.to_string());
         self.see_on(conn, "connect failed", seen);
     }
     fn handle_data(&mut self, _: Instant, conn: ConnId, bytes: &[u8]) {
@@ -144,7 +144,7 @@ impl Endpoint for Scripted {
 struct Harness {
     controller: Controller<Vec<Step>>,
     seen: Receiver<Seen>,
-    result: Receiver<Result<(), String>>,
+    result: Receiver<Result<(), ExitError>>,
     /// Everything seen so far, for the final check.
     log: Vec<Seen>,
 }

@@ -815,7 +815,7 @@ fn impatient_client<T: Transport>(name: &str, server: SocketAddr) -> TestClient 
 /// Waits (bounded) for an `Error` event and returns its text.
 fn wait_error(client: &TestClient) -> String {
     match client.wait_for("an Error", |e| matches!(e, ClientEvent::Error(_))) {
-        ClientEvent::Error(text) => text,
+        ClientEvent::Error(error) => error.to_string(),
         _ => unreachable!(),
     }
 }

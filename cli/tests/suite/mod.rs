@@ -40,9 +40,11 @@ macro_rules! suite_transport {
                     let runner = $transport::Runner::new(endpoint)?;
                     let controller = runner.controller();
                     let run = move || {
-                        runner.run(move |event| {
-                            let _ = events.send(event);
-                        })
+                        runner
+                            .run(move |event| {
+                                let _ = events.send(event);
+                            })
+                            .map_err(|e| e.to_string())
                     };
                     Ok((move |input| controller.send(input), run))
                 })

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -486,7 +487,8 @@ impl Net {
                 let bound = SocketAddr::new(ip, port);
                 let n = &mut self.nodes[node.0];
                 if ip != n.ip || self.listeners.contains_key(&bound) {
-                    let error = "address in use or not local";
+                    let error =
+                        &io::Error::new(io::ErrorKind::AddrInUse, "address in use or not local");
                     match &mut n.machine {
                         Machine::Server(s) => s.handle_listen_failed(now, addr, error),
                         Machine::Client(c) => c.handle_listen_failed(now, addr, error),
@@ -506,12 +508,8 @@ impl Net {
                 let local = self.alloc_local(node);
                 match self.accept_at(addr, local) {
                     None => match &mut self.nodes[node.0].machine {
-                        Machine::Client(c) => {
-                            c.handle_connect_failed(now, conn, "connection refused")
-                        }
-                        Machine::Server(s) => {
-                            s.handle_connect_failed(now, conn, "connection refused")
-                        }
+                        Machine::Client(c) => c.handle_connect_failed(now, conn, &refused()),
+                        Machine::Server(s) => s.handle_connect_failed(now, conn, &refused()),
                         Machine::Raw(_) => {}
                     },
                     Some(accepted) => {
@@ -579,6 +577,10 @@ pub enum Event {
     Client(ClientEvent),
 }
 
+fn refused() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused")
+}
+
 /// An `Output` with its bytes copied out, so the machine can be borrowed again.
 #[derive(Debug)]
 enum OwnedOutput {
@@ -602,7 +604,8 @@ impl<E> MapEvent<E> for Output<'_, E> {
             Output::Transmit { conn, bytes } => OwnedOutput::Transmit(conn, bytes.to_vec()),
             Output::Close { conn } => OwnedOutput::Close(conn),
             Output::Event(e) => OwnedOutput::Event(f(e)),
-            Output::Exit(result) => OwnedOutput::Exit(result),
+            // Tests compare what the person would read.
+            Output::Exit(result) => OwnedOutput::Exit(result.map_err(|e| e.to_string())),
         }
     }
 }

@@ -1,0 +1,469 @@
+//! The chat: the READY peer, our `/chat` (connect, CHAT, its answer), a chat
+//! accepted from an incoming connection, the turns, held messages and QUIT.
+//! Everything that moves [`Chat`] is in this file.
+//!
+//! ```text
+//! none ──/chat──▶ Connecting ──connected, CHAT sent──▶ Asked ──200──▶ Open
+//!   ▲                 │ failed / closed / 5 s            │ non-2xx / malformed / closed / 10 s
+//!   ├─────────────────┴──────────────────────────────────┘  (an Error; REGISTERED)
+//! none ──a peer's CHAT accepted (see `incoming`)──────────────────────▶ Open
+//! Open ──QUIT either way, closed, protocol error──▶ none
+//! ```
+//!
+//! In Open the turn is the mode: WRITE MODE sends one MESSAGE and moves to
+//! READ MODE; the peer's MESSAGE moves READ MODE to WRITE MODE, and one out of
+//! turn ends the chat. Lines typed while it is not our turn are held, and the
+//! oldest goes out as soon as WRITE MODE is entered.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{request_name, Unreachable};
+use super::{Client, ClientError, ClientEvent, Ctx, LostReason, Mode, NoContact, Trigger};
+use crate::codec::{self, Decoder, Request, Response};
+use crate::contact::{Contact, Name};
+use crate::{ConnId, IoFailure};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// We asked the transport to connect to the READY peer.
+    Connecting { deadline: Instant },
+    /// CHAT sent; its answer not yet in.
+    Asked { deadline: Instant },
+    /// The chat is on: MESSAGEs and QUIT both ways.
+    Open,
+}
+
+/// The one chat connection, outgoing (we sent CHAT) or incoming (we answered it).
+#[derive(Debug)]
+struct Session {
+    conn: ConnId,
+    peer: Name,
+    /// The READY peer's address, for error messages.
+    addr: Option<SocketAddr>,
+    decoder: Decoder,
+    stage: Stage,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Chat {
+    /// The peer the server handed us, in READY MODE.
+    ready_peer: Option<Contact>,
+    session: Option<Session>,
+    /// Messages typed out of turn, oldest first.
+    held: VecDeque<Vec<u8>>,
+}
+
+/// What the rest of the client has to do after the chat moved.
+#[derive(Debug)]
+pub(super) enum ChatNews {
+    Quiet,
+    /// The peer answered our CHAT with 200: the chat is open.
+    Accepted,
+    /// Our `/chat` did not work out (the error is shown).
+    Failed,
+    /// The chat is over (PeerLeft or PeerLost shown).
+    Ended,
+    /// The peer's MESSAGE; whether it was its turn is the table's call.
+    Message(Vec<u8>),
+}
+
+impl Chat {
+    pub(super) fn has_link(&self) -> bool {
+        self.session.is_some()
+    }
+
+    pub(super) fn owns(&self, conn: ConnId) -> bool {
+        self.session.as_ref().is_some_and(|s| s.conn == conn)
+    }
+
+    /// Our CHAT is on its way or awaits its answer: a request in flight.
+    pub(super) fn awaiting_answer(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.stage != Stage::Open)
+    }
+
+    pub(super) fn peer(&self) -> Option<Name> {
+        self.session.as_ref().map(|s| s.peer)
+    }
+
+    pub(super) fn ready_peer(&self) -> Option<Name> {
+        self.ready_peer.map(|c| c.name)
+    }
+
+    pub(super) fn set_ready_peer(&mut self, peer: Contact) {
+        self.ready_peer = Some(peer);
+    }
+
+    pub(super) fn forget_ready_peer(&mut self) {
+        self.ready_peer = None;
+    }
+
+    pub(super) fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self.session.as_ref()?.stage {
+            Stage::Connecting { deadline } | Stage::Asked { deadline } => Some(deadline),
+            Stage::Open => None,
+        }
+    }
+
+    /// `/chat`, allowed by the table: connect to the READY peer.
+    fn start(&mut self, ctx: &mut Ctx) {
+        let Some(peer) = self.ready_peer else {
+            return ctx.error(ClientError::NoPeer);
+        };
+        let conn = ctx.new_conn();
+        self.session = Some(Session {
+            conn,
+            peer: peer.name,
+            addr: Some(peer.socket_addr()),
+            decoder: Decoder::new(ctx.config.limits),
+            stage: Stage::Connecting {
+                deadline: ctx.now + ctx.config.connect_timeout,
+            },
+        });
+        ctx.outputs.connect(conn, peer.socket_addr());
+    }
+
+    /// A peer's CHAT accepted on an incoming connection: answer 200 with our contact.
+    pub(super) fn accept(
+        &mut self,
+        ctx: &mut Ctx,
+        conn: ConnId,
+        peer: Name,
+        decoder: Decoder,
+        me: Contact,
+    ) {
+        ctx.send(conn, |out| codec::write_ok(out, Some(&me)));
+        self.session = Some(Session {
+            conn,
+            peer,
+            addr: None,
+            decoder,
+            stage: Stage::Open,
+        });
+    }
+
+    /// `conn` is established: send CHAT with `me`. `None` if `conn` is not ours.
+    fn on_connected(
+        &mut self,
+        ctx: &mut Ctx,
+        conn: ConnId,
+        me: Result<Contact, NoContact>,
+    ) -> Option<ChatNews> {
+        let session = self.session.as_mut().filter(|s| s.conn == conn)?;
+        if !matches!(session.stage, Stage::Connecting { .. }) {
+            return Some(ChatNews::Quiet);
+        }
+        let me = match me {
+            Ok(me) => me,
+            Err(reason) => return Some(self.fail(ctx, ClientError::CannotStartChat(reason), true)),
+        };
+        session.stage = Stage::Asked {
+            deadline: ctx.now + ctx.config.request_timeout,
+        };
+        ctx.send(conn, |out| codec::write_chat(out, &me));
+        Some(ChatNews::Quiet)
+    }
+
+    fn on_connect_failed(
+        &mut self,
+        ctx: &mut Ctx,
+        conn: ConnId,
+        error: IoFailure,
+    ) -> Option<ChatNews> {
+        let session = self.session.as_ref().filter(|s| s.conn == conn)?;
+        let error = ClientError::PeerUnreachable {
+            peer: session.peer,
+            addr: session.addr,
+            why: Unreachable::Failed(error),
+        };
+        Some(self.fail(ctx, error, false))
+    }
+
+    fn on_closed(&mut self, ctx: &mut Ctx, conn: ConnId) -> Option<ChatNews> {
+        let session = self.session.as_ref().filter(|s| s.conn == conn)?;
+        Some(match session.stage {
+            Stage::Open => self.lose(ctx, LostReason::ClosedWithoutQuit, false),
+            Stage::Connecting { .. } | Stage::Asked { .. } => {
+                let error = ClientError::PeerClosed { peer: session.peer };
+                self.fail(ctx, error, false)
+            }
+        })
+    }
+
+    /// A connect or CHAT past its deadline; a hanging connect is closed too, since the
+    /// transport may still be trying.
+    fn expired(&mut self, ctx: &mut Ctx) -> Option<ChatNews> {
+        if self.deadline().is_none_or(|deadline| deadline > ctx.now) {
+            return None;
+        }
+        let session = self.session.as_ref()?;
+        let error = match (session.stage, session.addr) {
+            (Stage::Connecting { .. }, Some(addr)) => ClientError::PeerUnreachable {
+                peer: session.peer,
+                addr: Some(addr),
+                why: Unreachable::Timeout(ctx.config.connect_timeout),
+            },
+            _ => ClientError::PeerSilent {
+                peer: session.peer,
+                after: ctx.config.request_timeout,
+            },
+        };
+        Some(self.fail(ctx, error, true))
+    }
+
+    /// Decodes the next answer or request from `input`; `None` when more bytes are needed.
+    fn receive(&mut self, ctx: &mut Ctx, input: &mut &[u8]) -> Option<ChatNews> {
+        let session = self.session.as_mut()?;
+        let peer = session.peer;
+        match session.stage {
+            Stage::Connecting { .. } => None,
+            Stage::Asked { .. } => match session.decoder.decode_response(input) {
+                Ok(Some(response)) => Some(self.answer(ctx, response)),
+                Ok(None) => None,
+                Err(error) => {
+                    Some(self.fail(ctx, ClientError::PeerMalformed { peer, error }, true))
+                }
+            },
+            Stage::Open => match session.decoder.decode_request(input) {
+                Ok(Some(Request::Message(text))) => Some(ChatNews::Message(text)),
+                Ok(Some(Request::Quit)) => Some(self.peer_quit(ctx)),
+                Ok(Some(other)) => {
+                    let reason = LostReason::UnexpectedRequest(request_name(&other));
+                    Some(self.lose(ctx, reason, true))
+                }
+                Ok(None) => None,
+                Err(e) => Some(self.lose(ctx, LostReason::Malformed(e), true)),
+            },
+        }
+    }
+
+    fn answer(&mut self, ctx: &mut Ctx, response: Response) -> ChatNews {
+        let Some(session) = self.session.as_mut() else {
+            return ChatNews::Quiet;
+        };
+        if !response.status.is_success() {
+            let error = ClientError::PeerRefused {
+                peer: session.peer,
+                status: response.status,
+                reason: super::one_line(&response.reason_text()),
+            };
+            return self.fail(ctx, error, true);
+        }
+        // The answer names who actually listens at that address.
+        if let Some(contact) = response.contact {
+            session.peer = contact.name;
+        }
+        session.stage = Stage::Open;
+        ChatNews::Accepted
+    }
+
+    /// Our `/chat` did not work out: close (unless already gone) and report.
+    fn fail(&mut self, ctx: &mut Ctx, error: ClientError, close: bool) -> ChatNews {
+        if let Some(session) = self.session.take() {
+            if close {
+                ctx.outputs.close(session.conn);
+            }
+        }
+        ctx.error(error);
+        ChatNews::Failed
+    }
+
+    fn peer_quit(&mut self, ctx: &mut Ctx) -> ChatNews {
+        let Some(session) = self.session.take() else {
+            return ChatNews::Quiet;
+        };
+        ctx.outputs.close(session.conn);
+        ctx.outputs
+            .event(ClientEvent::PeerLeft { peer: session.peer });
+        ChatNews::Ended
+    }
+
+    /// The chat broke: close it (unless already gone) and report `reason`.
+    fn lose(&mut self, ctx: &mut Ctx, reason: LostReason, close: bool) -> ChatNews {
+        let Some(session) = self.session.take() else {
+            return ChatNews::Quiet;
+        };
+        if close {
+            ctx.outputs.close(session.conn);
+        }
+        ctx.outputs.event(ClientEvent::PeerLost {
+            peer: session.peer,
+            reason,
+        });
+        ChatNews::Ended
+    }
+
+    /// Sends a MESSAGE; false without a chat connection.
+    fn send(&mut self, ctx: &mut Ctx, text: &[u8]) -> bool {
+        let Some(conn) = self.session.as_ref().map(|s| s.conn) else {
+            return false;
+        };
+        ctx.send(conn, |out| codec::write_message(out, text));
+        true
+    }
+
+    fn hold(&mut self, ctx: &mut Ctx, text: Vec<u8>) {
+        self.held.push_back(text);
+        ctx.outputs.event(ClientEvent::MessageHeld {
+            pending: self.held.len(),
+        });
+    }
+
+    /// The chat is over: held messages are dropped, with an Info saying how many.
+    pub(super) fn drop_held(&mut self, ctx: &mut Ctx) {
+        let n = self.held.len();
+        if n > 0 {
+            self.held.clear();
+            let what = if n == 1 {
+                "1 held message was".to_owned()
+            } else {
+                format!("{n} held messages were")
+            };
+            ctx.info(format!("{what} not sent: the chat is over"));
+        }
+    }
+
+    /// `/quit`: QUIT to the peer if CHAT went out, then close.
+    pub(super) fn quit(&mut self, ctx: &mut Ctx) {
+        if let Some(session) = self.session.take() {
+            if !matches!(session.stage, Stage::Connecting { .. }) {
+                ctx.send(session.conn, codec::write_quit);
+            }
+            ctx.outputs.close(session.conn);
+        }
+    }
+
+    /// Exiting on an error: close without a word.
+    pub(super) fn close(&mut self, ctx: &mut Ctx) {
+        if let Some(session) = self.session.take() {
+            ctx.outputs.close(session.conn);
+        }
+    }
+}
+
+impl Client {
+    pub(super) fn command_chat(&mut self) {
+        if self.allowed(Trigger::ChatCommand) {
+            self.chat.start(&mut self.ctx);
+        }
+    }
+
+    /// A line that is not a command: sent in WRITE MODE, else held for our turn.
+    pub(super) fn message_line(&mut self, text: Vec<u8>) {
+        if !self.allowed(Trigger::MessageLine) {
+            return;
+        }
+        let max = self.ctx.config.limits.max_body;
+        if text.len() > max {
+            let len = text.len();
+            return self.ctx.error(ClientError::MessageTooLong { len, max });
+        }
+        if self.mode == Mode::Write {
+            self.send_message(text);
+        } else {
+            self.chat.hold(&mut self.ctx, text);
+        }
+    }
+
+    fn send_message(&mut self, text: Vec<u8>) {
+        if self.chat.send(&mut self.ctx, &text) {
+            self.enter(Trigger::MessageSent);
+        }
+    }
+
+    /// Entering WRITE MODE with held messages sends the oldest at once.
+    fn send_held(&mut self) {
+        if self.mode == Mode::Write {
+            if let Some(text) = self.chat.held.pop_front() {
+                self.send_message(text);
+            }
+        }
+    }
+
+    pub(super) fn chat_connected(&mut self, conn: ConnId) {
+        let me = self.server.me(&self.ctx, self.listening);
+        if let Some(news) = self.chat.on_connected(&mut self.ctx, conn, me) {
+            self.on_chat_news(news);
+        }
+    }
+
+    pub(super) fn chat_connect_failed(&mut self, conn: ConnId, error: IoFailure) {
+        if let Some(news) = self.chat.on_connect_failed(&mut self.ctx, conn, error) {
+            self.on_chat_news(news);
+        }
+    }
+
+    /// True if `conn` was the chat connection.
+    pub(super) fn chat_closed(&mut self, conn: ConnId) -> bool {
+        let Some(news) = self.chat.on_closed(&mut self.ctx, conn) else {
+            return false;
+        };
+        self.on_chat_news(news);
+        self.pump();
+        true
+    }
+
+    pub(super) fn chat_timeout(&mut self) {
+        if let Some(news) = self.chat.expired(&mut self.ctx) {
+            self.on_chat_news(news);
+        }
+    }
+
+    pub(super) fn chat_data(&mut self, bytes: &[u8]) {
+        let mut input = bytes;
+        while !self.exited {
+            match self.chat.receive(&mut self.ctx, &mut input) {
+                Some(news) => self.on_chat_news(news),
+                None => return,
+            }
+        }
+    }
+
+    /// Moves the rest of the client after the chat moved.
+    fn on_chat_news(&mut self, news: ChatNews) {
+        match news {
+            ChatNews::Quiet => {}
+            ChatNews::Accepted => {
+                self.enter(Trigger::ChatAccepted);
+                self.send_held();
+                self.pump();
+            }
+            ChatNews::Failed => {
+                self.enter(Trigger::ChatEnded);
+                self.pump();
+            }
+            ChatNews::Ended => self.enter(Trigger::ChatEnded),
+            ChatNews::Message(text) => self.peer_message(text),
+        }
+    }
+
+    /// The peer's MESSAGE: shown if it is the peer's turn, else the chat breaks.
+    fn peer_message(&mut self, text: Vec<u8>) {
+        let Some(from) = self.chat.peer() else {
+            return;
+        };
+        match self.check(Trigger::MessageReceived) {
+            Ok(next) => {
+                let text = String::from_utf8_lossy(&text).into_owned();
+                self.ctx
+                    .outputs
+                    .event(ClientEvent::MessageReceived { from, text });
+                self.set_mode(next);
+                self.send_held();
+            }
+            Err(refusal) => {
+                let news = self
+                    .chat
+                    .lose(&mut self.ctx, LostReason::Protocol(refusal), true);
+                self.on_chat_news(news);
+            }
+        }
+    }
+}

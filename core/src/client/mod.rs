@@ -1,0 +1,549 @@
+//! The chat client as a sans-IO state machine.
+//!
+//! [`Client`] is driven like every [`Endpoint`] (see the crate docs): it never
+//! opens a socket, reads a clock or prints; it asks its transport to listen,
+//! connect, send and close, and reports what the person should see as
+//! [`ClientEvent`]s.
+//!
+//! # Sub-machines
+//!
+//! Each part owns its state and every transition of it, in its own file:
+//!
+//! - `server_link`: the server connection, start-up, REGISTER, BRIDGE, the
+//!   request in flight and reconnecting;
+//! - `chat`: the READY peer, our `/chat`, the open chat, turns, held messages
+//!   and QUIT;
+//! - `incoming`: connections on the chat port until their CHAT is decided;
+//! - `modes`: the mode table that combines them.
+//!
+//! A sub-machine reports what happened (a "news" value); [`Client`] turns it
+//! into a trigger for the mode table and into what the other parts must do.
+//! This file only routes each input to the part that owns it.
+//!
+//! # Modes
+//!
+//! `UNREGISTERED → REGISTERED → (WAIT MODE | READY MODE) → (WRITE MODE ⇄ READ MODE) → REGISTERED`
+//!
+//! Every mode change goes through one function (`set_mode`), which emits
+//! [`ClientEvent::ModeChanged`]. Every transition is decided in one table
+//! (`next_mode`, a single `match` on mode and trigger); a trigger the table
+//! does not allow is refused with a one-line reason and changes nothing.
+//!
+//! | from | trigger | to |
+//! | --- | --- | --- |
+//! | UNREGISTERED | the server answers REGISTER with 200 | REGISTERED |
+//! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
+//! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
+//! | READY MODE | the peer answers our CHAT with 200 | WRITE MODE |
+//! | READY MODE | `/chat` fails (refused, unreachable, no answer) | REGISTERED |
+//! | WAIT MODE | a peer's CHAT arrives (we answer 200) | READ MODE |
+//! | WRITE MODE | we send a MESSAGE | READ MODE |
+//! | READ MODE | the peer's MESSAGE arrives | WRITE MODE |
+//! | WRITE / READ MODE | QUIT, the chat connection closes, or a MESSAGE out of turn | REGISTERED |
+//! | any but chatting | the server connection closes | UNREGISTERED |
+//!
+//! A chat that ends while the server connection is down ends in UNREGISTERED,
+//! since the registration died with that connection.
+//!
+//! # Inputs
+//!
+//! - `/register` (UNREGISTERED): REGISTER with our name, the IP
+//!   (`advertise_ip`, else the local address of the server connection) and
+//!   the chat port actually bound. If the server connection was lost, it is
+//!   opened again first.
+//! - `/bridge` (REGISTERED, or again in WAIT MODE when a peer never came): BRIDGE.
+//! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
+//! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
+//! - `/quit`, end of input (in order) and Ctrl+C (at once, from any mode):
+//!   QUIT to the peer if chatting, close everything, `Output::Exit(Ok)`.
+//! - Any other line is a message: sent in WRITE MODE; held in WAIT, READY
+//!   and READ MODE (and while our CHAT awaits its answer) and sent when the
+//!   turn comes; refused in UNREGISTERED and REGISTERED. Held messages still
+//!   unsent when the chat ends are dropped, with an Info saying how many.
+//!   Command words are recognised with surrounding whitespace trimmed.
+//!
+//! One request is in flight at a time (start-up, REGISTER, BRIDGE, CHAT):
+//! lines typed meanwhile are queued and handled in order after its answer.
+//!
+//! # Failures and bounds
+//!
+//! - Start-up: a listener that cannot be bound, or a server that cannot be
+//!   reached within `connect_timeout`, ends the client with `Output::Exit(Err)`.
+//! - A 4xx (or any non-2xx) answer from the server is an Error event; the
+//!   mode stays. No answer within `request_timeout` is an Error too and the
+//!   mode stays; the late answer, if it ever comes, is skipped.
+//! - The server connection closing is an Error; a later `/register` reconnects,
+//!   and a server that cannot be reached then ends the client (`Exit(Err)`).
+//! - Incoming connections: at most [`MAX_INCOMING`] undecided at once (a
+//!   newcomer past that closes the oldest one still silent), each
+//!   must send its CHAT within `request_timeout` (else 408 and close). A CHAT
+//!   that arrives while our BRIDGE is still in flight waits for its answer,
+//!   since the server may already have handed us out.
+//! - Bytes from the network never panic the client; every message is bounded
+//!   by `limits`.
+
+mod chat;
+mod error;
+mod incoming;
+mod modes;
+mod server_link;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::codec::{Limits, Request};
+use crate::contact::Name;
+use crate::outputs::OutputQueue;
+use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
+
+use chat::Chat;
+pub use error::{ClientError, LostReason, NoContact, Unreachable};
+use incoming::Incoming;
+pub use incoming::MAX_INCOMING;
+use modes::Trigger;
+pub use modes::{Mode, Refusal};
+use server_link::ServerLink;
+
+/// How a client is set up; `ClientConfig::new` gives the contract's defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The name to register.
+    pub name: Name,
+    /// The rendezvous server.
+    pub server: SocketAddr,
+    /// The chat port to listen on; 0 lets the system choose.
+    pub listen_port: u16,
+    /// The IP to register (`--ip`); by default the local address of the server connection.
+    pub advertise_ip: Option<IpAddr>,
+    /// Framing limits for what the server and peers send.
+    pub limits: Limits,
+    /// How long a TCP connect (to the server or a peer) may take: 5 s.
+    pub connect_timeout: Duration,
+    /// How long to wait for the answer to a request: 10 s.
+    pub request_timeout: Duration,
+    /// Emit `ClientEvent::Trace` for every chunk sent and received.
+    pub trace: bool,
+}
+
+impl ClientConfig {
+    pub fn new(name: Name, server: SocketAddr) -> ClientConfig {
+        ClientConfig {
+            name,
+            server,
+            listen_port: 0,
+            advertise_ip: None,
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            trace: false,
+        }
+    }
+}
+
+/// What the person does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientInput {
+    /// One line typed, without its line end: a `/command` or a message.
+    Line(String),
+    /// Standard input ended: acts as `/quit`, after the lines before it.
+    EndOfInput,
+    /// Ctrl+C: quit at once, from any mode (QUIT to the peer if chatting).
+    Interrupt,
+}
+
+/// What the user interface shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The chat listener is bound here.
+    Listening(SocketAddr),
+    /// The client entered `mode`; `peer` is the chat partner in READY/WRITE/READ.
+    ModeChanged { mode: Mode, peer: Option<Name> },
+    /// The peer's turn arrived: print as `<from>: <text>`.
+    MessageReceived { from: Name, text: String },
+    /// A message typed out of turn is held; it goes out when the turn comes.
+    MessageHeld { pending: usize },
+    /// The peer sent QUIT.
+    PeerLeft { peer: Name },
+    /// The chat connection closed without QUIT, or broke the protocol.
+    PeerLost { peer: Name, reason: LostReason },
+    /// Information for the person (help text, confirmations).
+    Info(String),
+    /// Something went wrong; one line. Not fatal: fatal errors come as `Output::Exit(Err)`.
+    Error(ClientError),
+    /// With `trace` on: bytes that went over `conn`.
+    Trace {
+        conn: ConnId,
+        direction: Direction,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The help text for `/help`.
+pub const HELP: &str = "commands: /register (register with the server), \
+/bridge (find a peer), /chat (start the chat with the READY peer), \
+/quit (leave the chat and exit), /help (this list); any other line is a message";
+
+/// What every sub-machine acts through: the config, the time of the input
+/// being handled (never read from a clock), and the output queue.
+#[derive(Debug)]
+struct Ctx {
+    config: ClientConfig,
+    outputs: OutputQueue<ClientEvent>,
+    now: Instant,
+    next_id: u64,
+}
+
+impl Ctx {
+    fn new_conn(&mut self) -> ConnId {
+        self.next_id += 1;
+        ConnId(self.next_id)
+    }
+
+    fn send(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
+        let bytes = self.outputs.transmit(conn, write);
+        if self.config.trace {
+            let bytes = bytes.to_vec();
+            self.outputs.event(ClientEvent::Trace {
+                conn,
+                direction: Direction::Sent,
+                bytes,
+            });
+        }
+    }
+
+    fn error(&mut self, error: ClientError) {
+        self.outputs.event(ClientEvent::Error(error));
+    }
+
+    fn info(&mut self, message: String) {
+        self.outputs.event(ClientEvent::Info(message));
+    }
+}
+
+/// A line (or end of input) waiting for the request in flight to finish.
+#[derive(Debug)]
+enum Queued {
+    Line(String),
+    EndOfInput,
+}
+
+/// The chat client. See the module docs for its modes and the crate docs for how to drive it.
+#[derive(Debug)]
+pub struct Client {
+    ctx: Ctx,
+    mode: Mode,
+    /// The chat listener's address, once bound.
+    listening: Option<SocketAddr>,
+    server: ServerLink,
+    chat: Chat,
+    incoming: Incoming,
+    queue: VecDeque<Queued>,
+    exited: bool,
+}
+
+impl Client {
+    /// A client that will listen on its chat port and connect to the server.
+    pub fn new(config: ClientConfig, now: Instant) -> Client {
+        // The chat port must be reachable at the IP we register: `--ip`, else the local
+        // address of the server connection, which has the server's family.
+        let registered_ip = config.advertise_ip.unwrap_or(config.server.ip());
+        let any = match registered_ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let listen = SocketAddr::new(any, config.listen_port);
+        let mut client = Client {
+            ctx: Ctx {
+                config,
+                outputs: OutputQueue::default(),
+                now,
+                next_id: 0,
+            },
+            mode: Mode::Unregistered,
+            listening: None,
+            server: ServerLink::new(),
+            chat: Chat::default(),
+            incoming: Incoming::default(),
+            queue: VecDeque::new(),
+            exited: false,
+        };
+        client.ctx.outputs.listen(listen);
+        client.server.connect(&mut client.ctx);
+        client
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.ctx.config
+    }
+
+    /// The peer in READY, WRITE or READ MODE.
+    pub fn peer(&self) -> Option<Name> {
+        match self.mode {
+            Mode::Ready => self.chat.ready_peer(),
+            Mode::Write | Mode::Read => self.chat.peer(),
+            _ => None,
+        }
+    }
+
+    /// Messages typed out of turn and not sent yet.
+    pub fn held_messages(&self) -> usize {
+        self.chat.held()
+    }
+
+    // -----------------------------------------------------------------------
+    // The person's input
+
+    /// A request is in flight: start-up, REGISTER, BRIDGE or our CHAT.
+    fn in_flight(&self) -> bool {
+        self.server.busy() || self.chat.awaiting_answer()
+    }
+
+    fn is_busy(&self) -> bool {
+        self.in_flight() || !self.queue.is_empty()
+    }
+
+    /// Handles queued lines while no request is in flight.
+    fn pump(&mut self) {
+        while !self.exited && !self.in_flight() {
+            match self.queue.pop_front() {
+                Some(Queued::Line(line)) => self.handle_line(line),
+                Some(Queued::EndOfInput) => self.quit(),
+                None => return,
+            }
+        }
+    }
+
+    fn handle_line(&mut self, line: String) {
+        match line.trim() {
+            "/register" => self.command_register(),
+            "/bridge" => self.command_bridge(),
+            "/chat" => self.command_chat(),
+            "/quit" => self.quit(),
+            "/help" => self.ctx.info(HELP.to_owned()),
+            _ => self.message_line(line.into_bytes()),
+        }
+    }
+
+    fn is_command(line: &str) -> bool {
+        matches!(
+            line.trim(),
+            "/register" | "/bridge" | "/chat" | "/quit" | "/help"
+        )
+    }
+
+    /// `/quit`, end of input and Ctrl+C: QUIT to the peer if chatting, close all, exit.
+    fn quit(&mut self) {
+        if self.exited {
+            return;
+        }
+        self.chat.quit(&mut self.ctx);
+        self.chat.drop_held(&mut self.ctx);
+        self.finish(Ok(()));
+    }
+
+    /// Closes every connection and exits with `result`.
+    fn finish(&mut self, result: Result<(), ExitError>) {
+        self.chat.close(&mut self.ctx);
+        self.incoming.close_all(&mut self.ctx);
+        self.server.close(&mut self.ctx);
+        self.queue.clear();
+        self.exited = true;
+        self.ctx.outputs.exit(result);
+    }
+
+    /// Start-up is over once the listener is bound and the first connect has finished.
+    fn finish_startup(&mut self) {
+        if self.server.finish_startup(self.listening.is_some()) {
+            self.pump();
+        }
+    }
+
+    fn knows(&self, conn: ConnId) -> bool {
+        self.server.conn() == Some(conn) || self.chat.owns(conn) || self.incoming.owns(conn)
+    }
+}
+
+/// The method of a decoded request, for error messages.
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Register(_) => "REGISTER",
+        Request::Bridge { .. } => "BRIDGE",
+        Request::Unregister => "UNREGISTER",
+        Request::Chat(_) => "CHAT",
+        Request::Message(_) => "MESSAGE",
+        Request::Quit => "QUIT",
+        Request::Unknown => "an unknown method",
+        Request::Invalid { method, .. } => method.as_str(),
+    }
+}
+
+/// Text from the network made safe to show as one line: no control characters, bounded.
+fn one_line(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    text.chars()
+        .take(MAX_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Routes every input to the sub-machine that owns it.
+impl Endpoint for Client {
+    type Input = ClientInput;
+    type Event = ClientEvent;
+
+    fn handle_listening(&mut self, now: Instant, addr: SocketAddr) {
+        self.ctx.now = now;
+        if self.exited || self.listening.is_some() {
+            return;
+        }
+        self.listening = Some(addr);
+        self.ctx.outputs.event(ClientEvent::Listening(addr));
+        self.finish_startup();
+    }
+
+    fn handle_listen_failed(&mut self, now: Instant, addr: SocketAddr, error: &io::Error) {
+        self.ctx.now = now;
+        if self.exited {
+            return;
+        }
+        let error = IoFailure::from(error);
+        self.finish(Err(ClientError::ChatListen { addr, error }.into()));
+    }
+
+    fn handle_accept(&mut self, now: Instant, _peer: SocketAddr) -> ConnId {
+        self.ctx.now = now;
+        let conn = self.ctx.new_conn();
+        if self.exited {
+            self.ctx.outputs.close(conn);
+        } else {
+            self.incoming.accept(&mut self.ctx, conn);
+        }
+        conn
+    }
+
+    fn handle_connected(&mut self, now: Instant, conn: ConnId, local: SocketAddr) {
+        self.ctx.now = now;
+        if self.exited {
+            return;
+        }
+        if self
+            .server
+            .on_connected(&mut self.ctx, conn, local, self.listening)
+        {
+            self.finish_startup();
+        } else {
+            self.chat_connected(conn);
+        }
+    }
+
+    fn handle_connect_failed(&mut self, now: Instant, conn: ConnId, error: &io::Error) {
+        self.ctx.now = now;
+        if self.exited {
+            return;
+        }
+        let error = IoFailure::from(error);
+        match self
+            .server
+            .on_connect_failed(&mut self.ctx, conn, error.clone())
+        {
+            Some(news) => self.on_server_news(news),
+            None => self.chat_connect_failed(conn, error),
+        }
+    }
+
+    fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.ctx.now = now;
+        if self.exited || !self.knows(conn) {
+            return;
+        }
+        if self.ctx.config.trace {
+            self.ctx.outputs.event(ClientEvent::Trace {
+                conn,
+                direction: Direction::Received,
+                bytes: bytes.to_vec(),
+            });
+        }
+        if self.server.conn() == Some(conn) {
+            self.server_data(bytes);
+        } else if self.chat.owns(conn) {
+            self.chat_data(bytes);
+        } else {
+            self.incoming_data(conn, bytes);
+        }
+    }
+
+    fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.ctx.now = now;
+        if self.exited {
+            return;
+        }
+        if let Some(news) = self.server.on_closed(&mut self.ctx, conn) {
+            return self.on_server_news(news);
+        }
+        if !self.chat_closed(conn) {
+            self.incoming.forget(conn);
+        }
+    }
+
+    fn handle_input(&mut self, now: Instant, input: ClientInput) {
+        self.ctx.now = now;
+        if self.exited {
+            return;
+        }
+        match input {
+            ClientInput::Interrupt => self.quit(),
+            ClientInput::EndOfInput if self.is_busy() => self.queue.push_back(Queued::EndOfInput),
+            ClientInput::EndOfInput => self.quit(),
+            ClientInput::Line(line) => {
+                // While our CHAT awaits its answer a message is held at once (READY MODE),
+                // unless earlier lines still wait their turn.
+                let hold_now = self.chat.awaiting_answer()
+                    && self.queue.is_empty()
+                    && !Self::is_command(&line);
+                if self.is_busy() && !hold_now {
+                    self.queue.push_back(Queued::Line(line));
+                } else {
+                    self.handle_line(line);
+                }
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ctx.now = now;
+        if self.exited {
+            return;
+        }
+        self.server_timeout();
+        if !self.exited {
+            self.chat_timeout();
+        }
+        if !self.exited {
+            self.incoming.expire(&mut self.ctx);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<'_, ClientEvent>> {
+        self.ctx.outputs.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.exited {
+            return None;
+        }
+        [
+            self.server.deadline(),
+            self.chat.deadline(),
+            self.incoming.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
