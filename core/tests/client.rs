@@ -1125,6 +1125,43 @@ fn a_chat_that_arrives_before_the_bridge_answer_is_accepted_once_waiting() {
     )));
 }
 
+#[test]
+fn a_bridge_answer_that_comes_after_a_peers_chat_leaves_the_chat_alone() {
+    // Played by hand: alice types /bridge again in WAIT MODE, and bob's CHAT is faster
+    // than the server's answer.
+    let now = Instant::now();
+    let mut alice = Client::new(ClientConfig::new(name("alice"), server_addr()), now);
+    alice.handle_listening(now, "0.0.0.0:9001".parse().unwrap());
+    alice.handle_connected(now, ConnId(1), "127.0.0.1:50000".parse().unwrap());
+    alice.handle_input(now, ClientInput::Line("/register".to_owned()));
+    alice.handle_data(
+        now,
+        ConnId(1),
+        wire::ok_contact("alice", "127.0.0.1", 9001).as_bytes(),
+    );
+    alice.handle_input(now, ClientInput::Line("/bridge".to_owned()));
+    alice.handle_data(now, ConnId(1), wire::ok().as_bytes());
+    assert_eq!(alice.mode(), Mode::Wait);
+    alice.handle_input(now, ClientInput::Line("/bridge".to_owned()));
+    let chat = alice.handle_accept(now, "127.0.0.2:40000".parse().unwrap());
+    alice.handle_data(now, chat, chat_request("bob", "127.0.0.2", 9002).as_bytes());
+    assert_eq!(alice.mode(), Mode::Read);
+    drain(&mut alice);
+    alice.handle_data(
+        now,
+        ConnId(1),
+        wire::ok_contact("carol", "127.0.0.4", 9004).as_bytes(),
+    );
+    assert!(
+        drain(&mut alice).is_empty(),
+        "the late answer changes nothing"
+    );
+    assert_eq!(alice.mode(), Mode::Read);
+    assert_eq!(alice.peer(), Some(name("bob")));
+    alice.handle_data(now, chat, message("hi").as_bytes());
+    assert_eq!(alice.mode(), Mode::Write);
+}
+
 /// Bob registered and READY with alice at `peer_addr`, through a fake server.
 fn ready_bob_via_fake_server(net: &mut Net, peer_addr: SocketAddr) -> NodeId {
     let (fake, addr) = net.add_raw_listener(7070);

@@ -200,8 +200,9 @@ impl Chat {
     /// A connect or CHAT past its deadline; a hanging connect is closed too, since the
     /// transport may still be trying.
     fn expired(&mut self, ctx: &mut Ctx) -> Option<ChatNews> {
-        if self.deadline().is_none_or(|deadline| deadline > ctx.now) {
-            return None;
+        match self.deadline() {
+            Some(deadline) if deadline <= ctx.now => {}
+            _ => return None,
         }
         let session = self.session.as_ref()?;
         let error = match (session.stage, session.addr) {

@@ -40,6 +40,7 @@
 //! | WRITE MODE | we send a MESSAGE | READ MODE |
 //! | READ MODE | the peer's MESSAGE arrives | WRITE MODE |
 //! | WRITE / READ MODE | QUIT, the chat connection closes, or a MESSAGE out of turn | REGISTERED |
+//! | WRITE / READ MODE | the answer to a `/bridge` typed in WAIT MODE, after a peer's CHAT started the chat | unchanged |
 //! | any but chatting | the server connection closes | UNREGISTERED |
 //!
 //! A chat that ends while the server connection is down ends in UNREGISTERED,

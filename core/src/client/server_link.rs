@@ -272,8 +272,9 @@ impl ServerLink {
     /// A request unanswered past `request_timeout` is over; its answer will be skipped.
     pub(super) fn request_expired(&mut self, ctx: &mut Ctx) -> Option<ServerNews> {
         let pending = self.pending?;
-        if pending.deadline().is_none_or(|deadline| deadline > ctx.now) {
-            return None;
+        match pending.deadline() {
+            Some(deadline) if deadline <= ctx.now => {}
+            _ => return None,
         }
         let request = match pending {
             Pending::Bridge { .. } => "BRIDGE",
