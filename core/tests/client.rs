@@ -1086,20 +1086,24 @@ fn an_incoming_connection_that_never_sends_chat_gets_408() {
     assert_eq!(net.mode(alice), Mode::Wait);
 }
 
+/// A client registered by hand as `who`, reachable at `ip`:`port`, with the server on
+/// connection #1; its outputs so far drained.
+fn registered_by_hand(who: &str, ip: &str, port: u16, now: Instant) -> Client {
+    let mut client = Client::new(ClientConfig::new(name(who), server_addr()), now);
+    let local_ip: IpAddr = ip.parse().unwrap();
+    client.handle_listening(now, SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
+    client.handle_connected(now, ConnId(1), SocketAddr::new(local_ip, 50000));
+    client.handle_input(now, ClientInput::Line("/register".to_owned()));
+    client.handle_data(now, ConnId(1), wire::ok_contact(who, ip, port).as_bytes());
+    drain(&mut client);
+    client
+}
+
 #[test]
 fn a_chat_that_arrives_before_the_bridge_answer_is_accepted_once_waiting() {
     // Played by hand: the server's answer to BRIDGE is slower than the peer's CHAT.
     let now = Instant::now();
-    let mut alice = Client::new(ClientConfig::new(name("alice"), server_addr()), now);
-    drain(&mut alice);
-    alice.handle_listening(now, "0.0.0.0:9001".parse().unwrap());
-    alice.handle_connected(now, ConnId(1), "127.0.0.1:50000".parse().unwrap());
-    alice.handle_input(now, ClientInput::Line("/register".to_owned()));
-    alice.handle_data(
-        now,
-        ConnId(1),
-        wire::ok_contact("alice", "127.0.0.1", 9001).as_bytes(),
-    );
+    let mut alice = registered_by_hand("alice", "127.0.0.1", 9001, now);
     alice.handle_input(now, ClientInput::Line("/bridge".to_owned()));
     drain(&mut alice);
     let chat = alice.handle_accept(now, "127.0.0.2:40000".parse().unwrap());
@@ -1130,15 +1134,7 @@ fn a_bridge_answer_that_comes_after_a_peers_chat_leaves_the_chat_alone() {
     // Played by hand: alice types /bridge again in WAIT MODE, and bob's CHAT is faster
     // than the server's answer.
     let now = Instant::now();
-    let mut alice = Client::new(ClientConfig::new(name("alice"), server_addr()), now);
-    alice.handle_listening(now, "0.0.0.0:9001".parse().unwrap());
-    alice.handle_connected(now, ConnId(1), "127.0.0.1:50000".parse().unwrap());
-    alice.handle_input(now, ClientInput::Line("/register".to_owned()));
-    alice.handle_data(
-        now,
-        ConnId(1),
-        wire::ok_contact("alice", "127.0.0.1", 9001).as_bytes(),
-    );
+    let mut alice = registered_by_hand("alice", "127.0.0.1", 9001, now);
     alice.handle_input(now, ClientInput::Line("/bridge".to_owned()));
     alice.handle_data(now, ConnId(1), wire::ok().as_bytes());
     assert_eq!(alice.mode(), Mode::Wait);
@@ -1205,15 +1201,7 @@ fn a_peer_that_never_answers_chat_times_out_back_to_registered() {
 fn a_peer_connect_that_hangs_for_5s_is_closed_and_reported() {
     // The harness connects at once, so the hanging connect is played by hand.
     let now = Instant::now();
-    let mut bob = Client::new(ClientConfig::new(name("bob"), server_addr()), now);
-    bob.handle_listening(now, "0.0.0.0:9002".parse().unwrap());
-    bob.handle_connected(now, ConnId(1), "127.0.0.2:50000".parse().unwrap());
-    bob.handle_input(now, ClientInput::Line("/register".to_owned()));
-    bob.handle_data(
-        now,
-        ConnId(1),
-        wire::ok_contact("bob", "127.0.0.2", 9002).as_bytes(),
-    );
+    let mut bob = registered_by_hand("bob", "127.0.0.2", 9002, now);
     bob.handle_input(now, ClientInput::Line("/bridge".to_owned()));
     bob.handle_data(
         now,
