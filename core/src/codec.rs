@@ -253,11 +253,6 @@ impl DecodeError {
     const fn new(status: Status, reason: &'static str) -> DecodeError {
         DecodeError { status, reason }
     }
-
-    /// Always true: after a framing error the byte stream cannot be trusted.
-    pub fn must_close(&self) -> bool {
-        true
-    }
 }
 
 impl fmt::Display for DecodeError {

@@ -10,8 +10,8 @@
 //! ones the heap is rebuilt, so the heap stays within a constant factor of
 //! the connections served and the rebuild costs O(1) amortised per close.
 //!
-//! Empty lines (CR, LF) between requests are skipped, as RFC 9112 §2.2 asks;
-//! they do not start a head, so they cannot trigger the head timeout.
+//! Empty lines (CR, LF) between requests are skipped by the decoder, as RFC 9112
+//! §2.2 asks; they do not start a head, so they cannot trigger the head timeout.
 //!
 //! DoS bounds, each configurable in [`ServerConfig`]: framing limits per
 //! connection ([`Limits`]), a request head must finish within `head_timeout`
@@ -417,14 +417,8 @@ impl Server {
 
     /// Answers with the rejection's status, then closes the connection.
     fn reject_and_close(&mut self, conn: ConnId, rejection: Rejection, reason: CloseReason) {
-        let after = match rejection {
-            Rejection::TooManyConnections | Rejection::TooManyFromAddress => {
-                AfterError::CloseRetryAfter(self.config.retry_after_secs)
-            }
-            _ => AfterError::Close,
-        };
         self.send(conn, |out| {
-            codec::write_error(out, rejection.status(), &rejection, after)
+            codec::write_error(out, rejection.status(), &rejection, AfterError::Close)
         });
         self.outputs
             .event(ServerEvent::Rejected { conn, rejection });
@@ -632,9 +626,6 @@ impl Endpoint for Server {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if !c.decoder.is_mid_message() {
-                input = skip_empty_lines(input);
-            }
             match c.decoder.decode_request(&mut input) {
                 Ok(Some(request)) => {
                     completed_any = true;
@@ -709,14 +700,6 @@ impl Endpoint for Server {
     fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((deadline, ..))| *deadline)
     }
-}
-
-/// Drops the CR and LF bytes a client may send between requests (RFC 9112 §2.2).
-fn skip_empty_lines(mut input: &[u8]) -> &[u8] {
-    while let [b'\r' | b'\n', rest @ ..] = input {
-        input = rest;
-    }
-    input
 }
 
 #[cfg(test)]
