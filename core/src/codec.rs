@@ -281,6 +281,10 @@ const BAD_RESPONSE_CONTACT: DecodeError = DecodeError::new(
     Status::BAD_REQUEST,
     "response has an incomplete or invalid contact",
 );
+const SWITCHING_PROTOCOLS: DecodeError = DecodeError::new(
+    Status::BAD_REQUEST,
+    "101 Switching Protocols was never asked for",
+);
 const FAILED_BEFORE: DecodeError =
     DecodeError::new(Status::BAD_REQUEST, "connection already failed");
 
@@ -289,12 +293,15 @@ const FAILED_BEFORE: DecodeError =
 enum Head {
     Request(Request),
     Response(Status, Option<Contact>),
+    /// A 1xx answer other than 101: not the answer yet (RFC 9110 §15.2).
+    Interim,
 }
 
 /// A complete message of either kind.
 enum Decoded {
     Request(Request),
     Response(Response),
+    Interim,
 }
 
 impl Head {
@@ -315,6 +322,7 @@ impl Head {
                 contact,
                 body,
             }),
+            Head::Interim => Decoded::Interim,
         }
     }
 }
@@ -404,17 +412,24 @@ impl Decoder {
     pub fn decode_request(&mut self, input: &mut &[u8]) -> Result<Option<Request>, DecodeError> {
         match self.decode(Kind::Request, input)? {
             Some(Decoded::Request(r)) => Ok(Some(r)),
-            Some(Decoded::Response(_)) => Err(MALFORMED),
+            Some(Decoded::Response(_) | Decoded::Interim) => Err(MALFORMED),
             None => Ok(None),
         }
     }
 
     /// Like [`decode_request`](Self::decode_request), for responses.
+    ///
+    /// Interim `1xx` answers (`100 Continue`, `102`, `103`) are skipped until the final
+    /// one, as RFC 9110 §15.2 asks, so callers only ever see final answers.
+    /// `101 Switching Protocols` is a framing error: nobody here asks to switch.
     pub fn decode_response(&mut self, input: &mut &[u8]) -> Result<Option<Response>, DecodeError> {
-        match self.decode(Kind::Response, input)? {
-            Some(Decoded::Response(r)) => Ok(Some(r)),
-            Some(Decoded::Request(_)) => Err(MALFORMED),
-            None => Ok(None),
+        loop {
+            match self.decode(Kind::Response, input)? {
+                Some(Decoded::Response(r)) => return Ok(Some(r)),
+                Some(Decoded::Interim) => continue,
+                Some(Decoded::Request(_)) => return Err(MALFORMED),
+                None => return Ok(None),
+            }
         }
     }
 
@@ -634,8 +649,14 @@ fn parse_head(
             if head_len > limits.max_head {
                 return Err(HEAD_TOO_LARGE);
             }
-            let fields = Fields::collect(resp.headers, limits)?;
             let code = resp.code.ok_or(MALFORMED)?;
+            match code {
+                101 => return Err(SWITCHING_PROTOCOLS),
+                // RFC 9112 §6.3: a 1xx has no body whatever its headers say.
+                100..=199 => return Ok(Some((Head::Interim, head_len, 0))),
+                _ => {}
+            }
+            let fields = Fields::collect(resp.headers, limits)?;
             let contact = if fields.has_any_contact_header() {
                 Some(fields.contact().map_err(|_| BAD_RESPONSE_CONTACT)?)
             } else {
