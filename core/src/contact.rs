@@ -85,6 +85,37 @@ impl Name {
         // The constructor admits ASCII only, so this cannot fail.
         std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
+
+    /// The name folded to ASCII lower case: `Bob`, `bob` and `BOB` share one key.
+    /// Registrations are unique by key; each keeps its own spelling in `Name`.
+    #[inline]
+    pub fn key(&self) -> NameKey {
+        let mut bytes = self.bytes;
+        bytes.make_ascii_lowercase();
+        NameKey {
+            len: self.len,
+            bytes,
+        }
+    }
+
+    /// Whether two names are the same without regard to ASCII case.
+    pub fn same_as(&self, other: &Name) -> bool {
+        self.as_bytes().eq_ignore_ascii_case(other.as_bytes())
+    }
+}
+
+/// A [`Name`] folded to lower case, for lookups that ignore case; fixed-size, no heap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    len: u8,
+    bytes: [u8; MAX_NAME_LEN],
+}
+
+impl fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = &self.bytes[..usize::from(self.len)];
+        write!(f, "{:?}", String::from_utf8_lossy(text))
+    }
 }
 
 impl std::str::FromStr for Name {
@@ -223,6 +254,20 @@ mod tests {
         assert!(Name::new(&[b'a'; 32]).is_ok());
         assert_eq!(Name::new(b"al ice"), Err(InvalidValue::BadCharacter));
         assert_eq!(Name::new("é".as_bytes()), Err(InvalidValue::BadCharacter));
+    }
+
+    #[test]
+    fn keys_ignore_ascii_case_and_names_keep_their_spelling() {
+        let (bob, upper) = (Name::new(b"bob").unwrap(), Name::new(b"BoB").unwrap());
+        assert_eq!(bob.key(), upper.key());
+        assert!(bob.same_as(&upper));
+        assert_ne!(bob, upper);
+        assert_eq!(upper.as_str(), "BoB");
+        assert_ne!(bob.key(), Name::new(b"bobb").unwrap().key());
+        assert_eq!(
+            Name::new(b"A-z_0.9").unwrap().key(),
+            Name::new(b"a-Z_0.9").unwrap().key()
+        );
     }
 
     #[test]

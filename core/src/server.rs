@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::codec::{
     self, AfterError, DecodeError, Decoder, HeaderError, Limits, Method, Request, Status,
 };
-use crate::contact::{Contact, Name};
+use crate::contact::{Contact, Name, NameKey};
 use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, Output};
 
@@ -256,7 +256,8 @@ pub struct Server {
     /// Keyed by ids the server hands out itself, so a fast non-keyed hash is safe here;
     /// `names` and `per_ip` hold peer-chosen keys and keep std's DoS-resistant SipHash.
     conns: FxHashMap<ConnId, Conn>,
-    names: HashMap<Name, ConnId>,
+    /// Registered names, folded to lower case: unique without regard to case.
+    names: HashMap<NameKey, ConnId>,
     per_ip: HashMap<IpAddr, usize>,
     /// The one client waiting for a peer; always registered and live.
     waiting: Option<ConnId>,
@@ -325,7 +326,8 @@ impl Server {
     }
 
     fn register(&mut self, conn: ConnId, contact: Contact) {
-        match self.names.get(&contact.name) {
+        let key = contact.name.key();
+        match self.names.get(&key) {
             Some(&owner) if owner != conn => {
                 return self.reject(conn, Rejection::NameTaken(contact.name));
             }
@@ -337,11 +339,11 @@ impl Server {
         let previous = c.registration.replace(contact);
         c.ever_registered = true;
         if let Some(previous) = previous {
-            if previous.name != contact.name {
-                self.names.remove(&previous.name);
+            if previous.name.key() != key {
+                self.names.remove(&previous.name.key());
             }
         }
-        self.names.insert(contact.name, conn);
+        self.names.insert(key, conn);
         self.answer_ok(conn, Some(contact));
         self.outputs
             .event(ServerEvent::Registered { conn, contact });
@@ -351,7 +353,7 @@ impl Server {
         let Some(me) = self.registration(conn) else {
             return self.reject(conn, Rejection::NotRegistered);
         };
-        if claimed.is_some_and(|name| name != me.name) {
+        if claimed.is_some_and(|name| !name.same_as(&me.name)) {
             return self.reject(conn, Rejection::NameMismatch);
         }
         match self.waiting {
@@ -393,8 +395,9 @@ impl Server {
         else {
             return;
         };
-        if self.names.get(&contact.name) == Some(&conn) {
-            self.names.remove(&contact.name);
+        let key = contact.name.key();
+        if self.names.get(&key) == Some(&conn) {
+            self.names.remove(&key);
         }
         self.outputs.event(ServerEvent::Unregistered {
             conn,

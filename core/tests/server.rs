@@ -224,10 +224,45 @@ fn a_name_held_by_another_live_connection_gets_409_with_a_reason() {
             s.ask(other, &bridge()),
             error("403 Forbidden", "register first")
         );
-        // Names are case-sensitive tokens: `Alice` is a different name.
         assert_eq!(
-            s.ask(other, &register("Alice", "127.0.0.10", 9002)),
-            ok_contact("Alice", "127.0.0.10", 9002)
+            s.ask(other, &register("alice2", "127.0.0.10", 9002)),
+            ok_contact("alice2", "127.0.0.10", 9002)
+        );
+    });
+}
+
+/// Regression: `bob`, `Bob` and `BOB` could all be registered at once.
+#[test]
+fn names_are_unique_without_regard_to_case_and_keep_their_spelling() {
+    each_chunking(|s| {
+        let bob = s.registered("Bob", 9002);
+        let other = s.open();
+        for spelling in ["bob", "BOB", "bOb"] {
+            assert_eq!(
+                s.ask(other, &register(spelling, "127.0.0.10", 9003)),
+                error("409 Conflict", &format!("name already taken: {spelling}"))
+            );
+        }
+        assert!(!s.is_closed(other));
+        // The holder keeps its spelling in every answer, and may respell itself.
+        assert_eq!(s.ask(bob, &bridge_as("BOB")), ok());
+        assert_eq!(
+            s.ask(other, &register("carol", "127.0.0.10", 9003)),
+            ok_contact("carol", "127.0.0.10", 9003)
+        );
+        assert_eq!(
+            s.ask(other, &bridge()),
+            ok_contact("Bob", "127.0.0.9", 9002)
+        );
+        assert_eq!(
+            s.ask(bob, &register("BOB", "127.0.0.9", 9002)),
+            ok_contact("BOB", "127.0.0.9", 9002)
+        );
+        // Once it unregisters, any spelling is free again.
+        assert_eq!(s.ask(bob, &unregister()), ok());
+        assert_eq!(
+            s.ask(other, &register("bob", "127.0.0.10", 9003)),
+            ok_contact("bob", "127.0.0.10", 9003)
         );
     });
 }
