@@ -19,6 +19,7 @@ Examples:
   bridgechat server --listen 127.0.0.1:0     let the system pick a port (printed)
   bridgechat server --trace                  show every request and answer
   bridgechat server --max-per-ip 20000       let one host (a load generator) hold many clients
+  bridgechat server --strict-ip              clients may register only their own address
 
 Prints `listening on ADDR:PORT` once ready, then one line per notable event.
 Ctrl+C or SIGTERM stops it cleanly (exit 0): no new connections, answers
@@ -26,7 +27,10 @@ already decided are sent, every connection is closed.
 
 Limits: past --max-connections or --max-per-ip a new connection gets
 `503 Service Unavailable` with `Retry-After` and is closed; the others carry on.
-At start-up the open-file limit is raised to its hard limit.")]
+At start-up the open-file limit is raised to its hard limit.
+
+REGISTER refuses an IP no peer could reach (0.0.0.0, ::, 255.255.255.255,
+multicast, the cloud metadata address 169.254.169.254) with `400`.")]
 pub struct ServerArgs {
     /// Address and port to listen on (port 0: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7070", value_parser = crate::parse_addr)]
@@ -67,6 +71,12 @@ pub struct ServerArgs {
     /// Largest request body accepted, in bytes, before `413` and close.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_body)]
     pub max_body: usize,
+
+    /// REGISTER only the IP a client connects from, or a private one (RFC 1918,
+    /// loopback, link-local, IPv6 ULA) when it connects from a private one; else `403`.
+    /// Leave off when clients reach the server through NAT or a proxy.
+    #[arg(long)]
+    pub strict_ip: bool,
 }
 
 /// File descriptors kept back from `--max-connections` for listeners, stdio and the poller.
@@ -105,6 +115,7 @@ impl ServerArgs {
             idle_timeout: self.idle_timeout,
             max_connections,
             max_per_ip: saturating_usize(self.max_per_ip),
+            strict_ip: self.strict_ip,
             ..defaults
         }
     }
@@ -209,6 +220,25 @@ mod tests {
             }),
             "#4 closed: closed by the client"
         );
+    }
+
+    /// `ServerArgs` as the command line gives them.
+    fn parsed(args: &[&str]) -> ServerArgs {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let argv = std::iter::once("server").chain(args.iter().copied());
+        <Line as clap::Parser>::try_parse_from(argv)
+            .expect("valid flags")
+            .server
+    }
+
+    #[test]
+    fn strict_ip_is_off_unless_asked_for() {
+        assert!(!parsed(&[]).config(None).strict_ip);
+        assert!(parsed(&["--strict-ip"]).config(None).strict_ip);
     }
 
     #[test]

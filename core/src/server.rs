@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::codec::{
     self, AfterError, DecodeError, Decoder, HeaderError, Limits, Method, Request, Status,
 };
-use crate::contact::{Contact, Name, NameKey};
+use crate::contact::{self, Contact, Name, NameKey, UnusableIp};
 use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, Output};
 
@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub retry_after_secs: u32,
     /// Emit `ServerEvent::Trace` for every chunk received and every answer sent.
     pub trace: bool,
+    /// REGISTER only the address the connection comes from, or a private address
+    /// when it comes from a private one (403 otherwise). Off by default: behind a
+    /// NAT or a proxy a client may rightly register an address the server never sees.
+    pub strict_ip: bool,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             max_per_ip: 100_000,
             retry_after_secs: 1,
             trace: false,
+            strict_ip: false,
         }
     }
 }
@@ -93,6 +98,10 @@ pub enum Rejection {
     BadHeader(HeaderError),
     /// REGISTER for a name another live connection holds (409).
     NameTaken(Name),
+    /// REGISTER with an `IP` no peer could mean (400).
+    UnusableIp(IpAddr, UnusableIp),
+    /// With `strict_ip`: REGISTER with an `IP` that is not where the connection comes from (403).
+    IpNotObserved { claimed: IpAddr, observed: IpAddr },
     /// BRIDGE before REGISTER (403).
     NotRegistered,
     /// BRIDGE with a `Name` that is not this connection's (403).
@@ -112,7 +121,8 @@ impl Rejection {
         match self {
             Rejection::Framing(e) => e.status,
             Rejection::HeadTimeout => Status::REQUEST_TIMEOUT,
-            Rejection::BadHeader(_) => Status::BAD_REQUEST,
+            Rejection::BadHeader(_) | Rejection::UnusableIp(..) => Status::BAD_REQUEST,
+            Rejection::IpNotObserved { .. } => Status::FORBIDDEN,
             Rejection::NameTaken(_) => Status::CONFLICT,
             Rejection::NotRegistered | Rejection::NameMismatch => Status::FORBIDDEN,
             Rejection::PeerRequest(_) | Rejection::UnknownMethod => Status::NOT_IMPLEMENTED,
@@ -130,6 +140,19 @@ impl fmt::Display for Rejection {
             Rejection::HeadTimeout => f.write_str("request head not complete in time"),
             Rejection::BadHeader(e) => write!(f, "{e}"),
             Rejection::NameTaken(name) => write!(f, "name already taken: {name}"),
+            Rejection::UnusableIp(ip, why) => {
+                write!(f, "unusable IP {ip}: {why}, no peer could reach you there")
+            }
+            Rejection::IpNotObserved { claimed, observed } => {
+                if contact::is_private_ip(*observed) {
+                    write!(f, "IP {claimed} is neither the address you connect from ({observed}) nor private")
+                } else {
+                    write!(
+                        f,
+                        "IP {claimed} is not the address you connect from ({observed})"
+                    )
+                }
+            }
             Rejection::NotRegistered => f.write_str("register first"),
             Rejection::NameMismatch => {
                 f.write_str("Name does not match this connection's registration")
@@ -326,6 +349,21 @@ impl Server {
     }
 
     fn register(&mut self, conn: ConnId, contact: Contact) {
+        if let Some(why) = contact::unusable_ip(contact.ip) {
+            return self.reject(conn, Rejection::UnusableIp(contact.ip, why));
+        }
+        if self.config.strict_ip {
+            let Some(c) = self.conns.get(&conn) else {
+                return;
+            };
+            let observed = c.peer.ip().to_canonical();
+            let claimed = contact.ip.to_canonical();
+            let allowed = claimed == observed
+                || (contact::is_private_ip(observed) && contact::is_private_ip(claimed));
+            if !allowed {
+                return self.reject(conn, Rejection::IpNotObserved { claimed, observed });
+            }
+        }
         let key = contact.name.key();
         match self.names.get(&key) {
             Some(&owner) if owner != conn => {
@@ -715,6 +753,45 @@ mod tests {
 
     fn peer(i: u32) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i)), 50_000)
+    }
+
+    /// Sends `request` on `conn` and returns the bytes answered.
+    fn answer(server: &mut Server, conn: ConnId, request: &str) -> String {
+        server.handle_data(Instant::now(), conn, request.as_bytes());
+        let mut sent = Vec::new();
+        while let Some(output) = server.poll_output() {
+            if let Output::Transmit { bytes, .. } = output {
+                sent.extend_from_slice(bytes);
+            }
+        }
+        String::from_utf8(sent).unwrap()
+    }
+
+    #[test]
+    fn with_strict_ip_a_public_connection_registers_only_its_own_address() {
+        let mut server = Server::new(ServerConfig {
+            strict_ip: true,
+            ..ServerConfig::default()
+        });
+        let from: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let conn = server.handle_accept(Instant::now(), from);
+        drain(&mut server);
+        let register =
+            |ip: &str| format!("REGISTER / HTTP/1.1\r\nName: a\r\nIP: {ip}\r\nPort: 9\r\n\r\n");
+        for other in ["203.0.113.8", "10.0.0.1", "127.0.0.1"] {
+            let sent = answer(&mut server, conn, &register(other));
+            assert!(sent.starts_with("HTTP/1.1 403 Forbidden"), "{sent}");
+            assert!(
+                sent.ends_with(&format!(
+                    "IP {other} is not the address you connect from (203.0.113.7)"
+                )),
+                "{sent}"
+            );
+        }
+        assert!(answer(&mut server, conn, &register("203.0.113.7")).starts_with("HTTP/1.1 200 OK"));
+        // The same address written as IPv4-mapped IPv6 is the same address.
+        let mapped = answer(&mut server, conn, &register("::ffff:203.0.113.7"));
+        assert!(mapped.starts_with("HTTP/1.1 200 OK"), "{mapped}");
     }
 
     #[test]

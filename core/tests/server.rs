@@ -231,6 +231,80 @@ fn a_name_held_by_another_live_connection_gets_409_with_a_reason() {
     });
 }
 
+/// Regression: `0.0.0.0`, `::`, broadcast, multicast and the cloud metadata address were
+/// stored and handed out, so a registrant could point others' `/chat` where it liked.
+#[test]
+fn an_ip_no_peer_could_mean_gets_400_with_the_reason_and_the_connection_stays_open() {
+    each_chunking(|s| {
+        let conn = s.open();
+        for (ip, why) in [
+            ("0.0.0.0", "the unspecified address"),
+            ("::", "the unspecified address"),
+            ("255.255.255.255", "the broadcast address"),
+            ("224.0.0.1", "a multicast address"),
+            ("ff02::1", "a multicast address"),
+            ("::ffff:224.0.0.1", "a multicast address"),
+            ("169.254.169.254", "the cloud metadata service"),
+        ] {
+            assert_eq!(
+                s.ask(conn, &register("mallory", ip, 9001)),
+                error(
+                    "400 Bad Request",
+                    &format!("unusable IP {ip}: {why}, no peer could reach you there")
+                ),
+                "{ip}"
+            );
+            assert!(!s.is_closed(conn));
+        }
+        // Nothing was stored: the name is free and nobody waits.
+        assert_eq!(
+            s.ask(conn, &bridge()),
+            error("403 Forbidden", "register first")
+        );
+        assert_eq!(
+            s.ask(conn, &register("mallory", "169.254.1.2", 9001)),
+            ok_contact("mallory", "169.254.1.2", 9001)
+        );
+    });
+}
+
+#[test]
+fn with_strict_ip_only_the_observed_or_a_private_address_registers() {
+    let strict = || ServerConfig {
+        strict_ip: true,
+        ..ServerConfig::default()
+    };
+    each_chunking_with(strict, |s| {
+        // The harness's hosts connect from loopback (private) addresses.
+        let conn = s.open();
+        for public in ["8.8.8.8", "2001:db8::1"] {
+            let answer = s.ask(conn, &register("alice", public, 9001));
+            assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+            assert!(
+                answer.ends_with(&format!(
+                    "IP {public} is neither the address you connect from (127.0.0.2) nor private"
+                )),
+                "{answer}"
+            );
+            assert!(!s.is_closed(conn));
+        }
+        for private in ["127.0.0.2", "10.1.2.3", "192.168.0.7", "fd00::7", "fe80::1"] {
+            assert_eq!(
+                s.ask(conn, &register("alice", private, 9001)),
+                ok_contact("alice", private, 9001)
+            );
+        }
+    });
+    // Without the flag, a public address from a loopback connection is fine (NAT, proxies).
+    each_chunking(|s| {
+        let conn = s.open();
+        assert_eq!(
+            s.ask(conn, &register("alice", "8.8.8.8", 9001)),
+            ok_contact("alice", "8.8.8.8", 9001)
+        );
+    });
+}
+
 /// Regression: `bob`, `Bob` and `BOB` could all be registered at once.
 #[test]
 fn names_are_unique_without_regard_to_case_and_keep_their_spelling() {

@@ -38,6 +38,9 @@ macro_rules! hardening_suite {
             Transport;
             bad_name_ip_or_port_is_400_keeps_the_connection_and_names_the_header,
             duplicate_contact_headers_are_400_and_keep_the_connection,
+            an_ip_no_peer_could_mean_is_400_and_keeps_the_connection,
+            strict_ip_refuses_a_public_ip_from_a_loopback_connection_with_403,
+            names_differing_only_in_case_are_one_name,
             transfer_encoding_is_501_and_closes,
             conflicting_or_non_decimal_content_length_is_400_and_closes,
             agreeing_duplicate_content_length_is_one_length,
@@ -245,6 +248,103 @@ fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
 }
 
 // ---------------------------------------------------------------- hostile input: bad headers
+
+/// Regression: unspecified, broadcast, multicast and cloud-metadata addresses were
+/// stored and handed out as contacts, pointing others' `/chat` wherever a registrant liked.
+pub fn an_ip_no_peer_could_mean_is_400_and_keeps_the_connection<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let mut client = server.client();
+    for ip in [
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "224.0.0.1",
+        "ff02::1",
+        "169.254.169.254",
+    ] {
+        let resp = client.register("mallory", ip, 9001);
+        assert_error(&resp, 400);
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(
+            body.starts_with(&format!("unusable IP {ip}: ")),
+            "{ip}: reason {body:?}"
+        );
+    }
+    // Still open, and nothing was stored: the name registers now.
+    assert_ok_contact(
+        &client.register("mallory", "127.0.0.1", 9001),
+        "mallory",
+        "127.0.0.1",
+        9001,
+    );
+    assert_ok_empty(&client.request("UNREGISTER / HTTP/1.1\r\n\r\n"));
+    a_fresh_pair_is_served(&server);
+    server.stop().expect("clean shutdown");
+}
+
+pub fn strict_ip_refuses_a_public_ip_from_a_loopback_connection_with_403<T: Transport>() {
+    let server = TestServer::start_with::<T>(ServerConfig {
+        strict_ip: true,
+        ..config_on(loopback_v4())
+    });
+    let mut client = server.client();
+    let resp = client.register("alice", "8.8.8.8", 9001);
+    assert_error(&resp, 403);
+    let body = String::from_utf8_lossy(&resp.body);
+    assert!(
+        body.contains("8.8.8.8") && body.contains("127.0.0.1"),
+        "reason {body:?}"
+    );
+    // The observed address and other private ones register on the same connection.
+    for ip in ["127.0.0.1", "192.168.1.20"] {
+        assert_ok_contact(&client.register("alice", ip, 9001), "alice", ip, 9001);
+    }
+    assert_ok_empty(&client.request("UNREGISTER / HTTP/1.1\r\n\r\n"));
+    a_fresh_pair_is_served(&server);
+    server.stop().expect("clean shutdown");
+}
+
+/// Regression: `bob`, `Bob` and `BOB` could be registered at once.
+pub fn names_differing_only_in_case_are_one_name<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let mut holder = server.client();
+    let mut other = server.client();
+    assert_ok_contact(
+        &holder.register("Bob", "127.0.0.1", 9001),
+        "Bob",
+        "127.0.0.1",
+        9001,
+    );
+    for spelling in ["bob", "BOB"] {
+        let resp = other.register(spelling, "127.0.0.1", 9002);
+        assert_error(&resp, 409);
+        assert_eq!(
+            String::from_utf8_lossy(&resp.body),
+            format!("name already taken: {spelling}")
+        );
+    }
+    // The holder keeps its spelling when handed out.
+    assert_ok_empty(&holder.bridge());
+    assert_ok_contact(
+        &other.register("carol", "127.0.0.1", 9002),
+        "carol",
+        "127.0.0.1",
+        9002,
+    );
+    assert_ok_contact(&other.bridge(), "Bob", "127.0.0.1", 9001);
+    drop(holder);
+    server.wait_unregistered("Bob");
+    assert_ok_contact(
+        &other.register("bob", "127.0.0.1", 9002),
+        "bob",
+        "127.0.0.1",
+        9002,
+    );
+    drop(other);
+    server.wait_unregistered("bob");
+    a_fresh_pair_is_served(&server);
+    server.stop().expect("clean shutdown");
+}
 
 pub fn bad_name_ip_or_port_is_400_keeps_the_connection_and_names_the_header<T: Transport>() {
     let server = TestServer::start::<T>();
