@@ -118,8 +118,7 @@ fn framing_error(bytes: &[u8]) -> DecodeError {
     let bytewise = decode_requests_bytewise(bytes);
     assert_eq!(whole, bytewise, "split changed the outcome");
     assert!(whole.messages.is_empty(), "decoded {:?}", whole.messages);
-    let error = whole.error.expect("expected a framing error");
-    error
+    whole.error.expect("expected a framing error")
 }
 
 /// The single request in `bytes`, fed whole and one byte at a time.
