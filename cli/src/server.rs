@@ -30,7 +30,12 @@ Limits: past --max-connections or --max-per-ip a new connection gets
 At start-up the open-file limit is raised to its hard limit.
 
 REGISTER refuses an IP no peer could reach (0.0.0.0, ::, 255.255.255.255,
-multicast, the cloud metadata address 169.254.169.254) with `400`.")]
+multicast, the cloud metadata address 169.254.169.254) with `400`.
+
+A client handed a waiter that then unregisters, registers again, bridges again
+or leaves within --introduction-deadline was not going to chat: the waiter is
+put back first in line. After --max-fallthroughs of those in a minute, from one
+connection or one IP, its BRIDGE gets `429` with `Retry-After`.")]
 pub struct ServerArgs {
     /// Address and port to listen on (port 0: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7070", value_parser = crate::parse_addr)]
@@ -77,6 +82,16 @@ pub struct ServerArgs {
     /// Leave off when clients reach the server through NAT or a proxy.
     #[arg(long)]
     pub strict_ip: bool,
+
+    /// Seconds after handing an asker a waiter during which the asker's UNREGISTER,
+    /// REGISTER, BRIDGE or leaving puts the waiter back at the front of the queue.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub introduction_deadline: Duration,
+
+    /// Such fall-throughs within a minute, from one connection or one IP, after which
+    /// BRIDGE gets `429 Too Many Requests` with `Retry-After` (0: never).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_fallthroughs: u32,
 }
 
 /// File descriptors kept back from `--max-connections` for listeners, stdio and the poller.
@@ -116,6 +131,8 @@ impl ServerArgs {
             max_connections,
             max_per_ip: saturating_usize(self.max_per_ip),
             strict_ip: self.strict_ip,
+            introduction_deadline: self.introduction_deadline,
+            fallthrough_limit: self.max_fallthroughs,
             ..defaults
         }
     }
@@ -160,6 +177,9 @@ pub fn describe(event: &ServerEvent, quiet: bool) -> Option<Line> {
         ServerEvent::Unregistered { conn, name } => format!("{conn} unregistered {name}"),
         ServerEvent::Waiting { conn, name } => format!("{conn} {name} is waiting for a peer"),
         ServerEvent::Paired { asker, waiter } => format!("paired {asker} with {waiter}"),
+        ServerEvent::Requeued { asker, waiter } => {
+            format!("{asker} dropped {waiter} unused: {waiter} waits again, first in line")
+        }
         ServerEvent::Rejected { conn, rejection } => {
             format!("{conn} rejected: {} ({rejection})", rejection.status())
         }
@@ -239,6 +259,17 @@ mod tests {
     fn strict_ip_is_off_unless_asked_for() {
         assert!(!parsed(&[]).config(None).strict_ip);
         assert!(parsed(&["--strict-ip"]).config(None).strict_ip);
+    }
+
+    #[test]
+    fn fall_through_flags_reach_the_config() {
+        let defaults = parsed(&[]).config(None);
+        assert_eq!(defaults.introduction_deadline, Duration::from_secs(10));
+        assert_eq!(defaults.fallthrough_limit, 3);
+        let set =
+            parsed(&["--introduction-deadline", "2.5", "--max-fallthroughs", "0"]).config(None);
+        assert_eq!(set.introduction_deadline, Duration::from_millis(2500));
+        assert_eq!(set.fallthrough_limit, 0);
     }
 
     #[test]

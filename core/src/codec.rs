@@ -52,6 +52,7 @@ impl Status {
     pub const FORBIDDEN: Status = Status(403);
     pub const REQUEST_TIMEOUT: Status = Status(408);
     pub const CONFLICT: Status = Status(409);
+    pub const TOO_MANY_REQUESTS: Status = Status(429);
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const HEADERS_TOO_LARGE: Status = Status(431);
     pub const NOT_IMPLEMENTED: Status = Status(501);
@@ -70,6 +71,7 @@ impl Status {
             408 => "Request Timeout",
             409 => "Conflict",
             413 => "Content Too Large",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
             503 => "Service Unavailable",
@@ -947,6 +949,8 @@ pub fn write_ok(out: &mut Vec<u8>, contact: Option<&Contact>) {
 pub enum AfterError {
     /// The connection stays open (bad header value, 403, 409, unknown method).
     KeepOpen,
+    /// The connection stays open, and the client should wait this many seconds (429).
+    KeepOpenRetryAfter(u32),
     /// The connection closes after this response (framing errors); says `Connection: close`.
     Close,
     /// Like `Close`, and tells the client when to retry (503).
@@ -963,6 +967,11 @@ pub fn write_error(
     write_head_line(out, status);
     match after {
         AfterError::KeepOpen => {}
+        AfterError::KeepOpenRetryAfter(seconds) => {
+            out.extend_from_slice(b"Retry-After: ");
+            write_decimal(out, seconds as usize);
+            out.extend_from_slice(CRLF);
+        }
         AfterError::Close => out.extend_from_slice(b"Connection: close\r\n"),
         AfterError::CloseRetryAfter(seconds) => {
             out.extend_from_slice(b"Connection: close\r\nRetry-After: ");

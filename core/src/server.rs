@@ -1,7 +1,16 @@
 //! The rendezvous server as a sans-IO state machine.
 //!
 //! [`Server`] owns every connection's state, the registry of names and the
-//! single waiting slot. Drive it through [`Endpoint`] (see the crate docs).
+//! waiting place. Drive it through [`Endpoint`] (see the crate docs).
+//!
+//! Introductions that fall through: v1 tells the server nothing about a chat, so
+//! when the asker who was handed a waiter sends UNREGISTER, REGISTER or BRIDGE, or
+//! its connection ends, within `introduction_deadline` of the introduction, the
+//! waiter (whose client still believes it is waiting) goes back to the front of
+//! the waiting place. An asker with `fallthrough_limit` such fall-throughs within
+//! `fallthrough_window` (counted per connection and per source IP) gets `429` with
+//! `Retry-After` on BRIDGE until the window ends. At most one client waits unless
+//! a fall-through puts a waiter back in front of a newer one.
 //!
 //! Costs stay flat as clients pile up: every request does a constant number
 //! of hash-map operations (by connection id and by name); timers live in a
@@ -20,7 +29,7 @@
 //! and `max_connections` / `max_per_ip` cap how many connections are served.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 use std::fmt;
@@ -61,6 +70,14 @@ pub struct ServerConfig {
     /// when it comes from a private one (403 otherwise). Off by default: behind a
     /// NAT or a proxy a client may rightly register an address the server never sees.
     pub strict_ip: bool,
+    /// An introduction falls through when its asker unregisters, registers again,
+    /// bridges again or leaves within this time of it: 10 s. Zero turns this off.
+    pub introduction_deadline: Duration,
+    /// Fall-throughs within `fallthrough_window`, from one connection or one IP, after
+    /// which BRIDGE gets 429 until the window ends: 3. Zero means never refuse.
+    pub fallthrough_limit: u32,
+    /// The window in which fall-throughs are counted, from the first one: 60 s.
+    pub fallthrough_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +93,9 @@ impl Default for ServerConfig {
             retry_after_secs: 1,
             trace: false,
             strict_ip: false,
+            introduction_deadline: Duration::from_secs(10),
+            fallthrough_limit: 3,
+            fallthrough_window: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +126,8 @@ pub enum Rejection {
     NotRegistered,
     /// BRIDGE with a `Name` that is not this connection's (403).
     NameMismatch,
+    /// BRIDGE from a connection or IP whose introductions fell through too often (429).
+    TooManyFallthroughs { retry_after: u32 },
     /// A peer request (CHAT, MESSAGE, QUIT) sent to the server (501).
     PeerRequest(Method),
     /// A method the protocol does not have (501).
@@ -123,6 +145,7 @@ impl Rejection {
             Rejection::HeadTimeout => Status::REQUEST_TIMEOUT,
             Rejection::BadHeader(_) | Rejection::UnusableIp(..) => Status::BAD_REQUEST,
             Rejection::IpNotObserved { .. } => Status::FORBIDDEN,
+            Rejection::TooManyFallthroughs { .. } => Status::TOO_MANY_REQUESTS,
             Rejection::NameTaken(_) => Status::CONFLICT,
             Rejection::NotRegistered | Rejection::NameMismatch => Status::FORBIDDEN,
             Rejection::PeerRequest(_) | Rejection::UnknownMethod => Status::NOT_IMPLEMENTED,
@@ -160,6 +183,10 @@ impl fmt::Display for Rejection {
             Rejection::PeerRequest(m) => {
                 write!(f, "{} is a peer request, not a server request", m.as_str())
             }
+            Rejection::TooManyFallthroughs { retry_after } => write!(
+                f,
+                "too many peers handed to you went unused; try again in {retry_after}s"
+            ),
             Rejection::UnknownMethod => f.write_str("unknown method"),
             Rejection::TooManyConnections => f.write_str("server is full, try again later"),
             Rejection::TooManyFromAddress => f.write_str("too many connections from your address"),
@@ -224,6 +251,12 @@ pub enum ServerEvent {
         asker: Name,
         waiter: Name,
     },
+    /// The asker on `asker` dropped its introduction to `waiter` within the deadline:
+    /// `waiter` is back at the front of the waiting place.
+    Requeued {
+        asker: ConnId,
+        waiter: Name,
+    },
     Rejected {
         conn: ConnId,
         rejection: Rejection,
@@ -262,6 +295,45 @@ struct Conn {
     /// When bytes last arrived (or the connection opened); its one idle timer
     /// re-arms from here instead of being pushed on every read.
     last_activity: Instant,
+    /// The waiter this connection was last handed, until the introduction's deadline.
+    introduced: Option<(ConnId, Instant)>,
+    /// This connection's introductions that fell through.
+    fallthroughs: Strikes,
+}
+
+/// Fall-throughs counted in a fixed window that opens at the first one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Strikes {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl Strikes {
+    fn add(&mut self, now: Instant, window: Duration) {
+        if !matches!(self.window_end(window), Some(end) if end > now) {
+            *self = Strikes {
+                since: Some(now),
+                count: 0,
+            };
+        }
+        self.count += 1;
+    }
+
+    fn window_end(&self, window: Duration) -> Option<Instant> {
+        self.since.and_then(|since| since.checked_add(window))
+    }
+
+    /// How long BRIDGE stays refused, if it is.
+    fn refused_for(&self, now: Instant, window: Duration, limit: u32) -> Option<Duration> {
+        if limit == 0 || self.count < limit {
+            return None;
+        }
+        match self.window_end(window) {
+            None => self.since.map(|_| Duration::MAX), // a window too long for the clock
+            Some(end) if end > now => Some(end - now),
+            Some(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -282,8 +354,10 @@ pub struct Server {
     /// Registered names, folded to lower case: unique without regard to case.
     names: HashMap<NameKey, ConnId>,
     per_ip: HashMap<IpAddr, usize>,
-    /// The one client waiting for a peer; always registered and live.
-    waiting: Option<ConnId>,
+    /// Fall-throughs per source IP, so reconnecting does not reset the count.
+    fallthroughs_by_ip: HashMap<IpAddr, Strikes>,
+    /// Clients waiting for a peer, first handed out first; each registered, live, once.
+    waiting: VecDeque<ConnId>,
     timers: BinaryHeap<Reverse<(Instant, ConnId, TimerKind)>>,
     peak_connections: usize,
     shut_down: bool,
@@ -301,7 +375,8 @@ impl Server {
             conns: FxHashMap::default(),
             names: HashMap::new(),
             per_ip: HashMap::new(),
-            waiting: None,
+            fallthroughs_by_ip: HashMap::new(),
+            waiting: VecDeque::new(),
             timers: BinaryHeap::new(),
             peak_connections: 0,
             shut_down: false,
@@ -318,7 +393,7 @@ impl Server {
             connections: self.conns.len(),
             peak_connections: self.peak_connections,
             registered: self.names.len(),
-            waiting: self.waiting.is_some(),
+            waiting: !self.waiting.is_empty(),
         }
     }
 
@@ -327,16 +402,25 @@ impl Server {
         self.conns.get(&conn).and_then(|c| c.registration)
     }
 
-    /// The client waiting for a peer, if any.
+    /// The client the next BRIDGE will be handed, if any.
     pub fn waiting(&self) -> Option<Contact> {
-        self.waiting.and_then(|w| self.registration(w))
+        self.waiting.front().and_then(|&w| self.registration(w))
     }
 
-    fn handle_request(&mut self, conn: ConnId, request: Request) {
+    /// Every client waiting for a peer, the next to be handed out first.
+    pub fn waiting_clients(&self) -> Vec<Contact> {
+        self.waiting
+            .iter()
+            .filter_map(|&w| self.registration(w))
+            .collect()
+    }
+
+    fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
-            Request::Register(contact) => self.register(conn, contact),
-            Request::Bridge { name } => self.bridge(conn, name),
+            Request::Register(contact) => self.register(now, conn, contact),
+            Request::Bridge { name } => self.bridge(now, conn, name),
             Request::Unregister => {
+                self.fall_through(now, conn, true);
                 self.unregister(conn);
                 self.answer_ok(conn, None);
             }
@@ -348,7 +432,7 @@ impl Server {
         }
     }
 
-    fn register(&mut self, conn: ConnId, contact: Contact) {
+    fn register(&mut self, now: Instant, conn: ConnId, contact: Contact) {
         if let Some(why) = contact::unusable_ip(contact.ip) {
             return self.reject(conn, Rejection::UnusableIp(contact.ip, why));
         }
@@ -371,6 +455,7 @@ impl Server {
             }
             _ => {}
         }
+        self.fall_through(now, conn, true);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -387,45 +472,106 @@ impl Server {
             .event(ServerEvent::Registered { conn, contact });
     }
 
-    fn bridge(&mut self, conn: ConnId, claimed: Option<Name>) {
+    fn bridge(&mut self, now: Instant, conn: ConnId, claimed: Option<Name>) {
         let Some(me) = self.registration(conn) else {
             return self.reject(conn, Rejection::NotRegistered);
         };
         if claimed.is_some_and(|name| !name.same_as(&me.name)) {
             return self.reject(conn, Rejection::NameMismatch);
         }
-        match self.waiting {
-            Some(waiter) if waiter != conn => {
-                // The waiting slot only ever holds a registered, live connection.
-                let Some(peer) = self.registration(waiter) else {
-                    debug_assert!(false, "waiting slot held an unregistered connection");
-                    self.waiting = Some(conn);
-                    return self.answer_ok(conn, None);
-                };
-                self.waiting = None;
-                self.answer_ok(conn, Some(peer));
-                self.outputs.event(ServerEvent::Paired {
-                    asker: me.name,
-                    waiter: peer.name,
-                });
-            }
-            Some(_) => self.answer_ok(conn, None),
-            None => {
-                self.waiting = Some(conn);
-                self.answer_ok(conn, None);
-                self.outputs.event(ServerEvent::Waiting {
-                    conn,
-                    name: me.name,
-                });
-            }
+        self.fall_through(now, conn, true);
+        if let Some(wait) = self.refused_for(now, conn) {
+            // Whole seconds, rounded up, so a client that obeys is not refused again.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let retry_after = u32::try_from(secs).unwrap_or(u32::MAX);
+            return self.reject(conn, Rejection::TooManyFallthroughs { retry_after });
         }
+        if self.waiting.front() == Some(&conn) {
+            // Never handed itself: it keeps waiting.
+            return self.answer_ok(conn, None);
+        }
+        // A waiter behind a re-queued one is paired with it rather than left waiting.
+        self.waiting.retain(|&w| w != conn);
+        let Some(waiter) = self.waiting.pop_front() else {
+            self.waiting.push_back(conn);
+            self.answer_ok(conn, None);
+            return self.outputs.event(ServerEvent::Waiting {
+                conn,
+                name: me.name,
+            });
+        };
+        // The waiting place only ever holds registered, live connections.
+        let Some(peer) = self.registration(waiter) else {
+            debug_assert!(false, "the waiting place held an unregistered connection");
+            self.waiting.push_back(conn);
+            return self.answer_ok(conn, None);
+        };
+        let deadline = now.checked_add(self.config.introduction_deadline);
+        if let (Some(c), Some(deadline)) = (self.conns.get_mut(&conn), deadline) {
+            c.introduced = (deadline > now).then_some((waiter, deadline));
+        }
+        self.answer_ok(conn, Some(peer));
+        self.outputs.event(ServerEvent::Paired {
+            asker: me.name,
+            waiter: peer.name,
+        });
+    }
+
+    /// If `conn` was handed a waiter within the deadline, that introduction fell
+    /// through: the waiter goes back to the front and the asker gets a strike.
+    /// `by_request`: the asker said so with a request (UNREGISTER, REGISTER, BRIDGE),
+    /// which also counts against its address; a connection that just ends does not,
+    /// since every client ends so when its person quits, and many share one address.
+    fn fall_through(&mut self, now: Instant, conn: ConnId, by_request: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some((waiter, deadline)) = c.introduced.take() else {
+            return;
+        };
+        let ip = c.peer.ip();
+        if deadline <= now || self.waiting.contains(&waiter) {
+            return; // too late to tell, or the waiter already asked again itself
+        }
+        let Some(name) = self.registration(waiter).map(|w| w.name) else {
+            return; // the waiter left: nobody is stranded
+        };
+        self.waiting.push_front(waiter);
+        let window = self.config.fallthrough_window;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.fallthroughs.add(now, window);
+        }
+        if by_request {
+            self.fallthroughs_by_ip
+                .entry(ip)
+                .or_default()
+                .add(now, window);
+        }
+        self.outputs.event(ServerEvent::Requeued {
+            asker: conn,
+            waiter: name,
+        });
+    }
+
+    /// How long BRIDGE from `conn` stays refused for fall-throughs, if it is.
+    fn refused_for(&mut self, now: Instant, conn: ConnId) -> Option<Duration> {
+        let (window, limit) = (
+            self.config.fallthrough_window,
+            self.config.fallthrough_limit,
+        );
+        let c = self.conns.get(&conn)?;
+        let ip = c.peer.ip();
+        let by_conn = c.fallthroughs.refused_for(now, window, limit);
+        let by_ip = self
+            .fallthroughs_by_ip
+            .get(&ip)
+            .and_then(|strikes| strikes.refused_for(now, window, limit));
+        by_conn.max(by_ip)
     }
 
     /// Forgets `conn`'s registration and stops it waiting.
     fn unregister(&mut self, conn: ConnId) {
-        if self.waiting == Some(conn) {
-            self.waiting = None;
-        }
+        self.waiting.retain(|&w| w != conn);
         let Some(contact) = self
             .conns
             .get_mut(&conn)
@@ -449,21 +595,33 @@ impl Server {
 
     /// Answers with the rejection's status; the connection stays open.
     fn reject(&mut self, conn: ConnId, rejection: Rejection) {
+        let after = match rejection {
+            Rejection::TooManyFallthroughs { retry_after } => {
+                AfterError::KeepOpenRetryAfter(retry_after)
+            }
+            _ => AfterError::KeepOpen,
+        };
         self.send(conn, |out| {
-            codec::write_error(out, rejection.status(), &rejection, AfterError::KeepOpen)
+            codec::write_error(out, rejection.status(), &rejection, after)
         });
         self.outputs
             .event(ServerEvent::Rejected { conn, rejection });
     }
 
     /// Answers with the rejection's status, then closes the connection.
-    fn reject_and_close(&mut self, conn: ConnId, rejection: Rejection, reason: CloseReason) {
+    fn reject_and_close(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        rejection: Rejection,
+        reason: CloseReason,
+    ) {
         self.send(conn, |out| {
             codec::write_error(out, rejection.status(), &rejection, AfterError::Close)
         });
         self.outputs
             .event(ServerEvent::Rejected { conn, rejection });
-        self.close(conn, reason);
+        self.close(now, conn, reason);
     }
 
     fn send(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
@@ -479,14 +637,15 @@ impl Server {
     }
 
     /// Forgets `conn` and tells the transport to close it.
-    fn close(&mut self, conn: ConnId, reason: CloseReason) {
-        if self.forget(conn, reason) {
+    fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        if self.forget(now, conn, reason) {
             self.outputs.close(conn);
         }
     }
 
     /// Drops every trace of `conn`; false if it was already gone.
-    fn forget(&mut self, conn: ConnId, reason: CloseReason) -> bool {
+    fn forget(&mut self, now: Instant, conn: ConnId, reason: CloseReason) -> bool {
+        self.fall_through(now, conn, false);
         self.unregister(conn);
         let Some(c) = self.conns.remove(&conn) else {
             return false;
@@ -500,7 +659,18 @@ impl Server {
         }
         self.outputs.event(ServerEvent::Closed { conn, reason });
         self.compact_timers();
+        self.prune_fallthroughs(now);
         true
+    }
+
+    /// Drops per-IP counts whose window is over, once they outnumber live connections.
+    fn prune_fallthroughs(&mut self, now: Instant) {
+        if self.fallthroughs_by_ip.len() <= 2 * self.conns.len() + 128 {
+            return;
+        }
+        let window = self.config.fallthrough_window;
+        self.fallthroughs_by_ip
+            .retain(|_, strikes| !matches!(strikes.window_end(window), Some(end) if end <= now));
     }
 
     /// Queues a timer; a deadline past what `Instant` can hold means "never".
@@ -538,13 +708,13 @@ impl Server {
         match kind {
             TimerKind::Register => {
                 if !c.ever_registered {
-                    self.close(conn, CloseReason::RegisterTimeout);
+                    self.close(now, conn, CloseReason::RegisterTimeout);
                 }
             }
             TimerKind::Idle => {
                 let deadline = c.last_activity.checked_add(self.config.idle_timeout);
                 if deadline.is_some_and(|deadline| deadline <= now) {
-                    self.close(conn, CloseReason::IdleTimeout);
+                    self.close(now, conn, CloseReason::IdleTimeout);
                 } else {
                     self.push_timer(deadline, conn, TimerKind::Idle);
                     self.compact_timers();
@@ -558,6 +728,7 @@ impl Server {
                 let deadline = started.checked_add(self.config.head_timeout);
                 if deadline.is_some_and(|deadline| deadline <= now) {
                     self.reject_and_close(
+                        now,
                         conn,
                         Rejection::HeadTimeout,
                         CloseReason::Rejected(Status::REQUEST_TIMEOUT),
@@ -631,6 +802,8 @@ impl Endpoint for Server {
                 head_started: None,
                 head_timer_queued: false,
                 last_activity: now,
+                introduced: None,
+                fallthroughs: Strikes::default(),
             },
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
@@ -670,11 +843,12 @@ impl Endpoint for Server {
             match c.decoder.decode_request(&mut input) {
                 Ok(Some(request)) => {
                     completed_any = true;
-                    self.handle_request(conn, request);
+                    self.handle_request(now, conn, request);
                 }
                 Ok(None) => break,
                 Err(error) => {
                     return self.reject_and_close(
+                        now,
                         conn,
                         Rejection::Framing(error),
                         CloseReason::Rejected(error.status),
@@ -702,11 +876,11 @@ impl Endpoint for Server {
         }
     }
 
-    fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
-        self.forget(conn, CloseReason::PeerClosed);
+    fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.forget(now, conn, CloseReason::PeerClosed);
     }
 
-    fn handle_input(&mut self, _now: Instant, input: ServerInput) {
+    fn handle_input(&mut self, now: Instant, input: ServerInput) {
         match input {
             ServerInput::Shutdown => {
                 if self.shut_down {
@@ -716,7 +890,7 @@ impl Endpoint for Server {
                 let mut open: Vec<ConnId> = self.conns.keys().copied().collect();
                 open.sort_unstable();
                 for conn in open {
-                    self.close(conn, CloseReason::Shutdown);
+                    self.close(now, conn, CloseReason::Shutdown);
                 }
                 self.timers.clear();
                 self.outputs.exit(Ok(()));

@@ -478,6 +478,8 @@ fn second_bridge_gets_the_waiters_contact_and_the_waiter_is_handed_out_only_once
         );
         // alice was taken: carol finds nobody and waits herself.
         assert_eq!(s.ask(carol, &bridge()), ok());
+        // Past the introduction deadline bob's next BRIDGE does not put alice back.
+        s.advance(10);
         assert_eq!(
             s.ask(bob, &bridge()),
             ok_contact("carol", "127.0.0.9", 9003)
@@ -1266,5 +1268,181 @@ fn a_connection_silent_for_the_idle_timeout_is_closed_and_its_name_freed() {
         );
         s.advance(40);
         assert!(s.is_closed(chatty));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Introductions that fall through
+
+/// `429` with `Retry-After` and the reason, the connection kept.
+fn too_many_fallthroughs(retry_after: u64) -> String {
+    let reason = format!("too many peers handed to you went unused; try again in {retry_after}s");
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{reason}",
+        reason.len()
+    )
+}
+
+/// Regression: an asker handed a waiter that then unregistered left the waiter
+/// stranded; the waiter now goes back to the front, whatever ends the introduction.
+#[test]
+fn an_introduction_that_falls_through_puts_the_waiter_back_first_in_line() {
+    for ending in ["unregister", "register again", "bridge again", "close"] {
+        each_chunking(|s| {
+            let host = s.add_host();
+            let alice = s.registered("alice", 9001);
+            assert_eq!(s.ask(alice, &bridge()), ok());
+            let asker = s.open_from(host);
+            s.send_from(host, asker, &register("mallory", "127.0.0.66", 6666));
+            s.send_from(host, asker, &bridge());
+            let answers = s.take_from(host, asker);
+            assert!(
+                answers.ends_with(&ok_contact("alice", "127.0.0.9", 9001)),
+                "{answers}"
+            );
+            // carol arrives meanwhile and waits: alice must still come first.
+            let carol = s.registered("carol", 9003);
+            assert_eq!(s.ask(carol, &bridge()), ok());
+            s.advance(9);
+            match ending {
+                "unregister" => s.send_from(host, asker, &unregister()),
+                "register again" => {
+                    s.send_from(host, asker, &register("mallory", "127.0.0.66", 6666))
+                }
+                "bridge again" => s.send_from(host, asker, &bridge()),
+                _ => {
+                    s.net.close_raw(host, asker);
+                    s.net.run();
+                }
+            }
+            let server = s.net.server(s.server);
+            let waiting: Vec<String> = server
+                .waiting_clients()
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect();
+            let expected: &[&str] = if ending == "bridge again" {
+                &["carol"] // the asker was handed alice again
+            } else {
+                &["alice", "carol"]
+            };
+            assert_eq!(waiting, expected, "after {ending}");
+            // alice heard nothing: her v1 client still believes it is waiting.
+            assert_eq!(s.take(alice), "");
+        });
+    }
+}
+
+#[test]
+fn past_the_deadline_an_introduction_stands() {
+    each_chunking(|s| {
+        let alice = s.registered("alice", 9001);
+        let bob = s.registered("bob", 9002);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        assert_eq!(
+            s.ask(bob, &bridge()),
+            ok_contact("alice", "127.0.0.9", 9001)
+        );
+        s.advance(10);
+        assert_eq!(s.ask(bob, &unregister()), ok());
+        assert_eq!(s.net.server(s.server).waiting(), None);
+    });
+}
+
+/// Regression: one connection looping REGISTER, BRIDGE, UNREGISTER took every waiter.
+/// Now its third fall-through within a minute earns `429` until the minute is up,
+/// from that connection and from its IP, and waiters are served to real askers.
+#[test]
+fn an_asker_whose_introductions_keep_falling_through_gets_429_per_connection_and_ip() {
+    each_chunking(|s| {
+        let hostile = s.add_host();
+        let alice = s.registered("alice", 9001);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        let conn = s.open_from(hostile);
+        for round in 0..3 {
+            s.send_from(hostile, conn, &register("mallory", "127.0.0.66", 6666));
+            s.send_from(hostile, conn, &bridge());
+            s.send_from(hostile, conn, &unregister());
+            let answers = s.take_from(hostile, conn);
+            assert!(
+                answers.contains(&ok_contact("alice", "127.0.0.9", 9001)),
+                "round {round}: {answers}"
+            );
+            s.advance(1);
+        }
+        // Three fall-throughs from 0 s to 2 s: refused until 60 s after the first.
+        s.send_from(hostile, conn, &register("mallory", "127.0.0.66", 6666));
+        s.take_from(hostile, conn);
+        s.send_from(hostile, conn, &bridge());
+        assert_eq!(s.take_from(hostile, conn), too_many_fallthroughs(57));
+        // A new connection from the same IP inherits the count.
+        s.net.close_raw(hostile, conn);
+        s.net.run();
+        let again = s.open_from(hostile);
+        s.send_from(hostile, again, &register("mallory2", "127.0.0.66", 6666));
+        s.take_from(hostile, again);
+        s.send_from(hostile, again, &bridge());
+        assert_eq!(s.take_from(hostile, again), too_many_fallthroughs(57));
+        // A real asker from another address is handed alice, still first in line.
+        let bob = s.registered("bob", 9002);
+        assert_eq!(
+            s.ask(bob, &bridge()),
+            ok_contact("alice", "127.0.0.9", 9001)
+        );
+        // Once the minute is up the hostile IP may bridge again.
+        s.advance(57);
+        s.send_from(hostile, again, &bridge());
+        assert_eq!(s.take_from(hostile, again), ok());
+    });
+}
+
+#[test]
+fn a_zero_fallthrough_limit_never_refuses() {
+    let lenient = || ServerConfig {
+        fallthrough_limit: 0,
+        ..ServerConfig::default()
+    };
+    each_chunking_with(lenient, |s| {
+        let alice = s.registered("alice", 9001);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        let conn = s.open();
+        for _ in 0..5 {
+            s.send(conn, &register("mallory", "127.0.0.66", 6666));
+            s.send(conn, &bridge());
+            s.send(conn, &unregister());
+        }
+        let answers = s.take(conn);
+        assert!(!answers.contains("429"), "{answers}");
+        assert_eq!(
+            s.net.server(s.server).waiting().map(|c| c.name),
+            Some(name("alice"))
+        );
+    });
+}
+
+/// A connection that just ends puts its waiter back but is not held against its address:
+/// every client ends so when its person quits, and many people can share one address.
+#[test]
+fn askers_that_simply_leave_requeue_their_waiter_but_their_address_is_not_refused() {
+    each_chunking(|s| {
+        let crowd = s.add_host();
+        let alice = s.registered("alice", 9001);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        for i in 0..5 {
+            let conn = s.open_from(crowd);
+            s.send_from(crowd, conn, &register(&format!("p{i}"), "127.0.0.66", 6666));
+            s.send_from(crowd, conn, &bridge());
+            let answers = s.take_from(crowd, conn);
+            assert!(
+                answers.ends_with(&ok_contact("alice", "127.0.0.9", 9001)),
+                "{i}: {answers}"
+            );
+            s.net.close_raw(crowd, conn);
+            s.net.run();
+        }
+        assert_eq!(
+            s.net.server(s.server).waiting().map(|c| c.name),
+            Some(name("alice"))
+        );
     });
 }

@@ -58,6 +58,7 @@ macro_rules! hardening_suite {
             a_waiting_client_that_resets_mid_request_is_not_handed_out,
             hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting,
             silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer,
+            a_register_bridge_unregister_loop_does_not_stall_pairing,
             a_server_that_stops_answering_is_reported_and_a_late_answer_skipped,
             a_peer_that_never_answers_chat_or_refuses_the_connect_is_reported,
             slowloris_dribblers_are_closed_at_the_head_timeout_while_others_are_served,
@@ -845,6 +846,127 @@ pub fn hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting<T: Transpor
     server.stop().expect("clean shutdown");
 }
 
+/// A connection from `local_ip` (another loopback address, so that penalties the
+/// server gives that address do not touch the real clients on 127.0.0.1).
+fn connect_from(local_ip: &str, server: SocketAddr) -> Raw {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{local_ip}:0").parse().expect("an address");
+    socket
+        .bind(&local.into())
+        .expect("bind a loopback source address");
+    socket
+        .connect_timeout(&server.into(), WAIT)
+        .expect("connect to the server");
+    Raw::wrap(socket.into())
+}
+
+/// Waits (bounded) for a message from `from` with `text`.
+fn wait_message(client: &TestClient, from: &str, text: &str) {
+    client.wait_for(
+        &format!("{from}: {text}"),
+        |e| matches!(e, ClientEvent::MessageReceived { from: f, text: t } if f.as_str() == from && t == text),
+    );
+}
+
+/// Waits (bounded) until `client` is READY with `peer`.
+fn wait_ready_with(client: &TestClient, peer: &str) {
+    match client.wait_for("READY MODE", |e| {
+        matches!(e, ClientEvent::ModeChanged { mode, .. } if *mode == Mode::Ready || *mode == Mode::Wait)
+    }) {
+        ClientEvent::ModeChanged { mode: Mode::Ready, peer: Some(p) } => {
+            assert_eq!(p.as_str(), peer, "{} was handed the wrong peer", client.name)
+        }
+        other => panic!("{} was not handed {peer}: {other:?}", client.name),
+    }
+}
+
+/// Regression: one connection looping REGISTER, BRIDGE, UNREGISTER was handed every
+/// waiter and stranded it. With the loop running, three real clients still pair and
+/// chat (alice with bob, then bob with carol), and the loop is refused with `429`.
+pub fn a_register_bridge_unregister_loop_does_not_stall_pairing<T: Transport>() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let server = TestServer::start::<T>();
+    let (alice_name, bob_name, carol_name) = (unique("alice"), unique("bob"), unique("carol"));
+    let alice = TestClient::start::<T>(&alice_name, server.addr);
+    alice.register_and_bridge(Mode::Wait);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rounds_tx, rounds) = std::sync::mpsc::channel();
+    let hostile = {
+        let (stop, addr) = (stop.clone(), server.addr);
+        thread::spawn(move || {
+            let mut raw = connect_from("127.0.0.2", addr);
+            let mut refusals = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(raw.register("mallory", "127.0.0.2", 9).status, 200);
+                let answer = raw.bridge();
+                match answer.status {
+                    200 => {}
+                    429 => refusals.push(answer),
+                    _ => panic!("unexpected answer to BRIDGE: {answer:?}"),
+                }
+                assert_eq!(raw.request("UNREGISTER / HTTP/1.1\r\n\r\n").status, 200);
+                let _ = rounds_tx.send(());
+            }
+            refusals
+        })
+    };
+    // Let it loop long enough to have taken alice three times over.
+    for _ in 0..10 {
+        rounds
+            .recv_timeout(WAIT)
+            .expect("the hostile loop made no progress");
+    }
+
+    let bob = TestClient::start::<T>(&bob_name, server.addr);
+    bob.line("/register");
+    bob.wait_mode(Mode::Registered);
+    bob.line("/bridge");
+    wait_ready_with(&bob, &alice_name);
+    bob.line("/chat");
+    bob.wait_mode(Mode::Write);
+    alice.wait_mode(Mode::Read);
+    bob.line("hello alice");
+    wait_message(&alice, &bob_name, "hello alice");
+    alice.line("hello bob");
+    wait_message(&bob, &alice_name, "hello bob");
+    // alice leaves; bob is free again and meets the next one who waits.
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    bob.wait_mode(Mode::Registered);
+
+    let carol = TestClient::start::<T>(&carol_name, server.addr);
+    carol.register_and_bridge(Mode::Wait);
+    bob.line("/bridge");
+    wait_ready_with(&bob, &carol_name);
+    bob.line("/chat");
+    carol.wait_mode(Mode::Read);
+    bob.line("hello carol");
+    wait_message(&carol, &bob_name, "hello carol");
+    carol.line("hello bob");
+    wait_message(&bob, &carol_name, "hello bob");
+
+    stop.store(true, Ordering::Relaxed);
+    let refusals = hostile.join().expect("the hostile loop failed");
+    let first = refusals
+        .first()
+        .expect("the hostile loop was never refused");
+    assert_error(first, 429);
+    let retry_after: u64 = first
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    drop((bob, carol));
+    server.stop().expect("clean shutdown");
+}
+
 /// A waiting client's chat port is handed to anyone who bridges: silent
 /// connections there must not keep the real peer (who also bridged) out.
 pub fn silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer<T: Transport>() {
@@ -1482,6 +1604,9 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
         .collect();
     // The disrupted pairs: two clients, or a client and a raw peer for the reset.
     let mut others: Vec<(TestClient, Result<TestClient, Option<Raw>>)> = Vec::new();
+    // A raw asker keeps its server connection for its session, as a client does: one
+    // that left at once would have its introduction fall through, `a` put back in line.
+    let mut askers = Vec::new();
     for (i, how) in disruptions.iter().enumerate() {
         let (a, b) = (format!("d{i}a"), format!("d{i}b"));
         match how {
@@ -1499,6 +1624,7 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
                 assert_eq!(handed.header("Name"), Some(a.name.as_str()), "{handed:?}");
                 let peer = raw_chat_with(&a, &b);
                 others.push((a, Err(Some(peer))));
+                askers.push(asker);
             }
         }
     }
@@ -1614,6 +1740,7 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
             let _ = b.finish();
         }
     }
+    drop(askers);
     a_fresh_pair_is_served(&server);
     server.stop().expect("clean shutdown");
     eprintln!(
