@@ -35,7 +35,8 @@ multicast, the cloud metadata address 169.254.169.254) with `400`.
 A client handed a waiter that then unregisters, registers again, bridges again
 or leaves within --introduction-deadline was not going to chat: the waiter is
 put back first in line. After --max-fallthroughs of those in a minute, from one
-connection or one IP, its BRIDGE gets `429` with `Retry-After`.")]
+connection or (by request, not by leaving) from one IP, BRIDGE from there gets
+`429` with `Retry-After` until the minute is over.")]
 pub struct ServerArgs {
     /// Address and port to listen on (port 0: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7070", value_parser = crate::parse_addr)]
@@ -88,8 +89,9 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub introduction_deadline: Duration,
 
-    /// Such fall-throughs within a minute, from one connection or one IP, after which
-    /// BRIDGE gets `429 Too Many Requests` with `Retry-After` (0: never).
+    /// Such fall-throughs within a minute, from one connection (or from one IP, counting
+    /// those by request, not by leaving), after which BRIDGE gets `429 Too Many Requests`
+    /// with `Retry-After` (0: never).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_fallthroughs: u32,
 }
@@ -239,6 +241,20 @@ mod tests {
                 reason: CloseReason::PeerClosed
             }),
             "#4 closed: closed by the client"
+        );
+        assert_eq!(
+            shown(ServerEvent::Requeued {
+                asker: ConnId(5),
+                waiter: name("Alice")
+            }),
+            "#5 dropped Alice unused: Alice waits again, first in line"
+        );
+        assert_eq!(
+            shown(ServerEvent::Rejected {
+                conn: ConnId(5),
+                rejection: Rejection::TooManyFallthroughs { retry_after: 42 }
+            }),
+            "#5 rejected: 429 Too Many Requests (too many peers handed to you went unused; try again in 42s)"
         );
     }
 
