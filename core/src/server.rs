@@ -296,9 +296,20 @@ struct Conn {
     /// re-arms from here instead of being pushed on every read.
     last_activity: Instant,
     /// The waiter this connection was last handed, until the introduction's deadline.
-    introduced: Option<(ConnId, Instant)>,
+    introduced: Option<Introduction>,
+    /// BRIDGE requests from this connection so far: a waiter that asked again after
+    /// being handed out has moved on, and is not put back in line for it.
+    bridges: u64,
     /// This connection's introductions that fell through.
     fallthroughs: Strikes,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Introduction {
+    waiter: ConnId,
+    deadline: Instant,
+    /// The waiter's `bridges` when it was handed out.
+    waiter_bridges: u64,
 }
 
 /// Fall-throughs counted in a fixed window that opens at the first one.
@@ -479,6 +490,9 @@ impl Server {
         if claimed.is_some_and(|name| !name.same_as(&me.name)) {
             return self.reject(conn, Rejection::NameMismatch);
         }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bridges += 1;
+        }
         self.fall_through(now, conn, true);
         if let Some(wait) = self.refused_for(now, conn) {
             // Whole seconds, rounded up, so a client that obeys is not refused again.
@@ -507,8 +521,13 @@ impl Server {
             return self.answer_ok(conn, None);
         };
         let deadline = now.checked_add(self.config.introduction_deadline);
+        let waiter_bridges = self.conns.get(&waiter).map_or(0, |w| w.bridges);
         if let (Some(c), Some(deadline)) = (self.conns.get_mut(&conn), deadline) {
-            c.introduced = (deadline > now).then_some((waiter, deadline));
+            c.introduced = (deadline > now).then_some(Introduction {
+                waiter,
+                deadline,
+                waiter_bridges,
+            });
         }
         self.answer_ok(conn, Some(peer));
         self.outputs.event(ServerEvent::Paired {
@@ -526,16 +545,22 @@ impl Server {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Some((waiter, deadline)) = c.introduced.take() else {
+        let Some(intro) = c.introduced.take() else {
             return;
         };
         let ip = c.peer.ip();
-        if deadline <= now || self.waiting.contains(&waiter) {
-            return; // too late to tell, or the waiter already asked again itself
+        let waiter = intro.waiter;
+        if intro.deadline <= now || self.waiting.contains(&waiter) {
+            return; // too late to tell, or the waiter is in line already
         }
-        let Some(name) = self.registration(waiter).map(|w| w.name) else {
+        let Some(w) = self.conns.get(&waiter) else {
             return; // the waiter left: nobody is stranded
         };
+        let moved_on = w.bridges != intro.waiter_bridges;
+        let Some(contact) = w.registration.filter(|_| !moved_on) else {
+            return; // unregistered since, or it asked again itself and moved on
+        };
+        let name = contact.name;
         self.waiting.push_front(waiter);
         let window = self.config.fallthrough_window;
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -803,6 +828,7 @@ impl Endpoint for Server {
                 head_timer_queued: false,
                 last_activity: now,
                 introduced: None,
+                bridges: 0,
                 fallthroughs: Strikes::default(),
             },
         );

@@ -1446,3 +1446,26 @@ fn askers_that_simply_leave_requeue_their_waiter_but_their_address_is_not_refuse
         );
     });
 }
+
+/// A waiter that asked again after being handed out has moved on (here it was
+/// handed a newer waiter itself): its first asker dropping it does not put it back.
+#[test]
+fn a_waiter_that_bridged_again_since_is_not_put_back() {
+    each_chunking(|s| {
+        let alice = s.registered("alice", 9001);
+        let mallory = s.registered("mallory", 9666);
+        let carol = s.registered("carol", 9003);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        assert_eq!(
+            s.ask(mallory, &bridge()),
+            ok_contact("alice", "127.0.0.9", 9001)
+        );
+        assert_eq!(s.ask(carol, &bridge()), ok());
+        assert_eq!(
+            s.ask(alice, &bridge()),
+            ok_contact("carol", "127.0.0.9", 9003)
+        );
+        assert_eq!(s.ask(mallory, &unregister()), ok());
+        assert_eq!(s.net.server(s.server).waiting(), None);
+    });
+}
