@@ -19,6 +19,7 @@ Examples:
   bridgechat server --listen 127.0.0.1:0     let the system pick a port (printed)
   bridgechat server --trace                  show every request and answer
   bridgechat server --max-per-ip 20000       let one host (a load generator) hold many clients
+  bridgechat server --strict-ip              clients may register only their own address
 
 Prints `listening on ADDR:PORT` once ready, then one line per notable event.
 Ctrl+C or SIGTERM stops it cleanly (exit 0): no new connections, answers
@@ -26,7 +27,16 @@ already decided are sent, every connection is closed.
 
 Limits: past --max-connections or --max-per-ip a new connection gets
 `503 Service Unavailable` with `Retry-After` and is closed; the others carry on.
-At start-up the open-file limit is raised to its hard limit.")]
+At start-up the open-file limit is raised to its hard limit.
+
+REGISTER refuses an IP no peer could reach (0.0.0.0, ::, 255.255.255.255,
+multicast, the cloud metadata address 169.254.169.254) with `400`.
+
+A client handed a waiter that then unregisters, registers again, bridges again
+or leaves within --introduction-deadline was not going to chat: the waiter is
+put back first in line. After --max-fallthroughs of those in a minute, from one
+connection or (by request, not by leaving) from one IP, BRIDGE from there gets
+`429` with `Retry-After` until the minute is over.")]
 pub struct ServerArgs {
     /// Address and port to listen on (port 0: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7070", value_parser = crate::parse_addr)]
@@ -67,6 +77,23 @@ pub struct ServerArgs {
     /// Largest request body accepted, in bytes, before `413` and close.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_body)]
     pub max_body: usize,
+
+    /// REGISTER only the IP a client connects from, or a private one (RFC 1918,
+    /// loopback, link-local, IPv6 ULA) when it connects from a private one; else `403`.
+    /// Leave off when clients reach the server through NAT or a proxy.
+    #[arg(long)]
+    pub strict_ip: bool,
+
+    /// Seconds after handing an asker a waiter during which the asker's UNREGISTER,
+    /// REGISTER, BRIDGE or leaving puts the waiter back at the front of the queue.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub introduction_deadline: Duration,
+
+    /// Such fall-throughs within a minute, from one connection (or from one IP, counting
+    /// those by request, not by leaving), after which BRIDGE gets `429 Too Many Requests`
+    /// with `Retry-After` (0: never).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_fallthroughs: u32,
 }
 
 /// File descriptors kept back from `--max-connections` for listeners, stdio and the poller.
@@ -105,6 +132,9 @@ impl ServerArgs {
             idle_timeout: self.idle_timeout,
             max_connections,
             max_per_ip: saturating_usize(self.max_per_ip),
+            strict_ip: self.strict_ip,
+            introduction_deadline: self.introduction_deadline,
+            fallthrough_limit: self.max_fallthroughs,
             ..defaults
         }
     }
@@ -149,6 +179,9 @@ pub fn describe(event: &ServerEvent, quiet: bool) -> Option<Line> {
         ServerEvent::Unregistered { conn, name } => format!("{conn} unregistered {name}"),
         ServerEvent::Waiting { conn, name } => format!("{conn} {name} is waiting for a peer"),
         ServerEvent::Paired { asker, waiter } => format!("paired {asker} with {waiter}"),
+        ServerEvent::Requeued { asker, waiter } => {
+            format!("{asker} dropped {waiter} unused: {waiter} waits again, first in line")
+        }
         ServerEvent::Rejected { conn, rejection } => {
             format!("{conn} rejected: {} ({rejection})", rejection.status())
         }
@@ -209,6 +242,50 @@ mod tests {
             }),
             "#4 closed: closed by the client"
         );
+        assert_eq!(
+            shown(ServerEvent::Requeued {
+                asker: ConnId(5),
+                waiter: name("Alice")
+            }),
+            "#5 dropped Alice unused: Alice waits again, first in line"
+        );
+        assert_eq!(
+            shown(ServerEvent::Rejected {
+                conn: ConnId(5),
+                rejection: Rejection::TooManyFallthroughs { retry_after: 42 }
+            }),
+            "#5 rejected: 429 Too Many Requests (too many peers handed to you went unused; try again in 42s)"
+        );
+    }
+
+    /// `ServerArgs` as the command line gives them.
+    fn parsed(args: &[&str]) -> ServerArgs {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let argv = std::iter::once("server").chain(args.iter().copied());
+        <Line as clap::Parser>::try_parse_from(argv)
+            .expect("valid flags")
+            .server
+    }
+
+    #[test]
+    fn strict_ip_is_off_unless_asked_for() {
+        assert!(!parsed(&[]).config(None).strict_ip);
+        assert!(parsed(&["--strict-ip"]).config(None).strict_ip);
+    }
+
+    #[test]
+    fn fall_through_flags_reach_the_config() {
+        let defaults = parsed(&[]).config(None);
+        assert_eq!(defaults.introduction_deadline, Duration::from_secs(10));
+        assert_eq!(defaults.fallthrough_limit, 3);
+        let set =
+            parsed(&["--introduction-deadline", "2.5", "--max-fallthroughs", "0"]).config(None);
+        assert_eq!(set.introduction_deadline, Duration::from_millis(2500));
+        assert_eq!(set.fallthrough_limit, 0);
     }
 
     #[test]

@@ -52,6 +52,7 @@ impl Status {
     pub const FORBIDDEN: Status = Status(403);
     pub const REQUEST_TIMEOUT: Status = Status(408);
     pub const CONFLICT: Status = Status(409);
+    pub const TOO_MANY_REQUESTS: Status = Status(429);
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const HEADERS_TOO_LARGE: Status = Status(431);
     pub const NOT_IMPLEMENTED: Status = Status(501);
@@ -70,6 +71,7 @@ impl Status {
             408 => "Request Timeout",
             409 => "Conflict",
             413 => "Content Too Large",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
             503 => "Service Unavailable",
@@ -253,11 +255,6 @@ impl DecodeError {
     const fn new(status: Status, reason: &'static str) -> DecodeError {
         DecodeError { status, reason }
     }
-
-    /// Always true: after a framing error the byte stream cannot be trusted.
-    pub fn must_close(&self) -> bool {
-        true
-    }
 }
 
 impl fmt::Display for DecodeError {
@@ -286,6 +283,10 @@ const BAD_RESPONSE_CONTACT: DecodeError = DecodeError::new(
     Status::BAD_REQUEST,
     "response has an incomplete or invalid contact",
 );
+const SWITCHING_PROTOCOLS: DecodeError = DecodeError::new(
+    Status::BAD_REQUEST,
+    "101 Switching Protocols was never asked for",
+);
 const FAILED_BEFORE: DecodeError =
     DecodeError::new(Status::BAD_REQUEST, "connection already failed");
 
@@ -294,12 +295,15 @@ const FAILED_BEFORE: DecodeError =
 enum Head {
     Request(Request),
     Response(Status, Option<Contact>),
+    /// A 1xx answer other than 101: not the answer yet (RFC 9110 §15.2).
+    Interim,
 }
 
 /// A complete message of either kind.
 enum Decoded {
     Request(Request),
     Response(Response),
+    Interim,
 }
 
 impl Head {
@@ -320,6 +324,7 @@ impl Head {
                 contact,
                 body,
             }),
+            Head::Interim => Decoded::Interim,
         }
     }
 }
@@ -409,17 +414,24 @@ impl Decoder {
     pub fn decode_request(&mut self, input: &mut &[u8]) -> Result<Option<Request>, DecodeError> {
         match self.decode(Kind::Request, input)? {
             Some(Decoded::Request(r)) => Ok(Some(r)),
-            Some(Decoded::Response(_)) => Err(MALFORMED),
+            Some(Decoded::Response(_) | Decoded::Interim) => Err(MALFORMED),
             None => Ok(None),
         }
     }
 
     /// Like [`decode_request`](Self::decode_request), for responses.
+    ///
+    /// Interim `1xx` answers (`100 Continue`, `102`, `103`) are skipped until the final
+    /// one, as RFC 9110 §15.2 asks, so callers only ever see final answers.
+    /// `101 Switching Protocols` is a framing error: nobody here asks to switch.
     pub fn decode_response(&mut self, input: &mut &[u8]) -> Result<Option<Response>, DecodeError> {
-        match self.decode(Kind::Response, input)? {
-            Some(Decoded::Response(r)) => Ok(Some(r)),
-            Some(Decoded::Request(_)) => Err(MALFORMED),
-            None => Ok(None),
+        loop {
+            match self.decode(Kind::Response, input)? {
+                Some(Decoded::Response(r)) => return Ok(Some(r)),
+                Some(Decoded::Interim) => continue,
+                Some(Decoded::Request(_)) => return Err(MALFORMED),
+                None => return Ok(None),
+            }
         }
     }
 
@@ -639,8 +651,14 @@ fn parse_head(
             if head_len > limits.max_head {
                 return Err(HEAD_TOO_LARGE);
             }
-            let fields = Fields::collect(resp.headers, limits)?;
             let code = resp.code.ok_or(MALFORMED)?;
+            match code {
+                101 => return Err(SWITCHING_PROTOCOLS),
+                // RFC 9112 §6.3: a 1xx has no body whatever its headers say.
+                100..=199 => return Ok(Some((Head::Interim, head_len, 0))),
+                _ => {}
+            }
+            let fields = Fields::collect(resp.headers, limits)?;
             let contact = if fields.has_any_contact_header() {
                 Some(fields.contact().map_err(|_| BAD_RESPONSE_CONTACT)?)
             } else {
@@ -931,6 +949,8 @@ pub fn write_ok(out: &mut Vec<u8>, contact: Option<&Contact>) {
 pub enum AfterError {
     /// The connection stays open (bad header value, 403, 409, unknown method).
     KeepOpen,
+    /// The connection stays open, and the client should wait this many seconds (429).
+    KeepOpenRetryAfter(u32),
     /// The connection closes after this response (framing errors); says `Connection: close`.
     Close,
     /// Like `Close`, and tells the client when to retry (503).
@@ -947,6 +967,11 @@ pub fn write_error(
     write_head_line(out, status);
     match after {
         AfterError::KeepOpen => {}
+        AfterError::KeepOpenRetryAfter(seconds) => {
+            out.extend_from_slice(b"Retry-After: ");
+            write_decimal(out, seconds as usize);
+            out.extend_from_slice(CRLF);
+        }
         AfterError::Close => out.extend_from_slice(b"Connection: close\r\n"),
         AfterError::CloseRetryAfter(seconds) => {
             out.extend_from_slice(b"Connection: close\r\nRetry-After: ");

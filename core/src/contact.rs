@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Longest name the contract allows.
 pub const MAX_NAME_LEN: usize = 32;
@@ -85,6 +85,37 @@ impl Name {
         // The constructor admits ASCII only, so this cannot fail.
         std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
+
+    /// The name folded to ASCII lower case: `Bob`, `bob` and `BOB` share one key.
+    /// Registrations are unique by key; each keeps its own spelling in `Name`.
+    #[inline]
+    pub fn key(&self) -> NameKey {
+        let mut bytes = self.bytes;
+        bytes.make_ascii_lowercase();
+        NameKey {
+            len: self.len,
+            bytes,
+        }
+    }
+
+    /// Whether two names are the same without regard to ASCII case.
+    pub fn same_as(&self, other: &Name) -> bool {
+        self.as_bytes().eq_ignore_ascii_case(other.as_bytes())
+    }
+}
+
+/// A [`Name`] folded to lower case, for lookups that ignore case; fixed-size, no heap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    len: u8,
+    bytes: [u8; MAX_NAME_LEN],
+}
+
+impl fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = &self.bytes[..usize::from(self.len)];
+        write!(f, "{:?}", String::from_utf8_lossy(text))
+    }
 }
 
 impl std::str::FromStr for Name {
@@ -152,6 +183,59 @@ fn parse_dotted_quad(raw: &[u8]) -> Option<Ipv4Addr> {
     match parts.next() {
         None => Some(Ipv4Addr::from(octets)),
         Some(_) => None,
+    }
+}
+
+/// Why a registered IP cannot be a peer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnusableIp {
+    /// `0.0.0.0` or `::`: "any address", nobody's in particular.
+    Unspecified,
+    /// `255.255.255.255`: every host on the link.
+    Broadcast,
+    /// `224.0.0.0/4` or `ff00::/8`: a group, not a host; TCP cannot connect to it.
+    Multicast,
+    /// `169.254.169.254` (and AWS's `fd00:ec2::254`): the cloud's metadata service.
+    CloudMetadata,
+}
+
+impl fmt::Display for UnusableIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnusableIp::Unspecified => "the unspecified address",
+            UnusableIp::Broadcast => "the broadcast address",
+            UnusableIp::Multicast => "a multicast address",
+            UnusableIp::CloudMetadata => "the cloud metadata service",
+        })
+    }
+}
+
+/// The cloud metadata service: a fixed service address on every major cloud, never a host.
+const CLOUD_METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const CLOUD_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254);
+
+/// Whether `ip` is an address no peer could mean (IPv4-mapped IPv6 counts as its IPv4).
+pub fn unusable_ip(ip: IpAddr) -> Option<UnusableIp> {
+    match ip.to_canonical() {
+        ip if ip.is_unspecified() => Some(UnusableIp::Unspecified),
+        ip if ip.is_multicast() => Some(UnusableIp::Multicast),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some(UnusableIp::Broadcast),
+        IpAddr::V4(CLOUD_METADATA_V4) | IpAddr::V6(CLOUD_METADATA_V6) => {
+            Some(UnusableIp::CloudMetadata)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `ip` belongs to a private network: RFC 1918, loopback, link-local, or
+/// IPv6 unique-local (`fc00::/7`). Such an address means something only near its owner.
+pub fn is_private_ip(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xffc0) == 0xfe80 || (first & 0xfe00) == 0xfc00
+        }
     }
 }
 
@@ -223,6 +307,78 @@ mod tests {
         assert!(Name::new(&[b'a'; 32]).is_ok());
         assert_eq!(Name::new(b"al ice"), Err(InvalidValue::BadCharacter));
         assert_eq!(Name::new("é".as_bytes()), Err(InvalidValue::BadCharacter));
+    }
+
+    #[test]
+    fn keys_ignore_ascii_case_and_names_keep_their_spelling() {
+        let (bob, upper) = (Name::new(b"bob").unwrap(), Name::new(b"BoB").unwrap());
+        assert_eq!(bob.key(), upper.key());
+        assert!(bob.same_as(&upper));
+        assert_ne!(bob, upper);
+        assert_eq!(upper.as_str(), "BoB");
+        assert_ne!(bob.key(), Name::new(b"bobb").unwrap().key());
+        assert_eq!(
+            Name::new(b"A-z_0.9").unwrap().key(),
+            Name::new(b"a-Z_0.9").unwrap().key()
+        );
+    }
+
+    #[test]
+    fn addresses_no_peer_could_mean_are_unusable() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (text, why) in [
+            ("0.0.0.0", UnusableIp::Unspecified),
+            ("::", UnusableIp::Unspecified),
+            ("::ffff:0.0.0.0", UnusableIp::Unspecified),
+            ("255.255.255.255", UnusableIp::Broadcast),
+            ("224.0.0.1", UnusableIp::Multicast),
+            ("239.255.255.250", UnusableIp::Multicast),
+            ("ff02::1", UnusableIp::Multicast),
+            ("::ffff:224.0.0.1", UnusableIp::Multicast),
+            ("169.254.169.254", UnusableIp::CloudMetadata),
+            ("fd00:ec2::254", UnusableIp::CloudMetadata),
+        ] {
+            assert_eq!(unusable_ip(ip(text)), Some(why), "{text}");
+        }
+        for usable in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "169.254.1.1",
+            "8.8.8.8",
+            "2001:db8::1",
+        ] {
+            assert_eq!(unusable_ip(ip(usable)), None, "{usable}");
+        }
+    }
+
+    #[test]
+    fn private_addresses_are_rfc1918_loopback_link_local_and_ula() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for private in [
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+            "fd12::1",
+            "fc00::1",
+            "::ffff:192.168.0.1",
+        ] {
+            assert!(is_private_ip(ip(private)), "{private}");
+        }
+        for public in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "2001:db8::1",
+            "fec0::1",
+            "100.64.0.1",
+        ] {
+            assert!(!is_private_ip(ip(public)), "{public}");
+        }
     }
 
     #[test]

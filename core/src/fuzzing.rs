@@ -284,6 +284,8 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
     let config = ServerConfig {
         max_connections: 6,
         max_per_ip: 4,
+        // The model has one waiting slot; fall-through re-queueing is tested in tests/server.rs.
+        introduction_deadline: Duration::ZERO,
         ..ServerConfig::default()
     };
     let limits = config.limits;

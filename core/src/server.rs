@@ -1,7 +1,16 @@
 //! The rendezvous server as a sans-IO state machine.
 //!
 //! [`Server`] owns every connection's state, the registry of names and the
-//! single waiting slot. Drive it through [`Endpoint`] (see the crate docs).
+//! waiting place. Drive it through [`Endpoint`] (see the crate docs).
+//!
+//! Introductions that fall through: v1 tells the server nothing about a chat, so
+//! when the asker who was handed a waiter sends UNREGISTER, REGISTER or BRIDGE, or
+//! its connection ends, within `introduction_deadline` of the introduction, the
+//! waiter (whose client still believes it is waiting) goes back to the front of
+//! the waiting place. An asker with `fallthrough_limit` such fall-throughs within
+//! `fallthrough_window` (counted per connection and per source IP) gets `429` with
+//! `Retry-After` on BRIDGE until the window ends. At most one client waits unless
+//! a fall-through puts a waiter back in front of a newer one.
 //!
 //! Costs stay flat as clients pile up: every request does a constant number
 //! of hash-map operations (by connection id and by name); timers live in a
@@ -10,8 +19,8 @@
 //! ones the heap is rebuilt, so the heap stays within a constant factor of
 //! the connections served and the rebuild costs O(1) amortised per close.
 //!
-//! Empty lines (CR, LF) between requests are skipped, as RFC 9112 §2.2 asks;
-//! they do not start a head, so they cannot trigger the head timeout.
+//! Empty lines (CR, LF) between requests are skipped by the decoder, as RFC 9112
+//! §2.2 asks; they do not start a head, so they cannot trigger the head timeout.
 //!
 //! DoS bounds, each configurable in [`ServerConfig`]: framing limits per
 //! connection ([`Limits`]), a request head must finish within `head_timeout`
@@ -20,7 +29,7 @@
 //! and `max_connections` / `max_per_ip` cap how many connections are served.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
 use std::fmt;
@@ -31,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::codec::{
     self, AfterError, DecodeError, Decoder, HeaderError, Limits, Method, Request, Status,
 };
-use crate::contact::{Contact, Name};
+use crate::contact::{self, Contact, Name, NameKey, UnusableIp};
 use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
@@ -58,6 +67,18 @@ pub struct ServerConfig {
     pub retry_after_secs: u32,
     /// Emit `ServerEvent::Trace` for every chunk received and every answer sent.
     pub trace: bool,
+    /// REGISTER only the address the connection comes from, or a private address
+    /// when it comes from a private one (403 otherwise). Off by default: behind a
+    /// NAT or a proxy a client may rightly register an address the server never sees.
+    pub strict_ip: bool,
+    /// An introduction falls through when its asker unregisters, registers again,
+    /// bridges again or leaves within this time of it: 10 s. Zero turns this off.
+    pub introduction_deadline: Duration,
+    /// Fall-throughs within `fallthrough_window`, from one connection or one IP, after
+    /// which BRIDGE gets 429 until the window ends: 3. Zero means never refuse.
+    pub fallthrough_limit: u32,
+    /// The window in which fall-throughs are counted, from the first one: 60 s.
+    pub fallthrough_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +93,10 @@ impl Default for ServerConfig {
             max_per_ip: 100_000,
             retry_after_secs: 1,
             trace: false,
+            strict_ip: false,
+            introduction_deadline: Duration::from_secs(10),
+            fallthrough_limit: 3,
+            fallthrough_window: Duration::from_secs(60),
         }
     }
 }
@@ -94,10 +119,16 @@ pub enum Rejection {
     BadHeader(HeaderError),
     /// REGISTER for a name another live connection holds (409).
     NameTaken(Name),
+    /// REGISTER with an `IP` no peer could mean (400).
+    UnusableIp(IpAddr, UnusableIp),
+    /// With `strict_ip`: REGISTER with an `IP` that is not where the connection comes from (403).
+    IpNotObserved { claimed: IpAddr, observed: IpAddr },
     /// BRIDGE before REGISTER (403).
     NotRegistered,
     /// BRIDGE with a `Name` that is not this connection's (403).
     NameMismatch,
+    /// BRIDGE from a connection or IP whose introductions fell through too often (429).
+    TooManyFallthroughs { retry_after: u32 },
     /// A peer request (CHAT, MESSAGE, QUIT) sent to the server (501).
     PeerRequest(Method),
     /// A method the protocol does not have (501).
@@ -113,7 +144,9 @@ impl Rejection {
         match self {
             Rejection::Framing(e) => e.status,
             Rejection::HeadTimeout => Status::REQUEST_TIMEOUT,
-            Rejection::BadHeader(_) => Status::BAD_REQUEST,
+            Rejection::BadHeader(_) | Rejection::UnusableIp(..) => Status::BAD_REQUEST,
+            Rejection::IpNotObserved { .. } => Status::FORBIDDEN,
+            Rejection::TooManyFallthroughs { .. } => Status::TOO_MANY_REQUESTS,
             Rejection::NameTaken(_) => Status::CONFLICT,
             Rejection::NotRegistered | Rejection::NameMismatch => Status::FORBIDDEN,
             Rejection::PeerRequest(_) | Rejection::UnknownMethod => Status::NOT_IMPLEMENTED,
@@ -131,6 +164,19 @@ impl fmt::Display for Rejection {
             Rejection::HeadTimeout => f.write_str("request head not complete in time"),
             Rejection::BadHeader(e) => write!(f, "{e}"),
             Rejection::NameTaken(name) => write!(f, "name already taken: {name}"),
+            Rejection::UnusableIp(ip, why) => {
+                write!(f, "unusable IP {ip}: {why}, no peer could reach you there")
+            }
+            Rejection::IpNotObserved { claimed, observed } => {
+                if contact::is_private_ip(*observed) {
+                    write!(f, "IP {claimed} is neither the address you connect from ({observed}) nor private")
+                } else {
+                    write!(
+                        f,
+                        "IP {claimed} is not the address you connect from ({observed})"
+                    )
+                }
+            }
             Rejection::NotRegistered => f.write_str("register first"),
             Rejection::NameMismatch => {
                 f.write_str("Name does not match this connection's registration")
@@ -138,6 +184,10 @@ impl fmt::Display for Rejection {
             Rejection::PeerRequest(m) => {
                 write!(f, "{} is a peer request, not a server request", m.as_str())
             }
+            Rejection::TooManyFallthroughs { retry_after } => write!(
+                f,
+                "too many peers handed to you went unused; try again in {retry_after}s"
+            ),
             Rejection::UnknownMethod => f.write_str("unknown method"),
             Rejection::TooManyConnections => f.write_str("server is full, try again later"),
             Rejection::TooManyFromAddress => f.write_str("too many connections from your address"),
@@ -202,6 +252,12 @@ pub enum ServerEvent {
         asker: Name,
         waiter: Name,
     },
+    /// The asker on `asker` dropped its introduction to `waiter` within the deadline:
+    /// `waiter` is back at the front of the waiting place.
+    Requeued {
+        asker: ConnId,
+        waiter: Name,
+    },
     Rejected {
         conn: ConnId,
         rejection: Rejection,
@@ -240,6 +296,56 @@ struct Conn {
     /// When bytes last arrived (or the connection opened); its one idle timer
     /// re-arms from here instead of being pushed on every read.
     last_activity: Instant,
+    /// The waiter this connection was last handed, until the introduction's deadline.
+    introduced: Option<Introduction>,
+    /// BRIDGE requests from this connection so far: a waiter that asked again after
+    /// being handed out has moved on, and is not put back in line for it.
+    bridges: u64,
+    /// This connection's introductions that fell through.
+    fallthroughs: Strikes,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Introduction {
+    waiter: ConnId,
+    deadline: Instant,
+    /// The waiter's `bridges` when it was handed out.
+    waiter_bridges: u64,
+}
+
+/// Fall-throughs counted in a fixed window that opens at the first one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Strikes {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl Strikes {
+    fn add(&mut self, now: Instant, window: Duration) {
+        if !matches!(self.window_end(window), Some(end) if end > now) {
+            *self = Strikes {
+                since: Some(now),
+                count: 0,
+            };
+        }
+        self.count += 1;
+    }
+
+    fn window_end(&self, window: Duration) -> Option<Instant> {
+        self.since.and_then(|since| since.checked_add(window))
+    }
+
+    /// How long BRIDGE stays refused, if it is.
+    fn refused_for(&self, now: Instant, window: Duration, limit: u32) -> Option<Duration> {
+        if limit == 0 || self.count < limit {
+            return None;
+        }
+        match self.window_end(window) {
+            None => self.since.map(|_| Duration::MAX), // a window too long for the clock
+            Some(end) if end > now => Some(end - now),
+            Some(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -257,10 +363,13 @@ pub struct Server {
     /// Keyed by ids the server hands out itself, so a fast non-keyed hash is safe here;
     /// `names` and `per_ip` hold peer-chosen keys and keep std's DoS-resistant SipHash.
     conns: FxHashMap<ConnId, Conn>,
-    names: HashMap<Name, ConnId>,
+    /// Registered names, folded to lower case: unique without regard to case.
+    names: HashMap<NameKey, ConnId>,
     per_ip: HashMap<IpAddr, usize>,
-    /// The one client waiting for a peer; always registered and live.
-    waiting: Option<ConnId>,
+    /// Fall-throughs per source IP, so reconnecting does not reset the count.
+    fallthroughs_by_ip: HashMap<IpAddr, Strikes>,
+    /// Clients waiting for a peer, first handed out first; each registered, live, once.
+    waiting: VecDeque<ConnId>,
     timers: BinaryHeap<Reverse<(Instant, ConnId, TimerKind)>>,
     peak_connections: usize,
     shut_down: bool,
@@ -278,7 +387,8 @@ impl Server {
             conns: FxHashMap::default(),
             names: HashMap::new(),
             per_ip: HashMap::new(),
-            waiting: None,
+            fallthroughs_by_ip: HashMap::new(),
+            waiting: VecDeque::new(),
             timers: BinaryHeap::new(),
             peak_connections: 0,
             shut_down: false,
@@ -295,7 +405,7 @@ impl Server {
             connections: self.conns.len(),
             peak_connections: self.peak_connections,
             registered: self.names.len(),
-            waiting: self.waiting.is_some(),
+            waiting: !self.waiting.is_empty(),
         }
     }
 
@@ -304,16 +414,25 @@ impl Server {
         self.conns.get(&conn).and_then(|c| c.registration)
     }
 
-    /// The client waiting for a peer, if any.
+    /// The client the next BRIDGE will be handed, if any.
     pub fn waiting(&self) -> Option<Contact> {
-        self.waiting.and_then(|w| self.registration(w))
+        self.waiting.front().and_then(|&w| self.registration(w))
     }
 
-    fn handle_request(&mut self, conn: ConnId, request: Request) {
+    /// Every client waiting for a peer, the next to be handed out first.
+    pub fn waiting_clients(&self) -> Vec<Contact> {
+        self.waiting
+            .iter()
+            .filter_map(|&w| self.registration(w))
+            .collect()
+    }
+
+    fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
-            Request::Register(contact) => self.register(conn, contact),
-            Request::Bridge { name } => self.bridge(conn, name),
+            Request::Register(contact) => self.register(now, conn, contact),
+            Request::Bridge { name } => self.bridge(now, conn, name),
             Request::Unregister => {
+                self.fall_through(now, conn, true);
                 self.unregister(conn);
                 self.answer_ok(conn, None);
             }
@@ -325,68 +444,160 @@ impl Server {
         }
     }
 
-    fn register(&mut self, conn: ConnId, contact: Contact) {
-        match self.names.get(&contact.name) {
+    fn register(&mut self, now: Instant, conn: ConnId, contact: Contact) {
+        if let Some(why) = contact::unusable_ip(contact.ip) {
+            return self.reject(conn, Rejection::UnusableIp(contact.ip, why));
+        }
+        if self.config.strict_ip {
+            let Some(c) = self.conns.get(&conn) else {
+                return;
+            };
+            let observed = c.peer.ip().to_canonical();
+            let claimed = contact.ip.to_canonical();
+            let allowed = claimed == observed
+                || (contact::is_private_ip(observed) && contact::is_private_ip(claimed));
+            if !allowed {
+                return self.reject(conn, Rejection::IpNotObserved { claimed, observed });
+            }
+        }
+        let key = contact.name.key();
+        match self.names.get(&key) {
             Some(&owner) if owner != conn => {
                 return self.reject(conn, Rejection::NameTaken(contact.name));
             }
             _ => {}
         }
+        self.fall_through(now, conn, true);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let previous = c.registration.replace(contact);
         c.ever_registered = true;
         if let Some(previous) = previous {
-            if previous.name != contact.name {
-                self.names.remove(&previous.name);
+            if previous.name.key() != key {
+                self.names.remove(&previous.name.key());
             }
         }
-        self.names.insert(contact.name, conn);
+        self.names.insert(key, conn);
         self.answer_ok(conn, Some(contact));
         self.outputs
             .event(ServerEvent::Registered { conn, contact });
     }
 
-    fn bridge(&mut self, conn: ConnId, claimed: Option<Name>) {
+    fn bridge(&mut self, now: Instant, conn: ConnId, claimed: Option<Name>) {
         let Some(me) = self.registration(conn) else {
             return self.reject(conn, Rejection::NotRegistered);
         };
-        if claimed.is_some_and(|name| name != me.name) {
+        if claimed.is_some_and(|name| !name.same_as(&me.name)) {
             return self.reject(conn, Rejection::NameMismatch);
         }
-        match self.waiting {
-            Some(waiter) if waiter != conn => {
-                // The waiting slot only ever holds a registered, live connection.
-                let Some(peer) = self.registration(waiter) else {
-                    debug_assert!(false, "waiting slot held an unregistered connection");
-                    self.waiting = Some(conn);
-                    return self.answer_ok(conn, None);
-                };
-                self.waiting = None;
-                self.answer_ok(conn, Some(peer));
-                self.outputs.event(ServerEvent::Paired {
-                    asker: me.name,
-                    waiter: peer.name,
-                });
-            }
-            Some(_) => self.answer_ok(conn, None),
-            None => {
-                self.waiting = Some(conn);
-                self.answer_ok(conn, None);
-                self.outputs.event(ServerEvent::Waiting {
-                    conn,
-                    name: me.name,
-                });
-            }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bridges += 1;
         }
+        self.fall_through(now, conn, true);
+        if let Some(wait) = self.refused_for(now, conn) {
+            // Whole seconds, rounded up, so a client that obeys is not refused again.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let retry_after = u32::try_from(secs).unwrap_or(u32::MAX);
+            return self.reject(conn, Rejection::TooManyFallthroughs { retry_after });
+        }
+        if self.waiting.front() == Some(&conn) {
+            // Never handed itself: it keeps waiting.
+            return self.answer_ok(conn, None);
+        }
+        // A waiter behind a re-queued one is paired with it rather than left waiting.
+        self.waiting.retain(|&w| w != conn);
+        let Some(waiter) = self.waiting.pop_front() else {
+            self.waiting.push_back(conn);
+            self.answer_ok(conn, None);
+            return self.outputs.event(ServerEvent::Waiting {
+                conn,
+                name: me.name,
+            });
+        };
+        // The waiting place only ever holds registered, live connections.
+        let Some(peer) = self.registration(waiter) else {
+            debug_assert!(false, "the waiting place held an unregistered connection");
+            self.waiting.push_back(conn);
+            return self.answer_ok(conn, None);
+        };
+        let deadline = now.checked_add(self.config.introduction_deadline);
+        let waiter_bridges = self.conns.get(&waiter).map_or(0, |w| w.bridges);
+        if let (Some(c), Some(deadline)) = (self.conns.get_mut(&conn), deadline) {
+            c.introduced = (deadline > now).then_some(Introduction {
+                waiter,
+                deadline,
+                waiter_bridges,
+            });
+        }
+        self.answer_ok(conn, Some(peer));
+        self.outputs.event(ServerEvent::Paired {
+            asker: me.name,
+            waiter: peer.name,
+        });
+    }
+
+    /// If `conn` was handed a waiter within the deadline, that introduction fell
+    /// through: the waiter goes back to the front and the asker gets a strike.
+    /// `by_request`: the asker said so with a request (UNREGISTER, REGISTER, BRIDGE),
+    /// which also counts against its address; a connection that just ends does not,
+    /// since every client ends so when its person quits, and many share one address.
+    fn fall_through(&mut self, now: Instant, conn: ConnId, by_request: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(intro) = c.introduced.take() else {
+            return;
+        };
+        let ip = c.peer.ip();
+        let waiter = intro.waiter;
+        if intro.deadline <= now || self.waiting.contains(&waiter) {
+            return; // too late to tell, or the waiter is in line already
+        }
+        let Some(w) = self.conns.get(&waiter) else {
+            return; // the waiter left: nobody is stranded
+        };
+        let moved_on = w.bridges != intro.waiter_bridges;
+        let Some(contact) = w.registration.filter(|_| !moved_on) else {
+            return; // unregistered since, or it asked again itself and moved on
+        };
+        let name = contact.name;
+        self.waiting.push_front(waiter);
+        let window = self.config.fallthrough_window;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.fallthroughs.add(now, window);
+        }
+        if by_request {
+            self.fallthroughs_by_ip
+                .entry(ip)
+                .or_default()
+                .add(now, window);
+        }
+        self.outputs.event(ServerEvent::Requeued {
+            asker: conn,
+            waiter: name,
+        });
+    }
+
+    /// How long BRIDGE from `conn` stays refused for fall-throughs, if it is.
+    fn refused_for(&mut self, now: Instant, conn: ConnId) -> Option<Duration> {
+        let (window, limit) = (
+            self.config.fallthrough_window,
+            self.config.fallthrough_limit,
+        );
+        let c = self.conns.get(&conn)?;
+        let ip = c.peer.ip();
+        let by_conn = c.fallthroughs.refused_for(now, window, limit);
+        let by_ip = self
+            .fallthroughs_by_ip
+            .get(&ip)
+            .and_then(|strikes| strikes.refused_for(now, window, limit));
+        by_conn.max(by_ip)
     }
 
     /// Forgets `conn`'s registration and stops it waiting.
     fn unregister(&mut self, conn: ConnId) {
-        if self.waiting == Some(conn) {
-            self.waiting = None;
-        }
+        self.waiting.retain(|&w| w != conn);
         let Some(contact) = self
             .conns
             .get_mut(&conn)
@@ -394,8 +605,9 @@ impl Server {
         else {
             return;
         };
-        if self.names.get(&contact.name) == Some(&conn) {
-            self.names.remove(&contact.name);
+        let key = contact.name.key();
+        if self.names.get(&key) == Some(&conn) {
+            self.names.remove(&key);
         }
         self.outputs.event(ServerEvent::Unregistered {
             conn,
@@ -409,27 +621,33 @@ impl Server {
 
     /// Answers with the rejection's status; the connection stays open.
     fn reject(&mut self, conn: ConnId, rejection: Rejection) {
-        self.send(conn, |out| {
-            codec::write_error(out, rejection.status(), &rejection, AfterError::KeepOpen)
-        });
-        self.outputs
-            .event(ServerEvent::Rejected { conn, rejection });
-    }
-
-    /// Answers with the rejection's status, then closes the connection.
-    fn reject_and_close(&mut self, conn: ConnId, rejection: Rejection, reason: CloseReason) {
         let after = match rejection {
-            Rejection::TooManyConnections | Rejection::TooManyFromAddress => {
-                AfterError::CloseRetryAfter(self.config.retry_after_secs)
+            Rejection::TooManyFallthroughs { retry_after } => {
+                AfterError::KeepOpenRetryAfter(retry_after)
             }
-            _ => AfterError::Close,
+            _ => AfterError::KeepOpen,
         };
         self.send(conn, |out| {
             codec::write_error(out, rejection.status(), &rejection, after)
         });
         self.outputs
             .event(ServerEvent::Rejected { conn, rejection });
-        self.close(conn, reason);
+    }
+
+    /// Answers with the rejection's status, then closes the connection.
+    fn reject_and_close(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        rejection: Rejection,
+        reason: CloseReason,
+    ) {
+        self.send(conn, |out| {
+            codec::write_error(out, rejection.status(), &rejection, AfterError::Close)
+        });
+        self.outputs
+            .event(ServerEvent::Rejected { conn, rejection });
+        self.close(now, conn, reason);
     }
 
     fn send(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) {
@@ -445,14 +663,15 @@ impl Server {
     }
 
     /// Forgets `conn` and tells the transport to close it.
-    fn close(&mut self, conn: ConnId, reason: CloseReason) {
-        if self.forget(conn, reason) {
+    fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        if self.forget(now, conn, reason) {
             self.outputs.close(conn);
         }
     }
 
     /// Drops every trace of `conn`; false if it was already gone.
-    fn forget(&mut self, conn: ConnId, reason: CloseReason) -> bool {
+    fn forget(&mut self, now: Instant, conn: ConnId, reason: CloseReason) -> bool {
+        self.fall_through(now, conn, false);
         self.unregister(conn);
         let Some(c) = self.conns.remove(&conn) else {
             return false;
@@ -466,7 +685,18 @@ impl Server {
         }
         self.outputs.event(ServerEvent::Closed { conn, reason });
         self.compact_timers();
+        self.prune_fallthroughs(now);
         true
+    }
+
+    /// Drops per-IP counts whose window is over, once they outnumber live connections.
+    fn prune_fallthroughs(&mut self, now: Instant) {
+        if self.fallthroughs_by_ip.len() <= 2 * self.conns.len() + 128 {
+            return;
+        }
+        let window = self.config.fallthrough_window;
+        self.fallthroughs_by_ip
+            .retain(|_, strikes| !matches!(strikes.window_end(window), Some(end) if end <= now));
     }
 
     /// Queues a timer; a deadline past what `Instant` can hold means "never".
@@ -504,13 +734,13 @@ impl Server {
         match kind {
             TimerKind::Register => {
                 if !c.ever_registered {
-                    self.close(conn, CloseReason::RegisterTimeout);
+                    self.close(now, conn, CloseReason::RegisterTimeout);
                 }
             }
             TimerKind::Idle => {
                 let deadline = c.last_activity.checked_add(self.config.idle_timeout);
                 if deadline.is_some_and(|deadline| deadline <= now) {
-                    self.close(conn, CloseReason::IdleTimeout);
+                    self.close(now, conn, CloseReason::IdleTimeout);
                 } else {
                     self.push_timer(deadline, conn, TimerKind::Idle);
                     self.compact_timers();
@@ -524,6 +754,7 @@ impl Server {
                 let deadline = started.checked_add(self.config.head_timeout);
                 if deadline.is_some_and(|deadline| deadline <= now) {
                     self.reject_and_close(
+                        now,
                         conn,
                         Rejection::HeadTimeout,
                         CloseReason::Rejected(Status::REQUEST_TIMEOUT),
@@ -597,6 +828,9 @@ impl Endpoint for Server {
                 head_started: None,
                 head_timer_queued: false,
                 last_activity: now,
+                introduced: None,
+                bridges: 0,
+                fallthroughs: Strikes::default(),
             },
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
@@ -633,17 +867,15 @@ impl Endpoint for Server {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if !c.decoder.is_mid_message() {
-                input = skip_empty_lines(input);
-            }
             match c.decoder.decode_request(&mut input) {
                 Ok(Some(request)) => {
                     completed_any = true;
-                    self.handle_request(conn, request);
+                    self.handle_request(now, conn, request);
                 }
                 Ok(None) => break,
                 Err(error) => {
                     return self.reject_and_close(
+                        now,
                         conn,
                         Rejection::Framing(error),
                         CloseReason::Rejected(error.status),
@@ -671,11 +903,11 @@ impl Endpoint for Server {
         }
     }
 
-    fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
-        self.forget(conn, CloseReason::PeerClosed);
+    fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.forget(now, conn, CloseReason::PeerClosed);
     }
 
-    fn handle_input(&mut self, _now: Instant, input: ServerInput) {
+    fn handle_input(&mut self, now: Instant, input: ServerInput) {
         match input {
             ServerInput::Shutdown => {
                 if self.shut_down {
@@ -685,7 +917,7 @@ impl Endpoint for Server {
                 let mut open: Vec<ConnId> = self.conns.keys().copied().collect();
                 open.sort_unstable();
                 for conn in open {
-                    self.close(conn, CloseReason::Shutdown);
+                    self.close(now, conn, CloseReason::Shutdown);
                 }
                 self.timers.clear();
                 self.outputs.exit(Ok(()));
@@ -712,14 +944,6 @@ impl Endpoint for Server {
     }
 }
 
-/// Drops the CR and LF bytes a client may send between requests (RFC 9112 §2.2).
-fn skip_empty_lines(mut input: &[u8]) -> &[u8] {
-    while let [b'\r' | b'\n', rest @ ..] = input {
-        input = rest;
-    }
-    input
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,6 +954,45 @@ mod tests {
 
     fn peer(i: u32) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i)), 50_000)
+    }
+
+    /// Sends `request` on `conn` and returns the bytes answered.
+    fn answer(server: &mut Server, conn: ConnId, request: &str) -> String {
+        server.handle_data(Instant::now(), conn, request.as_bytes());
+        let mut sent = Vec::new();
+        while let Some(output) = server.poll_output() {
+            if let Output::Transmit { bytes, .. } = output {
+                sent.extend_from_slice(bytes);
+            }
+        }
+        String::from_utf8(sent).unwrap()
+    }
+
+    #[test]
+    fn with_strict_ip_a_public_connection_registers_only_its_own_address() {
+        let mut server = Server::new(ServerConfig {
+            strict_ip: true,
+            ..ServerConfig::default()
+        });
+        let from: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let conn = server.handle_accept(Instant::now(), from);
+        drain(&mut server);
+        let register =
+            |ip: &str| format!("REGISTER / HTTP/1.1\r\nName: a\r\nIP: {ip}\r\nPort: 9\r\n\r\n");
+        for other in ["203.0.113.8", "10.0.0.1", "127.0.0.1"] {
+            let sent = answer(&mut server, conn, &register(other));
+            assert!(sent.starts_with("HTTP/1.1 403 Forbidden"), "{sent}");
+            assert!(
+                sent.ends_with(&format!(
+                    "IP {other} is not the address you connect from (203.0.113.7)"
+                )),
+                "{sent}"
+            );
+        }
+        assert!(answer(&mut server, conn, &register("203.0.113.7")).starts_with("HTTP/1.1 200 OK"));
+        // The same address written as IPv4-mapped IPv6 is the same address.
+        let mapped = answer(&mut server, conn, &register("::ffff:203.0.113.7"));
+        assert!(mapped.starts_with("HTTP/1.1 200 OK"), "{mapped}");
     }
 
     #[test]

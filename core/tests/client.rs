@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
-use bridgechat_core::server::ServerInput;
+use bridgechat_core::server::{ServerConfig, ServerInput};
 use bridgechat_core::{ConnId, Direction, Endpoint, Output};
 use support::wire;
 use support::*;
@@ -651,7 +651,9 @@ fn bridge_again_in_wait_mode_recovers_from_a_peer_who_never_came() {
     send_lines(&mut net, alice, &["/register", "/bridge"]);
     send_lines(&mut net, bob, &["/register", "/bridge"]);
     assert_eq!(net.mode(bob), Mode::Ready);
-    // bob was handed alice but leaves without /chat: the server no longer has a waiter.
+    // bob was handed alice but leaves without /chat, past the server's introduction
+    // deadline (so alice is not put back in line): the server no longer has a waiter.
+    net.advance(ServerConfig::default().introduction_deadline);
     send_lines(&mut net, bob, &["/quit"]);
     assert_eq!(net.mode(alice), Mode::Wait);
     send_lines(&mut net, carol, &["/register", "/bridge"]);

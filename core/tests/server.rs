@@ -224,10 +224,119 @@ fn a_name_held_by_another_live_connection_gets_409_with_a_reason() {
             s.ask(other, &bridge()),
             error("403 Forbidden", "register first")
         );
-        // Names are case-sensitive tokens: `Alice` is a different name.
         assert_eq!(
-            s.ask(other, &register("Alice", "127.0.0.10", 9002)),
-            ok_contact("Alice", "127.0.0.10", 9002)
+            s.ask(other, &register("alice2", "127.0.0.10", 9002)),
+            ok_contact("alice2", "127.0.0.10", 9002)
+        );
+    });
+}
+
+/// Regression: `0.0.0.0`, `::`, broadcast, multicast and the cloud metadata address were
+/// stored and handed out, so a registrant could point others' `/chat` where it liked.
+#[test]
+fn an_ip_no_peer_could_mean_gets_400_with_the_reason_and_the_connection_stays_open() {
+    each_chunking(|s| {
+        let conn = s.open();
+        for (ip, why) in [
+            ("0.0.0.0", "the unspecified address"),
+            ("::", "the unspecified address"),
+            ("255.255.255.255", "the broadcast address"),
+            ("224.0.0.1", "a multicast address"),
+            ("ff02::1", "a multicast address"),
+            ("::ffff:224.0.0.1", "a multicast address"),
+            ("169.254.169.254", "the cloud metadata service"),
+        ] {
+            assert_eq!(
+                s.ask(conn, &register("mallory", ip, 9001)),
+                error(
+                    "400 Bad Request",
+                    &format!("unusable IP {ip}: {why}, no peer could reach you there")
+                ),
+                "{ip}"
+            );
+            assert!(!s.is_closed(conn));
+        }
+        // Nothing was stored: the name is free and nobody waits.
+        assert_eq!(
+            s.ask(conn, &bridge()),
+            error("403 Forbidden", "register first")
+        );
+        assert_eq!(
+            s.ask(conn, &register("mallory", "169.254.1.2", 9001)),
+            ok_contact("mallory", "169.254.1.2", 9001)
+        );
+    });
+}
+
+#[test]
+fn with_strict_ip_only_the_observed_or_a_private_address_registers() {
+    let strict = || ServerConfig {
+        strict_ip: true,
+        ..ServerConfig::default()
+    };
+    each_chunking_with(strict, |s| {
+        // The harness's hosts connect from loopback (private) addresses.
+        let conn = s.open();
+        for public in ["8.8.8.8", "2001:db8::1"] {
+            let answer = s.ask(conn, &register("alice", public, 9001));
+            assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+            assert!(
+                answer.ends_with(&format!(
+                    "IP {public} is neither the address you connect from (127.0.0.2) nor private"
+                )),
+                "{answer}"
+            );
+            assert!(!s.is_closed(conn));
+        }
+        for private in ["127.0.0.2", "10.1.2.3", "192.168.0.7", "fd00::7", "fe80::1"] {
+            assert_eq!(
+                s.ask(conn, &register("alice", private, 9001)),
+                ok_contact("alice", private, 9001)
+            );
+        }
+    });
+    // Without the flag, a public address from a loopback connection is fine (NAT, proxies).
+    each_chunking(|s| {
+        let conn = s.open();
+        assert_eq!(
+            s.ask(conn, &register("alice", "8.8.8.8", 9001)),
+            ok_contact("alice", "8.8.8.8", 9001)
+        );
+    });
+}
+
+/// Regression: `bob`, `Bob` and `BOB` could all be registered at once.
+#[test]
+fn names_are_unique_without_regard_to_case_and_keep_their_spelling() {
+    each_chunking(|s| {
+        let bob = s.registered("Bob", 9002);
+        let other = s.open();
+        for spelling in ["bob", "BOB", "bOb"] {
+            assert_eq!(
+                s.ask(other, &register(spelling, "127.0.0.10", 9003)),
+                error("409 Conflict", &format!("name already taken: {spelling}"))
+            );
+        }
+        assert!(!s.is_closed(other));
+        // The holder keeps its spelling in every answer, and may respell itself.
+        assert_eq!(s.ask(bob, &bridge_as("BOB")), ok());
+        assert_eq!(
+            s.ask(other, &register("carol", "127.0.0.10", 9003)),
+            ok_contact("carol", "127.0.0.10", 9003)
+        );
+        assert_eq!(
+            s.ask(other, &bridge()),
+            ok_contact("Bob", "127.0.0.9", 9002)
+        );
+        assert_eq!(
+            s.ask(bob, &register("BOB", "127.0.0.9", 9002)),
+            ok_contact("BOB", "127.0.0.9", 9002)
+        );
+        // Once it unregisters, any spelling is free again.
+        assert_eq!(s.ask(bob, &unregister()), ok());
+        assert_eq!(
+            s.ask(other, &register("bob", "127.0.0.10", 9003)),
+            ok_contact("bob", "127.0.0.10", 9003)
         );
     });
 }
@@ -369,6 +478,8 @@ fn second_bridge_gets_the_waiters_contact_and_the_waiter_is_handed_out_only_once
         );
         // alice was taken: carol finds nobody and waits herself.
         assert_eq!(s.ask(carol, &bridge()), ok());
+        // Past the introduction deadline bob's next BRIDGE does not put alice back.
+        s.advance(10);
         assert_eq!(
             s.ask(bob, &bridge()),
             ok_contact("carol", "127.0.0.9", 9003)
@@ -1157,5 +1268,204 @@ fn a_connection_silent_for_the_idle_timeout_is_closed_and_its_name_freed() {
         );
         s.advance(40);
         assert!(s.is_closed(chatty));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Introductions that fall through
+
+/// `429` with `Retry-After` and the reason, the connection kept.
+fn too_many_fallthroughs(retry_after: u64) -> String {
+    let reason = format!("too many peers handed to you went unused; try again in {retry_after}s");
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{reason}",
+        reason.len()
+    )
+}
+
+/// Regression: an asker handed a waiter that then unregistered left the waiter
+/// stranded; the waiter now goes back to the front, whatever ends the introduction.
+#[test]
+fn an_introduction_that_falls_through_puts_the_waiter_back_first_in_line() {
+    for ending in ["unregister", "register again", "bridge again", "close"] {
+        each_chunking(|s| {
+            let host = s.add_host();
+            let alice = s.registered("alice", 9001);
+            assert_eq!(s.ask(alice, &bridge()), ok());
+            let asker = s.open_from(host);
+            s.send_from(host, asker, &register("mallory", "127.0.0.66", 6666));
+            s.send_from(host, asker, &bridge());
+            let answers = s.take_from(host, asker);
+            assert!(
+                answers.ends_with(&ok_contact("alice", "127.0.0.9", 9001)),
+                "{answers}"
+            );
+            // carol arrives meanwhile and waits: alice must still come first.
+            let carol = s.registered("carol", 9003);
+            assert_eq!(s.ask(carol, &bridge()), ok());
+            s.advance(9);
+            match ending {
+                "unregister" => s.send_from(host, asker, &unregister()),
+                "register again" => {
+                    s.send_from(host, asker, &register("mallory", "127.0.0.66", 6666))
+                }
+                "bridge again" => s.send_from(host, asker, &bridge()),
+                _ => {
+                    s.net.close_raw(host, asker);
+                    s.net.run();
+                }
+            }
+            let server = s.net.server(s.server);
+            let waiting: Vec<String> = server
+                .waiting_clients()
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect();
+            let expected: &[&str] = if ending == "bridge again" {
+                &["carol"] // the asker was handed alice again
+            } else {
+                &["alice", "carol"]
+            };
+            assert_eq!(waiting, expected, "after {ending}");
+            // alice heard nothing: her v1 client still believes it is waiting.
+            assert_eq!(s.take(alice), "");
+        });
+    }
+}
+
+#[test]
+fn past_the_deadline_an_introduction_stands() {
+    each_chunking(|s| {
+        let alice = s.registered("alice", 9001);
+        let bob = s.registered("bob", 9002);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        assert_eq!(
+            s.ask(bob, &bridge()),
+            ok_contact("alice", "127.0.0.9", 9001)
+        );
+        s.advance(10);
+        assert_eq!(s.ask(bob, &unregister()), ok());
+        assert_eq!(s.net.server(s.server).waiting(), None);
+    });
+}
+
+/// Regression: one connection looping REGISTER, BRIDGE, UNREGISTER took every waiter.
+/// Now its third fall-through within a minute earns `429` until the minute is up,
+/// from that connection and from its IP, and waiters are served to real askers.
+#[test]
+fn an_asker_whose_introductions_keep_falling_through_gets_429_per_connection_and_ip() {
+    each_chunking(|s| {
+        let hostile = s.add_host();
+        let alice = s.registered("alice", 9001);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        let conn = s.open_from(hostile);
+        for round in 0..3 {
+            s.send_from(hostile, conn, &register("mallory", "127.0.0.66", 6666));
+            s.send_from(hostile, conn, &bridge());
+            s.send_from(hostile, conn, &unregister());
+            let answers = s.take_from(hostile, conn);
+            assert!(
+                answers.contains(&ok_contact("alice", "127.0.0.9", 9001)),
+                "round {round}: {answers}"
+            );
+            s.advance(1);
+        }
+        // Three fall-throughs from 0 s to 2 s: refused until 60 s after the first.
+        s.send_from(hostile, conn, &register("mallory", "127.0.0.66", 6666));
+        s.take_from(hostile, conn);
+        s.send_from(hostile, conn, &bridge());
+        assert_eq!(s.take_from(hostile, conn), too_many_fallthroughs(57));
+        // A new connection from the same IP inherits the count.
+        s.net.close_raw(hostile, conn);
+        s.net.run();
+        let again = s.open_from(hostile);
+        s.send_from(hostile, again, &register("mallory2", "127.0.0.66", 6666));
+        s.take_from(hostile, again);
+        s.send_from(hostile, again, &bridge());
+        assert_eq!(s.take_from(hostile, again), too_many_fallthroughs(57));
+        // A real asker from another address is handed alice, still first in line.
+        let bob = s.registered("bob", 9002);
+        assert_eq!(
+            s.ask(bob, &bridge()),
+            ok_contact("alice", "127.0.0.9", 9001)
+        );
+        // Once the minute is up the hostile IP may bridge again.
+        s.advance(57);
+        s.send_from(hostile, again, &bridge());
+        assert_eq!(s.take_from(hostile, again), ok());
+    });
+}
+
+#[test]
+fn a_zero_fallthrough_limit_never_refuses() {
+    let lenient = || ServerConfig {
+        fallthrough_limit: 0,
+        ..ServerConfig::default()
+    };
+    each_chunking_with(lenient, |s| {
+        let alice = s.registered("alice", 9001);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        let conn = s.open();
+        for _ in 0..5 {
+            s.send(conn, &register("mallory", "127.0.0.66", 6666));
+            s.send(conn, &bridge());
+            s.send(conn, &unregister());
+        }
+        let answers = s.take(conn);
+        assert!(!answers.contains("429"), "{answers}");
+        assert_eq!(
+            s.net.server(s.server).waiting().map(|c| c.name),
+            Some(name("alice"))
+        );
+    });
+}
+
+/// A connection that just ends puts its waiter back but is not held against its address:
+/// every client ends so when its person quits, and many people can share one address.
+#[test]
+fn askers_that_simply_leave_requeue_their_waiter_but_their_address_is_not_refused() {
+    each_chunking(|s| {
+        let crowd = s.add_host();
+        let alice = s.registered("alice", 9001);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        for i in 0..5 {
+            let conn = s.open_from(crowd);
+            s.send_from(crowd, conn, &register(&format!("p{i}"), "127.0.0.66", 6666));
+            s.send_from(crowd, conn, &bridge());
+            let answers = s.take_from(crowd, conn);
+            assert!(
+                answers.ends_with(&ok_contact("alice", "127.0.0.9", 9001)),
+                "{i}: {answers}"
+            );
+            s.net.close_raw(crowd, conn);
+            s.net.run();
+        }
+        assert_eq!(
+            s.net.server(s.server).waiting().map(|c| c.name),
+            Some(name("alice"))
+        );
+    });
+}
+
+/// A waiter that asked again after being handed out has moved on (here it was
+/// handed a newer waiter itself): its first asker dropping it does not put it back.
+#[test]
+fn a_waiter_that_bridged_again_since_is_not_put_back() {
+    each_chunking(|s| {
+        let alice = s.registered("alice", 9001);
+        let mallory = s.registered("mallory", 9666);
+        let carol = s.registered("carol", 9003);
+        assert_eq!(s.ask(alice, &bridge()), ok());
+        assert_eq!(
+            s.ask(mallory, &bridge()),
+            ok_contact("alice", "127.0.0.9", 9001)
+        );
+        assert_eq!(s.ask(carol, &bridge()), ok());
+        assert_eq!(
+            s.ask(alice, &bridge()),
+            ok_contact("carol", "127.0.0.9", 9003)
+        );
+        assert_eq!(s.ask(mallory, &unregister()), ok());
+        assert_eq!(s.net.server(s.server).waiting(), None);
     });
 }

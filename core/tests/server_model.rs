@@ -19,8 +19,8 @@ use support::wire::*;
 use support::{name, responses, Chunking, Rng};
 
 const SLOTS: usize = 8;
-/// A small pool, so names collide often.
-const NAMES: [&str; 4] = ["ann", "bob", "cy", "dee"];
+/// A small pool, so names collide often (`BOB` with `bob`: names ignore case).
+const NAMES: [&str; 5] = ["ann", "bob", "cy", "dee", "BOB"];
 const HEAD_TIMEOUT: u64 = 10;
 const REGISTER_TIMEOUT: u64 = 30;
 
@@ -148,7 +148,7 @@ struct ModelConn {
 struct Model {
     now: u64,
     slots: [Option<ModelConn>; SLOTS],
-    /// Which slot holds each registered name.
+    /// Which slot holds each registered name, by its lower-case form.
     names: BTreeMap<String, usize>,
     waiting: Option<usize>,
     /// What each connection should have received, and which ones the server closed.
@@ -171,7 +171,7 @@ impl Model {
             self.waiting = None;
         }
         if let Some(c) = self.slots[slot].as_mut().and_then(|c| c.contact.take()) {
-            self.names.remove(c.name.as_str());
+            self.names.remove(&c.name.as_str().to_ascii_lowercase());
         }
     }
 
@@ -266,7 +266,8 @@ impl Model {
     }
 
     fn register(&mut self, slot: usize, who: &str, port: u16) {
-        if self.names.get(who).is_some_and(|&holder| holder != slot) {
+        let key = who.to_ascii_lowercase();
+        if self.names.get(&key).is_some_and(|&holder| holder != slot) {
             return self.answer(
                 slot,
                 &error("409 Conflict", &format!("name already taken: {who}")),
@@ -277,9 +278,9 @@ impl Model {
         let conn = self.slots[slot].as_mut().expect("live");
         conn.ever_registered = true;
         if let Some(old) = conn.contact.replace(contact) {
-            self.names.remove(old.name.as_str());
+            self.names.remove(&old.name.as_str().to_ascii_lowercase());
         }
-        self.names.insert(who.to_owned(), slot);
+        self.names.insert(key, slot);
         self.answer(slot, &ok_contact(who, &ip, port));
     }
 
@@ -287,7 +288,7 @@ impl Model {
         let Some(me) = self.slots[slot].as_ref().and_then(|c| c.contact) else {
             return self.answer(slot, &error("403 Forbidden", "register first"));
         };
-        if claim.is_some_and(|claim| claim != me.name.as_str()) {
+        if claim.is_some_and(|claim| !claim.eq_ignore_ascii_case(me.name.as_str())) {
             return self.answer(
                 slot,
                 &error(
@@ -355,7 +356,11 @@ struct Driver {
 impl Driver {
     fn new(chunking: Chunking, seed: u64) -> Driver {
         let mut driver = Driver {
-            server: Server::new(ServerConfig::default()),
+            // The model is one waiting slot; fall-throughs have their own tests in server.rs.
+            server: Server::new(ServerConfig {
+                introduction_deadline: Duration::ZERO,
+                ..ServerConfig::default()
+            }),
             start: Instant::now(),
             now: 0,
             chunking,
@@ -495,7 +500,10 @@ fn run(ops: &[Op], chunking: Chunking, seed: u64) -> (BTreeMap<ConnId, Vec<u8>>,
             .iter()
             .filter_map(|&c| driver.server.registration(c))
             .collect();
-        let names: BTreeSet<&str> = registrations.iter().map(|c| c.name.as_str()).collect();
+        let names: BTreeSet<String> = registrations
+            .iter()
+            .map(|c| c.name.as_str().to_ascii_lowercase())
+            .collect();
         assert_eq!(
             names.len(),
             registrations.len(),

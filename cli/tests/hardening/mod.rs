@@ -38,6 +38,9 @@ macro_rules! hardening_suite {
             Transport;
             bad_name_ip_or_port_is_400_keeps_the_connection_and_names_the_header,
             duplicate_contact_headers_are_400_and_keep_the_connection,
+            an_ip_no_peer_could_mean_is_400_and_keeps_the_connection,
+            strict_ip_refuses_a_public_ip_from_a_loopback_connection_with_403,
+            names_differing_only_in_case_are_one_name,
             transfer_encoding_is_501_and_closes,
             conflicting_or_non_decimal_content_length_is_400_and_closes,
             agreeing_duplicate_content_length_is_one_length,
@@ -55,6 +58,7 @@ macro_rules! hardening_suite {
             a_waiting_client_that_resets_mid_request_is_not_handed_out,
             hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting,
             silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer,
+            a_register_bridge_unregister_loop_does_not_stall_pairing,
             a_server_that_stops_answering_is_reported_and_a_late_answer_skipped,
             a_peer_that_never_answers_chat_or_refuses_the_connect_is_reported,
             slowloris_dribblers_are_closed_at_the_head_timeout_while_others_are_served,
@@ -137,6 +141,17 @@ pub fn a_fresh_pair_is_served(server: &TestServer) {
         9002,
     );
     assert_ok_contact(&second.bridge(), &a, "127.0.0.1", 9001);
+    leave_waiter_first(server, first, &a, second);
+}
+
+/// Ends a pair that was just introduced: the waiter leaves first and the server
+/// forgets it before the asker leaves. The other order would make the introduction
+/// fall through and put the (closing) waiter back in line for a moment, where the
+/// next test step's BRIDGE could be handed it.
+fn leave_waiter_first(server: &TestServer, waiter: Raw, waiter_name: &str, asker: Raw) {
+    drop(waiter);
+    server.wait_unregistered(waiter_name);
+    drop(asker);
 }
 
 /// Sends `bytes` on a fresh connection (from a second thread, so a server that
@@ -245,6 +260,103 @@ fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
 }
 
 // ---------------------------------------------------------------- hostile input: bad headers
+
+/// Regression: unspecified, broadcast, multicast and cloud-metadata addresses were
+/// stored and handed out as contacts, pointing others' `/chat` wherever a registrant liked.
+pub fn an_ip_no_peer_could_mean_is_400_and_keeps_the_connection<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let mut client = server.client();
+    for ip in [
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "224.0.0.1",
+        "ff02::1",
+        "169.254.169.254",
+    ] {
+        let resp = client.register("mallory", ip, 9001);
+        assert_error(&resp, 400);
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(
+            body.starts_with(&format!("unusable IP {ip}: ")),
+            "{ip}: reason {body:?}"
+        );
+    }
+    // Still open, and nothing was stored: the name registers now.
+    assert_ok_contact(
+        &client.register("mallory", "127.0.0.1", 9001),
+        "mallory",
+        "127.0.0.1",
+        9001,
+    );
+    assert_ok_empty(&client.request("UNREGISTER / HTTP/1.1\r\n\r\n"));
+    a_fresh_pair_is_served(&server);
+    server.stop().expect("clean shutdown");
+}
+
+pub fn strict_ip_refuses_a_public_ip_from_a_loopback_connection_with_403<T: Transport>() {
+    let server = TestServer::start_with::<T>(ServerConfig {
+        strict_ip: true,
+        ..config_on(loopback_v4())
+    });
+    let mut client = server.client();
+    let resp = client.register("alice", "8.8.8.8", 9001);
+    assert_error(&resp, 403);
+    let body = String::from_utf8_lossy(&resp.body);
+    assert!(
+        body.contains("8.8.8.8") && body.contains("127.0.0.1"),
+        "reason {body:?}"
+    );
+    // The observed address and other private ones register on the same connection.
+    for ip in ["127.0.0.1", "192.168.1.20"] {
+        assert_ok_contact(&client.register("alice", ip, 9001), "alice", ip, 9001);
+    }
+    assert_ok_empty(&client.request("UNREGISTER / HTTP/1.1\r\n\r\n"));
+    a_fresh_pair_is_served(&server);
+    server.stop().expect("clean shutdown");
+}
+
+/// Regression: `bob`, `Bob` and `BOB` could be registered at once.
+pub fn names_differing_only_in_case_are_one_name<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let mut holder = server.client();
+    let mut other = server.client();
+    assert_ok_contact(
+        &holder.register("Bob", "127.0.0.1", 9001),
+        "Bob",
+        "127.0.0.1",
+        9001,
+    );
+    for spelling in ["bob", "BOB"] {
+        let resp = other.register(spelling, "127.0.0.1", 9002);
+        assert_error(&resp, 409);
+        assert_eq!(
+            String::from_utf8_lossy(&resp.body),
+            format!("name already taken: {spelling}")
+        );
+    }
+    // The holder keeps its spelling when handed out.
+    assert_ok_empty(&holder.bridge());
+    assert_ok_contact(
+        &other.register("carol", "127.0.0.1", 9002),
+        "carol",
+        "127.0.0.1",
+        9002,
+    );
+    assert_ok_contact(&other.bridge(), "Bob", "127.0.0.1", 9001);
+    drop(holder);
+    server.wait_unregistered("Bob");
+    assert_ok_contact(
+        &other.register("bob", "127.0.0.1", 9002),
+        "bob",
+        "127.0.0.1",
+        9002,
+    );
+    drop(other);
+    server.wait_unregistered("bob");
+    a_fresh_pair_is_served(&server);
+    server.stop().expect("clean shutdown");
+}
 
 pub fn bad_name_ip_or_port_is_400_keeps_the_connection_and_names_the_header<T: Transport>() {
     let server = TestServer::start::<T>();
@@ -745,6 +857,127 @@ pub fn hostile_bytes_at_a_waiting_clients_chat_port_leave_it_waiting<T: Transpor
     server.stop().expect("clean shutdown");
 }
 
+/// A connection from `local_ip` (another loopback address, so that penalties the
+/// server gives that address do not touch the real clients on 127.0.0.1).
+fn connect_from(local_ip: &str, server: SocketAddr) -> Raw {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{local_ip}:0").parse().expect("an address");
+    socket
+        .bind(&local.into())
+        .expect("bind a loopback source address");
+    socket
+        .connect_timeout(&server.into(), WAIT)
+        .expect("connect to the server");
+    Raw::wrap(socket.into())
+}
+
+/// Waits (bounded) for a message from `from` with `text`.
+fn wait_message(client: &TestClient, from: &str, text: &str) {
+    client.wait_for(
+        &format!("{from}: {text}"),
+        |e| matches!(e, ClientEvent::MessageReceived { from: f, text: t } if f.as_str() == from && t == text),
+    );
+}
+
+/// Waits (bounded) until `client` is READY with `peer`.
+fn wait_ready_with(client: &TestClient, peer: &str) {
+    match client.wait_for("READY MODE", |e| {
+        matches!(e, ClientEvent::ModeChanged { mode, .. } if *mode == Mode::Ready || *mode == Mode::Wait)
+    }) {
+        ClientEvent::ModeChanged { mode: Mode::Ready, peer: Some(p) } => {
+            assert_eq!(p.as_str(), peer, "{} was handed the wrong peer", client.name)
+        }
+        other => panic!("{} was not handed {peer}: {other:?}", client.name),
+    }
+}
+
+/// Regression: one connection looping REGISTER, BRIDGE, UNREGISTER was handed every
+/// waiter and stranded it. With the loop running, three real clients still pair and
+/// chat (alice with bob, then bob with carol), and the loop is refused with `429`.
+pub fn a_register_bridge_unregister_loop_does_not_stall_pairing<T: Transport>() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let server = TestServer::start::<T>();
+    let (alice_name, bob_name, carol_name) = (unique("alice"), unique("bob"), unique("carol"));
+    let alice = TestClient::start::<T>(&alice_name, server.addr);
+    alice.register_and_bridge(Mode::Wait);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rounds_tx, rounds) = std::sync::mpsc::channel();
+    let hostile = {
+        let (stop, addr) = (stop.clone(), server.addr);
+        thread::spawn(move || {
+            let mut raw = connect_from("127.0.0.2", addr);
+            let mut refusals = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(raw.register("mallory", "127.0.0.2", 9).status, 200);
+                let answer = raw.bridge();
+                match answer.status {
+                    200 => {}
+                    429 => refusals.push(answer),
+                    _ => panic!("unexpected answer to BRIDGE: {answer:?}"),
+                }
+                assert_eq!(raw.request("UNREGISTER / HTTP/1.1\r\n\r\n").status, 200);
+                let _ = rounds_tx.send(());
+            }
+            refusals
+        })
+    };
+    // Let it loop long enough to have taken alice three times over.
+    for _ in 0..10 {
+        rounds
+            .recv_timeout(WAIT)
+            .expect("the hostile loop made no progress");
+    }
+
+    let bob = TestClient::start::<T>(&bob_name, server.addr);
+    bob.line("/register");
+    bob.wait_mode(Mode::Registered);
+    bob.line("/bridge");
+    wait_ready_with(&bob, &alice_name);
+    bob.line("/chat");
+    bob.wait_mode(Mode::Write);
+    alice.wait_mode(Mode::Read);
+    bob.line("hello alice");
+    wait_message(&alice, &bob_name, "hello alice");
+    alice.line("hello bob");
+    wait_message(&bob, &alice_name, "hello bob");
+    // alice leaves; bob is free again and meets the next one who waits.
+    alice.line("/quit");
+    alice.finish().expect("alice exits cleanly");
+    bob.wait_mode(Mode::Registered);
+
+    let carol = TestClient::start::<T>(&carol_name, server.addr);
+    carol.register_and_bridge(Mode::Wait);
+    bob.line("/bridge");
+    wait_ready_with(&bob, &carol_name);
+    bob.line("/chat");
+    carol.wait_mode(Mode::Read);
+    bob.line("hello carol");
+    wait_message(&carol, &bob_name, "hello carol");
+    carol.line("hello bob");
+    wait_message(&bob, &carol_name, "hello bob");
+
+    stop.store(true, Ordering::Relaxed);
+    let refusals = hostile.join().expect("the hostile loop failed");
+    let first = refusals
+        .first()
+        .expect("the hostile loop was never refused");
+    assert_error(first, 429);
+    let retry_after: u64 = first
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    drop((bob, carol));
+    server.stop().expect("clean shutdown");
+}
+
 /// A waiting client's chat port is handed to anyone who bridges: silent
 /// connections there must not keep the real peer (who also bridged) out.
 pub fn silent_connections_at_a_chat_port_do_not_lock_out_the_real_peer<T: Transport>() {
@@ -1007,6 +1240,7 @@ fn slowloris<T: Transport>(dribblers: usize, pairs: usize) -> SlowlorisOutcome {
             port,
         );
         paired_at.push(t0.elapsed());
+        leave_waiter_first(&server, first, &a, second);
     }
     let normal_done = t0.elapsed();
 
@@ -1382,6 +1616,9 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
         .collect();
     // The disrupted pairs: two clients, or a client and a raw peer for the reset.
     let mut others: Vec<(TestClient, Result<TestClient, Option<Raw>>)> = Vec::new();
+    // A raw asker keeps its server connection for its session, as a client does: one
+    // that left at once would have its introduction fall through, `a` put back in line.
+    let mut askers = Vec::new();
     for (i, how) in disruptions.iter().enumerate() {
         let (a, b) = (format!("d{i}a"), format!("d{i}b"));
         match how {
@@ -1399,6 +1636,7 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
                 assert_eq!(handed.header("Name"), Some(a.name.as_str()), "{handed:?}");
                 let peer = raw_chat_with(&a, &b);
                 others.push((a, Err(Some(peer))));
+                askers.push(asker);
             }
         }
     }
@@ -1514,6 +1752,7 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
             let _ = b.finish();
         }
     }
+    drop(askers);
     a_fresh_pair_is_served(&server);
     server.stop().expect("clean shutdown");
     eprintln!(

@@ -344,7 +344,7 @@ impl Raw {
         Raw::wrap(socket.into())
     }
 
-    fn wrap(stream: TcpStream) -> Raw {
+    pub fn wrap(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(WAIT))
             .expect("set read timeout");
