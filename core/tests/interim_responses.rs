@@ -29,7 +29,7 @@ fn errors(net: &Net, node: NodeId) -> Vec<String> {
     net.client_events(node)
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Error(text) => Some(text.clone()),
+            ClientEvent::Error(error) => Some(error.to_string()),
             _ => None,
         })
         .collect()
