@@ -87,7 +87,7 @@ impl Tty {
             loop {
                 let n = output.read(&mut chunk).unwrap_or(0);
                 let (lock, changed) = &*shared;
-                let mut screen = lock.lock().unwrap();
+                let mut screen = lock.lock().unwrap_or_else(|e| e.into_inner());
                 if n == 0 {
                     screen.closed = true;
                     changed.notify_all();
@@ -102,7 +102,7 @@ impl Tty {
                     pending.drain(..end);
                     let (row, column) = screen.parser.screen().cursor_position();
                     let reply = format!("\x1b[{};{}R", row + 1, column + 1);
-                    let mut keys = answer.lock().unwrap();
+                    let mut keys = answer.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = keys.write_all(reply.as_bytes()).and_then(|()| keys.flush());
                 }
                 // Keep a possible start of a query for the next read.
@@ -144,10 +144,7 @@ impl Tty {
     /// The screen as text, one line per row, trailing blanks dropped, from
     /// the first row written (the editor keeps its prompt on the bottom row).
     fn text(&self) -> String {
-        let contents = self.screen.0.lock().unwrap().parser.screen().contents();
-        let rows: Vec<&str> = contents.lines().map(str::trim_end).collect();
-        let first = rows.iter().position(|r| !r.is_empty()).unwrap_or(0);
-        rows[first..].join("\n")
+        trimmed(&self.screen.0.lock().unwrap().parser.screen().contents())
     }
 
     /// The row the cursor is on.
@@ -169,11 +166,12 @@ impl Tty {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || screen.closed {
+                let shown = trimmed(&screen.parser.screen().contents());
+                drop(screen);
                 panic!(
-                    "{}: {what} not on the screen within {} s; the screen:\n{}",
+                    "{}: {what} not on the screen within {} s; the screen:\n{shown}",
                     self.name,
                     WAIT.as_secs(),
-                    screen.parser.screen().contents()
                 );
             }
             screen = changed.wait_timeout(screen, left).unwrap().0;
@@ -214,6 +212,14 @@ impl Drop for Tty {
             let _ = self.killer.kill();
         }
     }
+}
+
+/// Screen contents without trailing blanks on each row, from the first row
+/// written (the editor keeps its prompt on the bottom row).
+fn trimmed(contents: &str) -> String {
+    let rows: Vec<&str> = contents.lines().map(str::trim_end).collect();
+    let first = rows.iter().position(|r| !r.is_empty()).unwrap_or(0);
+    rows[first..].join("\n")
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -387,4 +393,193 @@ fn a_peer_cannot_forge_status_lines() {
     alice.expect_mode("WRITE MODE");
     alice.send("/quit");
     alice.exits_cleanly();
+}
+
+/// A whole chat between two people at terminals: a paste, a held message, a
+/// refused typo and clean exits. With `UPDATE_DOCS=1` the three screens are
+/// written to docs/terminal-session.txt, which README's walkthrough shows.
+#[test]
+fn a_whole_chat_in_three_terminals() {
+    let (server, addr) = server();
+    let mut alice = waiting_at_a_terminal("alice", &addr);
+    let mut bob = Tty::spawn("bob", &["client", "--name", "bob", "--server", &addr]);
+    bob.expect_prompt("[UNREGISTERED] bob>");
+    bob.line("/register");
+    bob.expect_prompt("[REGISTERED] bob>");
+    bob.line("/bridge");
+    bob.expect_prompt("[READY] bob→alice>");
+    bob.line("/chat");
+    bob.expect_prompt("[WRITE] bob→alice>");
+    alice.expect_prompt("[READ] alice←bob>");
+
+    bob.line("hi alice! what's the plan?");
+    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.line("/qiut");
+    alice.expect("unknown command /qiut");
+    alice.keys("\x1b[200~the plan:\r1. meet at noon\r2. bring the map\x1b[201~");
+    alice.expect("2. bring the map");
+    alice.keys("\r");
+    alice.expect_prompt("[READ] alice←bob>");
+    bob.expect("\n       2. bring the map");
+    bob.expect_prompt("[WRITE] bob→alice>");
+
+    alice.line("see you there");
+    alice.expect_prompt("[READ] alice←bob (1 held)>");
+    bob.line("deal");
+    alice.expect("(sent your held message)");
+    bob.expect("alice: see you there");
+    bob.expect_prompt("[WRITE] bob→alice>");
+    bob.line("/quit");
+    assert_eq!(bob.exit_code(), 0);
+    alice.expect("bob left the chat");
+    alice.expect_prompt("[REGISTERED] alice>");
+    alice.keys("\x04"); // Ctrl+D
+    assert_eq!(alice.exit_code(), 0);
+    server.interrupt();
+    let mut server_log = vec![format!("listening on {addr}")];
+    while !server_log.last().is_some_and(|l| l == "server stopped") {
+        match server.lines.recv_timeout(WAIT) {
+            Ok((_, line)) => server_log.push(line),
+            Err(_) => panic!("the server did not stop: {server_log:#?}"),
+        }
+    }
+
+    let (alice_screen, bob_screen) = (alice.text(), bob.text());
+    // What each person sees: one message per turn, the paste whole, the
+    // typo refused (never sent), the held message going out, clean exits.
+    assert!(alice_screen.contains("\nbob: hi alice! what's the plan?\n"));
+    assert!(bob_screen
+        .contains("\nalice: the plan:\n       1. meet at noon\n       2. bring the map\n"));
+    assert!(!bob_screen.contains("qiut"));
+    assert!(bob_screen.contains("\nalice: see you there\n"));
+    assert!(alice_screen.ends_with("bye: you left the server, which forgets your name"));
+    assert!(bob_screen.ends_with("(alice is told) and the server"));
+
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let ports = Ports::new(&addr, &alice_screen, &bob_screen);
+        let session = format!(
+            "{}\n── terminal 1: the server ──\n$ bridgechat server\n{}\n\n\
+             ── terminal 2: alice ──\n$ bridgechat client --name alice\n{}\n\n\
+             ── terminal 3: bob ──\n$ bridgechat client --name bob\n{}\n",
+            SESSION_HEADER,
+            ports.renumber(&server_log.join("\n")),
+            ports.renumber(&alice_screen),
+            ports.renumber(&bob_screen),
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/terminal-session.txt");
+        std::fs::write(path, session).expect("write docs/terminal-session.txt");
+    }
+}
+
+const SESSION_HEADER: &str = "\
+A chat in three terminals, as recorded by the test a_whole_chat_in_three_terminals
+(cli/tests/terminal.rs): the clients ran in pseudo-terminals, and this is what
+each screen showed at the end, colour dropped. The test ran on ports the system
+chose; they are renumbered as the default ones. To record it again:
+UPDATE_DOCS=1 cargo test -p bridgechat --test terminal a_whole_chat
+";
+
+/// Renumbers the ports of one run as a person would see them with the defaults.
+struct Ports(Vec<(String, String)>);
+
+impl Ports {
+    fn new(server: &str, alice: &str, bob: &str) -> Ports {
+        let chat_port = |screen: &str| {
+            let line = screen.lines().find(|l| l.starts_with("listening on "));
+            line.and_then(|l| l.rsplit(':').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let server_port = server.rsplit(':').next().unwrap_or("").to_owned();
+        Ports(vec![
+            (server_port, "7070".into()),
+            (chat_port(alice), "9001".into()),
+            (chat_port(bob), "9002".into()),
+        ])
+    }
+
+    /// Every `IP:PORT` gets the default port for a known one, else a
+    /// made-up connection port (numbered in order of appearance).
+    fn renumber(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        let mut others: Vec<String> = Vec::new();
+        while let Some(at) = rest.find(|c: char| c.is_ascii_digit()) {
+            let (before, from) = rest.split_at(at);
+            let digits = from
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(from.len());
+            let (number, after) = from.split_at(digits);
+            out.push_str(before);
+            let is_port = out
+                .strip_suffix(':')
+                .is_some_and(|ip| ip.ends_with(|c: char| c.is_ascii_digit()));
+            if is_port && number.len() >= 4 {
+                match self.0.iter().find(|(real, _)| real == number) {
+                    Some((_, shown)) => out.push_str(shown),
+                    None => {
+                        let index = others.iter().position(|o| o == number).unwrap_or_else(|| {
+                            others.push(number.to_owned());
+                            others.len() - 1
+                        });
+                        out.push_str(&(50_000 + index + 1).to_string());
+                    }
+                }
+            } else {
+                out.push_str(number);
+            }
+            rest = after;
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+#[test]
+fn the_readme_walkthrough_is_the_recorded_session() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let session = std::fs::read_to_string(format!("{root}/docs/terminal-session.txt")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let screens: Vec<&str> = session.split("── terminal ").skip(1).collect();
+    assert_eq!(screens.len(), 3, "{session}");
+    for screen in screens {
+        // Past the title line; the server's `$ bridgechat server` is shown apart.
+        let shown = screen.split_once('\n').map_or("", |(_, s)| s).trim_end();
+        let shown = shown.strip_prefix("$ bridgechat server\n").unwrap_or(shown);
+        assert!(
+            readme.contains(&format!("{shown}\n```")),
+            "README.md does not show this screen of docs/terminal-session.txt:\n{shown}"
+        );
+    }
+}
+
+/// What a person is told when the server cannot be found.
+#[test]
+fn server_errors_are_said_in_peoples_words() {
+    let mut alice = Proc::spawn(
+        "alice",
+        &[
+            "client",
+            "--name",
+            "alice",
+            "--server",
+            "nosuchhost.invalid:7070",
+        ],
+    );
+    assert!(!alice.exit_within(WAIT).success());
+    alice.expect_err("error: cannot resolve host nosuchhost.invalid");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("localhost:{port}");
+    let mut alice = Proc::spawn("alice", &["client", "--name", "alice", "--server", &addr]);
+    assert!(!alice.exit_within(WAIT).success());
+    let line = alice.expect_err("error: cannot reach the server");
+    assert!(line.contains(&format!(":{port}")), "{line}");
+    assert!(
+        line.contains("start one with `bridgechat server`"),
+        "{line}"
+    );
 }
