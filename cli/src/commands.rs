@@ -3,17 +3,34 @@
 //! The line editor checks every line here before the core sees it, so a
 //! mistyped `/qiut` is refused instead of going to the peer as chat.
 
-/// Every command a person can type, with what it does (for `/help` and for
-/// refusing typos). Adding a command is one row here plus its handler.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("/register", "register with the server"),
-    (
+/// A command a person can type.
+#[derive(Debug, Clone, Copy)]
+pub struct Command {
+    pub name: &'static str,
+    /// The word that must follow it, for a command that takes one.
+    pub argument: Option<&'static str>,
+    pub what: &'static str,
+}
+
+const fn command(name: &'static str, what: &'static str) -> Command {
+    Command {
+        name,
+        argument: None,
+        what,
+    }
+}
+
+/// Every command, with what it does (for `/help` and for refusing typos).
+/// Adding one is a row here; the core does the rest.
+pub const COMMANDS: &[Command] = &[
+    command("/register", "register with the server"),
+    command(
         "/bridge",
         "find a peer: WAIT MODE if nobody waits, else READY MODE",
     ),
-    ("/chat", "(READY MODE) connect to the peer; you write first"),
-    ("/quit", "leave the chat and exit (Ctrl+C and Ctrl+D too)"),
-    ("/help", "this list"),
+    command("/chat", "(READY MODE) connect to the peer; you write first"),
+    command("/quit", "leave the chat and exit (Ctrl+C and Ctrl+D too)"),
+    command("/help", "this list"),
 ];
 
 /// What a typed line asks for.
@@ -31,64 +48,69 @@ pub enum Typed {
 
 /// Classifies one submitted line (a paste may hold several line breaks).
 pub fn classify(text: &str) -> Typed {
-    // A paste ending in a line break would otherwise end in an empty line.
-    let text = text.trim_end_matches(['\n', '\r']);
-    if text.trim().is_empty() {
+    classify_among(COMMANDS, text)
+}
+
+fn classify_among(commands: &'static [Command], text: &str) -> Typed {
+    let find = |name: &str| commands.iter().find(|c| c.name == name);
+    // Blank lines around a paste are not part of the message.
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines.iter().position(|l| !l.trim().is_empty());
+    let last = lines.iter().rposition(|l| !l.trim().is_empty());
+    let (Some(first), Some(last)) = (first, last) else {
         return Typed::Nothing;
-    }
-    if text.contains('\n') {
+    };
+    if first != last {
         // Several lines are always text: one message, line breaks kept.
-        return Typed::Send(text.to_owned());
+        return Typed::Send(lines[first..=last].join("\n"));
     }
+    let text = lines[first];
     let word = text.trim();
     if let Some(literal) = word.strip_prefix("//") {
-        return if is_command(&format!("/{literal}")) {
-            // The core reads a line equal to a command name as that command.
-            Typed::Refused(format!(
-                "/{literal} cannot be sent as text: it would run the command"
-            ))
+        let literal = format!("/{literal}");
+        return if find(&literal).is_some() {
+            // The core reads a line that is a command as that command.
+            Typed::Refused(format!("{literal} cannot be sent as text: it is a command"))
         } else {
-            Typed::Send(text.trim_start().replacen("//", "/", 1))
+            Typed::Send(text.replacen("//", "/", 1))
         };
     }
-    if word == "/help" {
-        return Typed::Help;
-    }
-    if is_command(word) {
-        return Typed::Send(word.to_owned());
-    }
-    if let Some(rest) = word.strip_prefix('/') {
-        let name = rest.split_whitespace().next().unwrap_or("");
-        return Typed::Refused(format!(
+    let Some(rest) = word.strip_prefix('/') else {
+        return Typed::Send(text.to_owned());
+    };
+    let name = rest.split_whitespace().next().unwrap_or("");
+    let argument = rest[name.len()..].trim();
+    match find(&format!("/{name}")) {
+        Some(command) if command.name == "/help" && argument.is_empty() => Typed::Help,
+        Some(command) => match (command.argument, argument.is_empty()) {
+            (None, true) => Typed::Send(command.name.to_owned()),
+            (Some(_), false) => Typed::Send(format!("{} {argument}", command.name)),
+            (None, false) => Typed::Refused(format!("{} takes nothing after it", command.name)),
+            (Some(needed), true) => Typed::Refused(format!("usage: {} {needed}", command.name)),
+        },
+        None => {
+            Typed::Refused(format!(
             "unknown command /{name} (not sent); commands: {}; start a message with // to send a /",
-            names().join(" ")
-        ));
+            COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>().join(" ")
+        ))
+        }
     }
-    Typed::Send(text.to_owned())
-}
-
-fn is_command(word: &str) -> bool {
-    COMMANDS.iter().any(|(name, _)| *name == word)
-}
-
-fn names() -> Vec<&'static str> {
-    COMMANDS.iter().map(|(name, _)| *name).collect()
 }
 
 /// `/help`: one aligned row per command.
 pub fn help() -> Vec<String> {
-    let width = COMMANDS
-        .iter()
-        .map(|(name, _)| name.len())
-        .max()
-        .unwrap_or(0);
+    let usage = |c: &Command| match c.argument {
+        Some(argument) => format!("{} {argument}", c.name),
+        None => c.name.to_owned(),
+    };
+    let width = COMMANDS.iter().map(|c| usage(c).len()).max().unwrap_or(0);
     let mut rows: Vec<String> = COMMANDS
         .iter()
-        .map(|(name, what)| format!("  {name:width$}  {what}"))
+        .map(|c| format!("  {:width$}  {}", usage(c), c.what))
         .collect();
     rows.push(format!("  {:width$}  send /text as a message", "//text"));
     rows.push(format!(
-        "  {:width$}  is a message; out of turn, it is held",
+        "  {:width$}  a message; typed out of turn, it is held",
         "text"
     ));
     rows
@@ -115,6 +137,27 @@ mod tests {
         assert!(why.starts_with("unknown command /qiut (not sent)"), "{why}");
         assert!(why.contains("/register /bridge /chat /quit /help"), "{why}");
         assert!(matches!(classify("/name bob"), Typed::Refused(_)));
+        assert_eq!(
+            classify("/chat now"),
+            Typed::Refused("/chat takes nothing after it".into())
+        );
+    }
+
+    #[test]
+    fn a_command_with_an_argument_needs_it() {
+        const WITH_NAME: &[Command] = &[Command {
+            name: "/name",
+            argument: Some("NEWNAME"),
+            what: "register under a new name",
+        }];
+        assert_eq!(
+            classify_among(WITH_NAME, " /name  carol "),
+            Typed::Send("/name carol".into())
+        );
+        assert_eq!(
+            classify_among(WITH_NAME, "/name"),
+            Typed::Refused("usage: /name NEWNAME".into())
+        );
     }
 
     #[test]
