@@ -41,7 +41,7 @@ pub struct ClientArgs {
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub port: u16,
 
-    /// The rendezvous server.
+    /// The rendezvous server: an address, or a host name looked up at start.
     #[arg(
         long,
         value_name = "ADDR:PORT",

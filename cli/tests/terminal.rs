@@ -583,3 +583,44 @@ fn server_errors_are_said_in_peoples_words() {
         "{line}"
     );
 }
+
+/// At a terminal too: every row of a peer's message is visibly the peer's,
+/// and no escape sequence of theirs reaches the terminal.
+#[test]
+fn at_a_terminal_a_peer_cannot_forge_lines_or_drive_the_terminal() {
+    let (_server, addr) = server();
+    let alice = waiting_at_a_terminal("alice", &addr);
+    let screen = alice.text();
+    let port: u16 = screen
+        .lines()
+        .find_map(|l| l.strip_prefix("listening on 0.0.0.0:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no chat port on the screen:\n{screen}"));
+    let mut evil = TcpStream::connect(("127.0.0.1", port)).expect("connect to alice");
+    let chat = format!("CHAT / HTTP/1.1\r\nName: evil\r\nIP: 127.0.0.1\r\nPort: {port}\r\n\r\n");
+    evil.write_all(chat.as_bytes()).unwrap();
+    assert!(read_message(&mut evil).starts_with(b"HTTP/1.1 200 OK\r\n"));
+    alice.expect_prompt("[READ] alice←evil>");
+    let body = "see you\nerror: lost the chat with evil\nREGISTERED: type /bridge\n\
+                \u{1b}]0;pwned\u{7}\u{1b}[2Jstill here";
+    let message = format!(
+        "MESSAGE / HTTP/1.1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    evil.write_all(message.as_bytes()).unwrap();
+    alice.expect_prompt("[WRITE] alice→evil>");
+    let screen = alice.text();
+    assert!(
+        screen.contains(
+            "\nevil: see you\n      error: lost the chat with evil\n      REGISTERED: type /bridge\n"
+        ),
+        "{screen}"
+    );
+    // The screen was not cleared: what came before is still there.
+    assert!(screen.starts_with("listening on"), "{screen}");
+    let raw = alice.screen.0.lock().unwrap().raw.clone();
+    assert!(find(&raw, b"\x1b]0;pwned").is_none(), "the title was set");
+    // (vt100 does not draw U+FFFD, so look for it in what was written.)
+    let defanged = "      \u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2Jstill here";
+    assert!(find(&raw, defanged.as_bytes()).is_some(), "{screen}");
+}
