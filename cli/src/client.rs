@@ -271,32 +271,35 @@ pub const START_HINT: &str =
 fn spawn_stdin_reader(inputs: Inputs<ClientInput>) -> Result<(), String> {
     thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = io::stdin().lock();
-            let mut raw = Vec::new();
-            loop {
-                raw.clear();
-                match stdin.read_until(b'\n', &mut raw) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&raw);
-                        let line = line.strip_suffix('\n').unwrap_or(&line);
-                        let line = line.strip_suffix('\r').unwrap_or(line);
-                        if !inputs.send(ClientInput::Line(line.to_owned())) {
-                            return; // the loop has ended
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        out::complain(&format!("cannot read standard input: {e}"));
-                        break;
-                    }
-                }
-            }
-            inputs.send(ClientInput::EndOfInput);
-        })
+        .spawn(move || read_lines(&inputs))
         .map(drop)
         .map_err(|e| format!("cannot start the input thread: {e}"))
+}
+
+/// Plain lines from stdin, each one line (command or message), then `EndOfInput`.
+pub fn read_lines(inputs: &Inputs<ClientInput>) {
+    let mut stdin = io::stdin().lock();
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match stdin.read_until(b'\n', &mut raw) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.strip_suffix('\n').unwrap_or(&line);
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if !inputs.send(ClientInput::Line(line.to_owned())) {
+                    return; // the loop has ended
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                out::complain(&format!("cannot read standard input: {e}"));
+                break;
+            }
+        }
+    }
+    inputs.send(ClientInput::EndOfInput);
 }
 
 /// The line a mode change is shown as: always starts with the mode's name.

@@ -20,13 +20,17 @@ use reedline::{
     Reedline, Signal,
 };
 
+use crate::client::read_lines;
 use crate::commands::{self, Typed};
 use crate::out::{Line, Tone};
 use crate::transport::Inputs;
 
-/// Whether to run the line editor: both ends are a person at a terminal.
+/// Whether to run the line editor: both ends are a person at a terminal
+/// that understands cursor movement.
 pub fn is_interactive() -> bool {
-    io::stdin().is_terminal() && io::stdout().is_terminal()
+    io::stdin().is_terminal()
+        && io::stdout().is_terminal()
+        && std::env::var_os("TERM").map_or(true, |term| term != "dumb")
 }
 
 /// Colour unless `NO_COLOR` is set (https://no-color.org) or stdout is not a terminal.
@@ -145,21 +149,26 @@ impl Console {
     }
 
     /// Starts the editor thread: each line typed goes to `inputs` after
-    /// [`commands::classify`]; Ctrl+C, Ctrl+D and `/quit` end it.
+    /// [`commands::classify`]; Ctrl+C, Ctrl+D and `/quit` end it. If the
+    /// terminal fails the editor, plain lines are read instead.
     pub fn start_editor(&self, inputs: Inputs<ClientInput>) -> Result<(), String> {
         let console = self.clone();
         self.lock().editing = true;
         thread::Builder::new()
             .name("editor".into())
             .spawn(move || {
-                console.edit(&inputs);
+                let failed = console.edit(&inputs);
                 console.stop_editing();
+                if failed {
+                    read_lines(&inputs);
+                }
             })
             .map(drop)
             .map_err(|e| format!("cannot start the input thread: {e}"))
     }
 
-    fn edit(&self, inputs: &Inputs<ClientInput>) {
+    /// Reads lines until the last one; true if the terminal failed the editor.
+    fn edit(&self, inputs: &Inputs<ClientInput>) -> bool {
         let history = match FileBackedHistory::new(500) {
             Ok(history) => history,
             Err(e) => {
@@ -180,9 +189,9 @@ impl Console {
         // its prompt is by asking the terminal before the lines it printed
         // above the prompt are flushed, and redraws from the top of the screen
         // when the answer disagrees; on the bottom row the two always agree.
-        if let Ok((_, rows)) = crossterm::terminal::size() {
+        if let Ok((_, rows @ 1..)) = crossterm::terminal::size() {
             let mut out = io::stdout().lock();
-            let _ = crossterm::execute!(out, crossterm::cursor::MoveTo(0, rows.saturating_sub(1)));
+            let _ = crossterm::execute!(out, crossterm::cursor::MoveTo(0, rows - 1));
         }
         loop {
             let input = match editor.read_line(&prompt) {
@@ -204,11 +213,9 @@ impl Console {
                 Ok(Signal::CtrlD) => ClientInput::EndOfInput,
                 Ok(_) => continue,
                 Err(e) => {
-                    self.show(
-                        Tone::Plain,
-                        &Line::Error(format!("cannot read the terminal: {e}")),
-                    );
-                    ClientInput::EndOfInput
+                    let why = format!("the line editor failed ({e}): reading plain lines now");
+                    self.show(Tone::Plain, &Line::Error(why));
+                    return true;
                 }
             };
             // After the last input the loop exits: reading on would leave the
@@ -216,7 +223,7 @@ impl Console {
             let last = matches!(&input, ClientInput::Line(l) if l == "/quit")
                 || !matches!(input, ClientInput::Line(_));
             if !inputs.send(input) || last {
-                return;
+                return false;
             }
         }
     }
