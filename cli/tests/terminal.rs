@@ -48,6 +48,10 @@ struct Tty {
 
 impl Tty {
     fn spawn(name: &str, args: &[&str]) -> Tty {
+        Tty::spawn_with_env(name, args, &[])
+    }
+
+    fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Tty {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS,
@@ -61,6 +65,9 @@ impl Tty {
         command.env("TERM", "xterm-256color");
         command.env_remove("BRIDGECHAT_SERVER");
         command.env_remove("NO_COLOR");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let mut child = pty.slave.spawn_command(command).expect("start bridgechat");
         drop(pty.slave);
         let killer = child.clone_killer();
@@ -623,4 +630,25 @@ fn at_a_terminal_a_peer_cannot_forge_lines_or_drive_the_terminal() {
     // (vt100 does not draw U+FFFD, so look for it in what was written.)
     let defanged = "      \u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2Jstill here";
     assert!(find(&raw, defanged.as_bytes()).is_some(), "{screen}");
+}
+
+#[test]
+fn colour_marks_modes_and_names_unless_no_color_is_set() {
+    let (_server, addr) = server();
+    for (name, env, coloured) in [
+        ("alice", &[][..], true),
+        ("carol", &[("NO_COLOR", "1")][..], false),
+    ] {
+        let tty = Tty::spawn_with_env(name, &["client", "--name", name, "--server", &addr], env);
+        tty.expect_prompt(&format!("[UNREGISTERED] {name}>"));
+        tty.line("/register");
+        tty.expect_prompt(&format!("[REGISTERED] {name}>"));
+        let raw = tty.screen.0.lock().unwrap().raw.clone();
+        // A foreground colour: ESC[3Xm, ESC[9Xm or ESC[38;...m.
+        let colours = raw
+            .windows(3)
+            .any(|w| w[0] == 0x1b && w[1] == b'[' && matches!(w[2], b'3' | b'9'));
+        let raw = String::from_utf8_lossy(&raw);
+        assert_eq!(colours, coloured, "{env:?}: {raw:?}");
+    }
 }
