@@ -652,3 +652,26 @@ fn colour_marks_modes_and_names_unless_no_color_is_set() {
         assert_eq!(colours, coloured, "{env:?}: {raw:?}");
     }
 }
+
+#[test]
+fn help_is_an_aligned_list_and_up_recalls_the_last_line() {
+    let (_server, addr) = server();
+    let alice = Tty::spawn("alice", &["client", "--name", "alice", "--server", &addr]);
+    alice.expect_prompt("[UNREGISTERED] alice>");
+    alice.line("/help");
+    let screen = alice.expect("  text ");
+    let rows: Vec<&str> = screen.lines().filter(|r| r.starts_with("  /")).collect();
+    assert!(rows.len() >= 5, "{screen}");
+    // Where the description starts: past the command and the spaces after it.
+    let column = |row: &str| {
+        let word_end = row.trim_start().find(' ').map_or(0, |i| i + 2);
+        word_end + row[word_end..].find(|c| c != ' ').unwrap_or(0)
+    };
+    assert!(
+        rows.iter().all(|r| column(r) == column(rows[0])),
+        "not aligned:\n{screen}"
+    );
+    alice.expect_prompt("[UNREGISTERED] alice>");
+    alice.keys("\x1b[A"); // Up
+    alice.expect_prompt("[UNREGISTERED] alice> /help");
+}
