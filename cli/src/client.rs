@@ -1,7 +1,9 @@
 //! `bridgechat client`: one person's chat program.
 
+use std::fmt;
 use std::io::{self, BufRead};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,8 @@ use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mo
 use bridgechat_core::Name;
 use clap::Args;
 
-use crate::out::{self, Line};
+use crate::console::{self, Console, Status};
+use crate::out::{self, Line, Tone};
 use crate::signals;
 use crate::transport::{run_with, Inputs, Transport};
 
@@ -21,7 +24,9 @@ Commands typed once it runs:
   /chat       (READY MODE) connect to the peer; you write first
   /quit       leave the chat (the peer is told) and exit; Ctrl+C and end of input too
   /help       list the commands
+  //text      send /text as a message
   anything else is a chat message; typed out of turn, it is held until your turn
+  At a terminal, a multi-line paste is one message; Up recalls earlier lines.
 
 Examples:
   bridgechat client --name alice
@@ -36,15 +41,14 @@ pub struct ClientArgs {
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub port: u16,
 
-    /// The rendezvous server.
+    /// The rendezvous server: an address, or a host name looked up at start.
     #[arg(
         long,
         value_name = "ADDR:PORT",
         env = "BRIDGECHAT_SERVER",
-        default_value = "127.0.0.1:7070",
-        value_parser = crate::parse_addr
+        default_value = "127.0.0.1:7070"
     )]
-    pub server: SocketAddr,
+    pub server: HostPort,
 
     /// IP address to register, where peers will reach your chat port
     /// [default: the local address of the connection to the server].
@@ -68,65 +72,193 @@ fn parse_name(raw: &str) -> Result<Name, String> {
 /// "within 5 s" includes start-up and exit, so the core's 5 s default is cut.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// The server as given: `HOST:PORT`, the host a name or an address, looked up at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<HostPort, String> {
+        if let Ok(addr) = raw.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        let expected = || format!("expected HOST:PORT such as 127.0.0.1:7070, not {raw}");
+        let (host, port) = raw.rsplit_once(':').ok_or_else(expected)?;
+        let port = port.parse().map_err(|_| expected())?;
+        if host.is_empty() || host.contains(':') {
+            return Err(expected());
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, self.port).fmt(f),
+            Err(_) => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl HostPort {
+    /// The first address the host name resolves to.
+    pub fn resolve(&self) -> Result<SocketAddr, String> {
+        let cannot = || format!("cannot resolve host {}", self.host);
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|_| cannot())?
+            .next()
+            .ok_or_else(cannot)
+    }
+}
+
 impl ClientArgs {
-    pub fn config(&self) -> ClientConfig {
+    pub fn config(&self, server: SocketAddr) -> ClientConfig {
         ClientConfig {
             listen_port: self.port,
             advertise_ip: self.ip,
             trace: self.trace,
             connect_timeout: CONNECT_TIMEOUT,
-            ..ClientConfig::new(self.name, self.server)
+            ..ClientConfig::new(self.name, server)
         }
     }
 }
 
 pub fn run(args: ClientArgs) -> Result<(), String> {
-    let client = Client::new(args.config(), Instant::now());
-    run_with(
+    let server = args.server.resolve()?;
+    let client = Client::new(args.config(server), Instant::now());
+    let result = if console::is_interactive() {
+        run_at_terminal(&args, client)
+    } else {
+        run_with(
+            args.transport,
+            client,
+            |inputs| {
+                install_ctrl_c(&inputs)?;
+                spawn_stdin_reader(inputs)
+            },
+            {
+                let mut screen = Screen::default();
+                move |event| {
+                    for (_, line) in screen.show(&event) {
+                        line.print();
+                    }
+                }
+            },
+        )
+    };
+    result.map_err(with_hint)
+}
+
+fn install_ctrl_c(inputs: &Inputs<ClientInput>) -> Result<(), String> {
+    let on_signal = inputs.clone();
+    signals::on_interrupt(move || on_signal.send(ClientInput::Interrupt))
+}
+
+/// The line editor, the prompt, colour, and a goodbye on the way out.
+fn run_at_terminal(args: &ClientArgs, client: Client) -> Result<(), String> {
+    let console = Console::new(Status {
+        name: args.name,
+        mode: Mode::Unregistered,
+        peer: None,
+        held: 0,
+    });
+    let mut screen = Screen::default();
+    let result = run_with(
         args.transport,
         client,
         |inputs| {
-            let on_signal = inputs.clone();
-            signals::on_interrupt(move || on_signal.send(ClientInput::Interrupt))?;
-            spawn_stdin_reader(inputs)
+            install_ctrl_c(&inputs)?;
+            console.start_editor(inputs)
         },
-        {
-            let mut screen = Screen::default();
-            move |event| screen.show(&event).iter().for_each(Line::print)
+        |event| {
+            let lines = screen.show(&event);
+            console.update(|status| screen.status(status));
+            for (tone, line) in lines {
+                console.show(tone, &line);
+            }
         },
-    )
+    );
+    console.finish();
+    if result.is_ok() {
+        console.show(Tone::Hint, &Line::Out(screen.goodbye()));
+    }
+    result
 }
 
-/// What the terminal shows: `describe`, plus two things the core's events
-/// leave implicit.
+/// An unreachable server is most often one not started yet.
+fn with_hint(error: String) -> String {
+    if error.starts_with("cannot reach the server") {
+        format!("{error} (is it running? start one with `bridgechat server`)")
+    } else {
+        error
+    }
+}
+
+/// What the screen shows: `describe`, plus what the core's events leave
+/// implicit (the start hint, a held message going out, the goodbye).
 #[derive(Debug, Default)]
 pub struct Screen {
     /// Messages held, as last reported by the core.
     held: usize,
     mode: Option<Mode>,
+    peer: Option<Name>,
 }
 
 impl Screen {
-    pub fn show(&mut self, event: &ClientEvent) -> Vec<Line> {
-        let mut lines = vec![describe(event)];
+    pub fn show(&mut self, event: &ClientEvent) -> Vec<(Tone, Line)> {
+        let mut lines = vec![styled(event)];
         match event {
             // The core starts unregistered without announcing it: say what to type.
-            ClientEvent::Listening(_) => lines.push(Line::Out(START_HINT.to_owned())),
+            ClientEvent::Listening(_) => {
+                lines.push((Tone::Hint, Line::Out(START_HINT.to_owned())));
+            }
             ClientEvent::MessageHeld { pending } => self.held = *pending,
-            ClientEvent::ModeChanged { mode, .. } => {
+            ClientEvent::ModeChanged { mode, peer } => {
                 // WRITE -> READ with messages held: the core just sent the oldest one.
                 if *mode == Mode::Read && self.mode == Some(Mode::Write) && self.held > 0 {
                     self.held -= 1;
-                    lines.insert(0, Line::Out("(sent your held message)".to_owned()));
+                    let sent = Line::Out("(sent your held message)".to_owned());
+                    lines.insert(0, (Tone::Hint, sent));
                 }
                 if matches!(mode, Mode::Registered | Mode::Unregistered) {
                     self.held = 0; // the core drops them and says so
                 }
                 self.mode = Some(*mode);
+                self.peer = *peer;
             }
             _ => {}
         }
         lines
+    }
+
+    /// Copies what the prompt shows.
+    pub fn status(&self, status: &mut Status) {
+        status.mode = self.mode.unwrap_or(Mode::Unregistered);
+        status.peer = self.peer;
+        status.held = self.held;
+    }
+
+    /// The last line: what leaving did, by the mode we left from.
+    pub fn goodbye(&self) -> String {
+        match (self.mode, self.peer) {
+            (Some(Mode::Write | Mode::Read), Some(peer)) => {
+                format!("bye: you left the chat with {peer} ({peer} is told) and the server")
+            }
+            (Some(Mode::Unregistered) | None, _) => "bye".to_owned(),
+            _ => "bye: you left the server, which forgets your name".to_owned(),
+        }
     }
 }
 
@@ -139,32 +271,35 @@ pub const START_HINT: &str =
 fn spawn_stdin_reader(inputs: Inputs<ClientInput>) -> Result<(), String> {
     thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = io::stdin().lock();
-            let mut raw = Vec::new();
-            loop {
-                raw.clear();
-                match stdin.read_until(b'\n', &mut raw) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&raw);
-                        let line = line.strip_suffix('\n').unwrap_or(&line);
-                        let line = line.strip_suffix('\r').unwrap_or(line);
-                        if !inputs.send(ClientInput::Line(line.to_owned())) {
-                            return; // the loop has ended
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        out::complain(&format!("cannot read standard input: {e}"));
-                        break;
-                    }
-                }
-            }
-            inputs.send(ClientInput::EndOfInput);
-        })
+        .spawn(move || read_lines(&inputs))
         .map(drop)
         .map_err(|e| format!("cannot start the input thread: {e}"))
+}
+
+/// Plain lines from stdin, each one line (command or message), then `EndOfInput`.
+pub fn read_lines(inputs: &Inputs<ClientInput>) {
+    let mut stdin = io::stdin().lock();
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match stdin.read_until(b'\n', &mut raw) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.strip_suffix('\n').unwrap_or(&line);
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if !inputs.send(ClientInput::Line(line.to_owned())) {
+                    return; // the loop has ended
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                out::complain(&format!("cannot read standard input: {e}"));
+                break;
+            }
+        }
+    }
+    inputs.send(ClientInput::EndOfInput);
 }
 
 /// The line a mode change is shown as: always starts with the mode's name.
@@ -182,35 +317,75 @@ pub fn mode_line(mode: Mode, peer: Option<Name>) -> String {
 
 /// The line an event is shown as.
 pub fn describe(event: &ClientEvent) -> Line {
+    styled(event).1
+}
+
+/// The line an event is shown as, and how it looks at a terminal. A new kind
+/// of status line is one arm here.
+pub fn styled(event: &ClientEvent) -> (Tone, Line) {
+    let out = |text: String| Line::Out(text);
     match event {
-        ClientEvent::Listening(addr) => Line::Out(format!("listening on {addr}")),
-        ClientEvent::ModeChanged { mode, peer } => Line::Out(mode_line(*mode, *peer)),
-        ClientEvent::MessageReceived { from, text } => {
-            Line::Out(format!("{from}: {}", defang(text)))
+        ClientEvent::Listening(addr) => (Tone::Hint, out(format!("listening on {addr}"))),
+        ClientEvent::ModeChanged { mode, peer } => {
+            (Tone::Mode(*mode), out(mode_line(*mode, *peer)))
         }
-        ClientEvent::MessageHeld { pending } => Line::Out(match pending {
-            1 => "(held: will send when it is your turn)".to_owned(),
-            n => format!("(held: will send when it is your turn; {n} messages waiting)"),
-        }),
-        ClientEvent::PeerLeft { peer } => Line::Out(format!("{peer} left the chat")),
-        ClientEvent::PeerLost { peer, reason } => {
-            Line::Error(format!("lost the chat with {peer}: {reason}"))
-        }
-        ClientEvent::Info(text) => Line::Out(text.clone()),
-        ClientEvent::Error(error) => Line::Error(error.to_string()),
+        ClientEvent::MessageReceived { from, text } => (
+            Tone::Message {
+                name_width: from.as_str().len(),
+            },
+            out(message_lines(*from, text)),
+        ),
+        ClientEvent::MessageHeld { pending } => (
+            Tone::Hint,
+            out(match pending {
+                1 => "(held: will send when it is your turn)".to_owned(),
+                n => format!("(held: will send when it is your turn; {n} messages waiting)"),
+            }),
+        ),
+        ClientEvent::PeerLeft { peer } => (Tone::Plain, out(format!("{peer} left the chat"))),
+        ClientEvent::PeerLost { peer, reason } => (
+            Tone::Plain,
+            Line::Error(format!("lost the chat with {peer}: {reason}")),
+        ),
+        ClientEvent::Info(text) => (Tone::Plain, out(text.clone())),
+        ClientEvent::Error(error) => (Tone::Plain, Line::Error(error.to_string())),
         ClientEvent::Trace {
             conn,
             direction,
             bytes,
-        } => Line::Trace(out::trace(*conn, *direction, bytes)),
+        } => (
+            Tone::Hint,
+            Line::Trace(out::trace(*conn, *direction, bytes)),
+        ),
     }
 }
 
-/// A peer's text with terminal control characters (escape sequences that could
-/// move the cursor, recolour or retitle the terminal) shown as U+FFFD; line
-/// breaks and tabs are kept. Printable text is untouched, so it stays byte-exact.
+/// A received message as `from: first line`, every further line indented
+/// under the text, so no line of it can pass for one of the client's own
+/// (`REGISTERED`, `error: ...`), which always start at the left edge.
+fn message_lines(from: Name, text: &str) -> String {
+    let text = defang(text);
+    let indent = " ".repeat(from.as_str().len() + 2);
+    let mut shown = format!("{from}: ");
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            shown.push('\n');
+            shown.push_str(&indent);
+        }
+        shown.push_str(line);
+    }
+    shown
+}
+
+/// A peer's text with everything that could change how the screen reads
+/// shown as U+FFFD: control characters (escape sequences could move the
+/// cursor, recolour or retitle the terminal; CR could overwrite the line) and
+/// invisible formatting characters (bidi overrides and isolates reorder what
+/// follows; zero-width spaces hide text). Line breaks and tabs are kept; the
+/// zero-width joiners U+200C and U+200D too, since Persian, Indic scripts and
+/// emoji sequences need them. Other text is untouched, so it stays byte-exact.
 fn defang(text: &str) -> std::borrow::Cow<'_, str> {
-    let harmful = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let harmful = |c: char| (c.is_control() && c != '\n' && c != '\t') || is_invisible_format(c);
     if !text.contains(harmful) {
         return text.into();
     }
@@ -218,6 +393,25 @@ fn defang(text: &str) -> std::borrow::Cow<'_, str> {
         .map(|c| if harmful(c) { '\u{FFFD}' } else { c })
         .collect::<String>()
         .into()
+}
+
+/// Format characters that reorder or hide text (Unicode's Bidi_Control, and
+/// the invisible spaces and marks).
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'                  // Arabic letter mark
+            | '\u{180E}'            // Mongolian vowel separator
+            | '\u{200B}'            // zero-width space
+            | '\u{200E}'..='\u{200F}' // left-to-right and right-to-left marks
+            | '\u{2028}'..='\u{2029}' // line and paragraph separators
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{206A}'..='\u{206F}' // deprecated format controls
+            | '\u{FEFF}'            // zero-width no-break space
+            | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
+    )
 }
 
 #[cfg(test)]
@@ -248,15 +442,45 @@ mod tests {
         );
     }
 
+    fn received(text: &str) -> Line {
+        describe(&ClientEvent::MessageReceived {
+            from: alice(),
+            text: text.into(),
+        })
+    }
+
     #[test]
     fn a_received_message_is_printed_as_peer_colon_text() {
-        let event = ClientEvent::MessageReceived {
-            from: alice(),
-            text: "héllo: two\nlines".into(),
-        };
         assert_eq!(
-            describe(&event),
-            Line::Out("alice: héllo: two\nlines".into())
+            received("héllo: one line"),
+            Line::Out("alice: héllo: one line".into())
+        );
+    }
+
+    #[test]
+    fn every_further_line_of_a_message_is_indented_under_the_peers_name() {
+        assert_eq!(
+            received("see you\nerror: lost the chat with evil\nREGISTERED: type /bridge\n"),
+            Line::Out(
+                "alice: see you\n       error: lost the chat with evil\n       REGISTERED: type /bridge\n       "
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn bidi_and_zero_width_controls_are_neutralised() {
+        assert_eq!(
+            received("a\u{202E}b\u{2066}c\u{2069}d\u{200B}e\u{200F}f\u{061C}g\u{FEFF}h\u{2028}i"),
+            Line::Out(
+                "alice: a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e\u{FFFD}f\u{FFFD}g\u{FFFD}h\u{FFFD}i"
+                    .into()
+            )
+        );
+        // Joiners that scripts and emoji need are kept.
+        assert_eq!(
+            received("👩\u{200D}💻 می\u{200C}خواهم"),
+            Line::Out("alice: 👩\u{200D}💻 می\u{200C}خواهم".into())
         );
     }
 
@@ -285,12 +509,36 @@ mod tests {
         assert_eq!(
             screen.show(&mode(Mode::Read)),
             [
-                Line::Out("(sent your held message)".into()),
-                Line::Out("READ MODE: waiting for alice".into())
+                (Tone::Hint, Line::Out("(sent your held message)".into())),
+                (
+                    Tone::Mode(Mode::Read),
+                    Line::Out("READ MODE: waiting for alice".into())
+                )
             ]
         );
         screen.show(&mode(Mode::Write));
         assert_eq!(screen.show(&mode(Mode::Read)).len(), 1);
+    }
+
+    #[test]
+    fn goodbye_says_what_leaving_did() {
+        let mut screen = Screen::default();
+        assert_eq!(screen.goodbye(), "bye");
+        screen.show(&ClientEvent::ModeChanged {
+            mode: Mode::Write,
+            peer: Some(alice()),
+        });
+        assert!(screen.goodbye().contains("left the chat with alice"));
+    }
+
+    #[test]
+    fn an_unreachable_server_hints_at_starting_one() {
+        let error = with_hint("cannot reach the server at 127.0.0.1:1: refused".into());
+        assert!(
+            error.ends_with("start one with `bridgechat server`)"),
+            "{error}"
+        );
+        assert_eq!(with_hint("other".into()), "other");
     }
 
     #[test]

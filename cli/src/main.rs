@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod client;
+mod commands;
+mod console;
 mod demo;
 mod out;
 mod server;
@@ -73,7 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(error) => {
-            out::complain(&one_line(&error.render().to_string()));
+            out::complain(&flag_error(&error.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -94,16 +96,22 @@ fn main() -> ExitCode {
 
 /// Folds clap's multi-line usage error into the contract's "one clear line":
 /// the error and its details, without the usage block and the `--help` hint.
-fn one_line(rendered: &str) -> String {
-    let details: Vec<&str> = rendered
+/// clap's `tip:` lines (a similar flag exists...) follow, each on its own line.
+fn flag_error(rendered: &str) -> String {
+    let (tips, details): (Vec<&str>, Vec<&str>) = rendered
         .lines()
         .map(str::trim)
         .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
         .filter(|line| !line.is_empty())
-        .collect();
+        .partition(|line| line.starts_with("tip:"));
     let text = details.join(" ");
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    format!("{text} (see --help)")
+    let mut shown = format!("{text} (see --help)");
+    for tip in tips {
+        shown.push_str("\n  ");
+        shown.push_str(tip);
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -114,11 +122,51 @@ mod tests {
     #[test]
     fn flag_errors_fold_into_one_line() {
         let error = Cli::try_parse_from(["bridgechat", "client"]).unwrap_err();
-        let line = one_line(&error.render().to_string());
+        let line = flag_error(&error.render().to_string());
         assert_eq!(
             line,
             "the following required arguments were not provided: --name <NAME> (see --help)"
         );
+    }
+
+    #[test]
+    fn a_tip_goes_on_its_own_line() {
+        let error = Cli::try_parse_from(["bridgechat", "client", "--name", "al", "--serer", "x"])
+            .unwrap_err();
+        assert_eq!(
+            flag_error(&error.render().to_string()),
+            "unexpected argument '--serer' found (see --help)\n  \
+             tip: a similar argument exists: '--server'"
+        );
+    }
+
+    #[test]
+    fn the_server_may_be_a_host_name_resolved_at_start() {
+        let cli = Cli::try_parse_from([
+            "bridgechat",
+            "client",
+            "--name",
+            "al",
+            "--server",
+            "nosuchhost.invalid:7070",
+        ])
+        .unwrap();
+        let Command::Client(args) = cli.command else {
+            panic!("not client")
+        };
+        assert_eq!(
+            args.server.resolve(),
+            Err("cannot resolve host nosuchhost.invalid".to_owned())
+        );
+        assert!(Cli::try_parse_from([
+            "bridgechat",
+            "client",
+            "--name",
+            "al",
+            "--server",
+            "nosuchhost"
+        ])
+        .is_err());
     }
 
     #[test]
@@ -141,7 +189,7 @@ mod tests {
             let Command::Client(args) = cli.command else {
                 panic!("not client")
             };
-            assert_eq!(args.server, "127.0.0.1:7070".parse().unwrap());
+            assert_eq!(args.server.to_string(), "127.0.0.1:7070");
             assert_eq!(args.port, 0);
             assert_eq!(args.ip, None);
         }

@@ -4,7 +4,23 @@
 
 use std::io::{self, Write};
 
+use bridgechat_core::client::Mode;
 use bridgechat_core::{ConnId, Direction};
+
+/// How a line looks at a terminal (colour, wrapping); pipes get the plain text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    /// Advice and asides, shown dimmed.
+    Hint,
+    /// A mode line, in the mode's colour.
+    Mode(Mode),
+    /// A peer's message, `name: text`: the name stands out, and every further
+    /// row is indented under it.
+    Message {
+        name_width: usize,
+    },
+}
 
 /// Where a line goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
