@@ -51,7 +51,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use crate::codec::{Limits, HEADER_SLOTS};
+use crate::codec::Limits;
 use crate::contact::{parse_ip, parse_port, Contact, InvalidValue, Name};
 
 /// The verbs of the course format.
@@ -276,18 +276,21 @@ impl std::error::Error for CourseError {}
 enum Scan {
     /// Between blocks: blank lines are skipped and hold nothing.
     Between,
-    /// Inside a block.
-    InBlock {
-        /// Bytes of the current line, CR included.
-        line_len: usize,
-        /// The previous byte was a CR (only legal right before LF).
-        after_cr: bool,
-        /// The current line is a header line that has shown a colon after a name.
-        colon: bool,
-        /// Complete lines so far, the verb line included.
-        lines: usize,
-    },
+    InBlock(Lines),
     Failed,
+}
+
+/// What the scanner knows of the block it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Lines {
+    /// Complete lines so far, the verb line included.
+    done: usize,
+    /// Bytes of the current line, CR included.
+    len: usize,
+    /// The previous byte was a CR (only legal right before LF).
+    after_cr: bool,
+    /// Where the current line's first colon is, if it has one.
+    colon: Option<usize>,
 }
 
 /// A streaming decoder of course blocks for one connection.
@@ -309,10 +312,6 @@ impl Default for CourseDecoder {
 
 impl CourseDecoder {
     pub fn new(limits: Limits) -> CourseDecoder {
-        let limits = Limits {
-            max_headers: limits.max_headers.min(HEADER_SLOTS),
-            ..limits
-        };
         CourseDecoder {
             limits,
             buf: Vec::new(),
@@ -368,65 +367,49 @@ impl CourseDecoder {
     /// Scans `input` byte by byte, the same whatever the split; true when a block ended.
     /// `taken` counts the bytes consumed, the block's last LF included.
     fn scan_bytes(&mut self, input: &[u8], taken: &mut usize) -> Result<bool, CourseError> {
+        if self.scan == Scan::Failed {
+            return Err(CourseError::Failed);
+        }
         for &byte in input {
             *taken += 1;
-            match &mut self.scan {
-                Scan::Failed => return Err(CourseError::Failed),
-                Scan::Between => {
-                    if byte == b'\r' || byte == b'\n' {
-                        continue;
-                    }
-                    self.scan = Scan::InBlock {
-                        line_len: 0,
-                        after_cr: false,
-                        colon: false,
-                        lines: 0,
-                    };
+            if self.scan == Scan::Between {
+                if byte == b'\r' || byte == b'\n' {
+                    continue;
                 }
-                Scan::InBlock { .. } => {}
+                self.scan = Scan::InBlock(Lines::default());
             }
-            let Scan::InBlock {
-                line_len,
-                after_cr,
-                colon,
-                lines,
-            } = &mut self.scan
-            else {
-                unreachable!("entered a block above")
+            let Scan::InBlock(line) = &mut self.scan else {
+                return Err(CourseError::Failed);
             };
             if self.buf.len() >= self.limits.max_head {
                 return Err(CourseError::HeadTooLarge);
             }
             self.buf.push(byte);
             if byte == b'\n' {
-                let content = *line_len - usize::from(*after_cr);
-                if content == 0 {
+                if line.len == usize::from(line.after_cr) {
                     self.scan = Scan::Between;
                     return Ok(true);
                 }
-                if *lines > 0 && !*colon {
+                if line.done > 0 && !line.colon.is_some_and(|at| at > 0) {
                     return Err(CourseError::MalformedHeader);
                 }
-                *lines += 1;
-                if *lines > self.limits.max_headers + 1 {
+                *line = Lines {
+                    done: line.done + 1,
+                    ..Lines::default()
+                };
+                if line.done > self.limits.max_headers + 1 {
                     return Err(CourseError::TooManyHeaders);
                 }
-                *line_len = 0;
-                *after_cr = false;
-                *colon = false;
                 continue;
             }
-            if *after_cr || (byte < 0x20 && byte != b'\t' && byte != b'\r') || byte == 0x7f {
+            if line.after_cr || (byte < 0x20 && byte != b'\t' && byte != b'\r') || byte == 0x7f {
                 return Err(CourseError::ControlByte);
             }
-            if byte == b':' && *line_len > 0 {
-                *colon = true;
+            if byte == b':' && line.colon.is_none() {
+                line.colon = Some(line.len);
             }
-            *after_cr = byte == b'\r';
-            *line_len += 1;
-        }
-        if self.scan == Scan::Failed {
-            return Err(CourseError::Failed);
+            line.after_cr = byte == b'\r';
+            line.len += 1;
         }
         Ok(false)
     }
