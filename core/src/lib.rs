@@ -46,6 +46,7 @@
 pub mod client;
 pub mod codec;
 pub mod contact;
+pub mod course;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
