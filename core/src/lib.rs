@@ -46,7 +46,8 @@
 pub mod client;
 pub mod codec;
 pub mod contact;
-#[doc(hidden)]
+pub mod driver;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod outputs;
 pub mod server;

@@ -1,0 +1,146 @@
+//! The one routine every event loop uses to drain an [`Endpoint`] and feed back
+//! what became of its outputs.
+//!
+//! A transport implements [`Transport`]: it carries out each [`Output`] (bind,
+//! connect, send, close, show, exit) and queues what came of it as an
+//! [`Outcome`]. [`drive`] does the rest, in one fixed order:
+//!
+//! 1. Drain `poll_output` until it returns `None`, handing every output to the
+//!    transport in the order the endpoint queued it.
+//! 2. If the endpoint asked to exit, drop the queued outcomes and stop: the
+//!    loop is ending.
+//! 3. Otherwise feed back the oldest queued outcome (`handle_listening`,
+//!    `handle_connect_failed`, ...), then start again at 1, until no outcome
+//!    is left.
+//!
+//! So the endpoint never sees an input while it is still handing out outputs,
+//! and the outputs caused by one outcome are carried out before the next
+//! outcome is fed back. A transport may also queue outcomes it notices outside
+//! a drain (a connect that completed, a write that failed) and then call
+//! [`drive`]: they are fed back the same way.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::{ConnId, Endpoint, Output};
+
+/// What became of an output; fed back to the endpoint by [`drive`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `Output::Listen` bound a listener at this address (the port actually bound).
+    Listening(SocketAddr),
+    /// `Output::Listen` for this address failed, with the OS error text.
+    ListenFailed(SocketAddr, String),
+    /// `Output::Connect` established the connection, bound locally at this address.
+    Connected(ConnId, SocketAddr),
+    /// `Output::Connect` could not establish the connection.
+    ConnectFailed(ConnId, String),
+    /// A connection the endpoint knows ended: the peer closed it, it broke, or a
+    /// write failed or would have queued without bound.
+    Closed(ConnId),
+}
+
+/// Outcomes waiting to be fed back, oldest first. A transport owns one.
+///
+/// Once the endpoint has asked to exit, nothing more is fed back: what is
+/// queued is dropped and later pushes are ignored.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    queue: VecDeque<Outcome>,
+    exited: bool,
+}
+
+impl Outcomes {
+    pub fn push(&mut self, outcome: Outcome) {
+        if !self.exited {
+            self.queue.push_back(outcome);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Whether the endpoint has asked to exit.
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    fn pop(&mut self) -> Option<Outcome> {
+        self.queue.pop_front()
+    }
+
+    fn exit(&mut self) {
+        self.exited = true;
+        self.queue.clear();
+    }
+}
+
+/// What a transport does for an endpoint whose events are `Event`.
+///
+/// Each method carries out one output at once or starts it; none calls back
+/// into the endpoint. Results go into [`Transport::outcomes`].
+pub trait Transport<Event> {
+    /// The time outcomes are fed back at.
+    fn now(&mut self) -> Instant;
+    /// Bind a listener; queue `Listening` or `ListenFailed`.
+    fn listen(&mut self, addr: SocketAddr);
+    /// Start connecting; queue `Connected` or `ConnectFailed`, now or later.
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr);
+    /// Send `bytes` on `conn` after what is queued there. Unknown `conn`s are
+    /// ignored; if the connection breaks, queue `Closed`.
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]);
+    /// Send what is queued on `conn`, then close it. The endpoint has already forgotten it.
+    fn close(&mut self, conn: ConnId);
+    /// Show or log an event.
+    fn show(&mut self, event: Event);
+    /// Stop: flush what is queued, close everything, and end the loop with `result`.
+    /// Called once, for the first `Output::Exit`; outputs after it are still carried out.
+    fn exit(&mut self, result: Result<(), String>);
+    /// The transport's queue of outcomes not yet fed back.
+    fn outcomes(&mut self) -> &mut Outcomes;
+}
+
+/// Drains `endpoint` into `transport` and feeds back the outcomes, one at a
+/// time, until neither has anything left (see the module docs for the order).
+/// Returns true once the endpoint has asked to exit.
+pub fn drive<E, T>(endpoint: &mut E, transport: &mut T) -> bool
+where
+    E: Endpoint,
+    T: Transport<E::Event>,
+{
+    loop {
+        while let Some(output) = endpoint.poll_output() {
+            match output {
+                Output::Listen { addr } => transport.listen(addr),
+                Output::Connect { conn, addr } => transport.connect(conn, addr),
+                Output::Transmit { conn, bytes } => transport.transmit(conn, bytes),
+                Output::Close { conn } => transport.close(conn),
+                Output::Event(event) => transport.show(event),
+                Output::Exit(result) => {
+                    if !transport.outcomes().exited() {
+                        transport.outcomes().exit();
+                        transport.exit(result);
+                    }
+                }
+            }
+        }
+        if transport.outcomes().exited() {
+            return true;
+        }
+        let Some(outcome) = transport.outcomes().pop() else {
+            return false;
+        };
+        let now = transport.now();
+        match outcome {
+            Outcome::Listening(addr) => endpoint.handle_listening(now, addr),
+            Outcome::ListenFailed(addr, error) => endpoint.handle_listen_failed(now, addr, &error),
+            Outcome::Connected(conn, local) => endpoint.handle_connected(now, conn, local),
+            Outcome::ConnectFailed(conn, error) => {
+                endpoint.handle_connect_failed(now, conn, &error)
+            }
+            Outcome::Closed(conn) => endpoint.handle_closed(now, conn),
+        }
+    }
+}
