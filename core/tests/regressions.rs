@@ -8,7 +8,7 @@
 //!
 //! The long fuzz runs recorded in docs/TESTING.md found no crash so far; the
 //! regressions the targets found while they were written live beside their
-//! targets (`core/src/fuzzing.rs`, `server_target_regression_*`).
+//! targets (`core/src/fuzzing/`, `server_target_regression_*`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
