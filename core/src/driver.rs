@@ -144,3 +144,217 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    type Log = Rc<RefCell<Vec<String>>>;
+
+    /// An output the scripted endpoint queues, with its bytes owned.
+    #[derive(Clone)]
+    enum Step {
+        Listen(SocketAddr),
+        Connect(u64),
+        Transmit(u64, &'static str),
+        Event(&'static str),
+        Exit,
+    }
+
+    /// An endpoint that logs every input and answers each with the outputs scripted for it.
+    struct Scripted {
+        log: Log,
+        queue: VecDeque<Step>,
+        replies: HashMap<&'static str, Vec<Step>>,
+        bytes: Vec<u8>,
+    }
+
+    impl Scripted {
+        fn input(&mut self, what: &'static str) {
+            self.log.borrow_mut().push(format!("in {what}"));
+            let replies = self.replies.get(what).cloned().unwrap_or_default();
+            self.queue.extend(replies);
+        }
+    }
+
+    impl Endpoint for Scripted {
+        type Input = ();
+        type Event = &'static str;
+        fn handle_listening(&mut self, _now: Instant, _addr: SocketAddr) {
+            self.input("listening");
+        }
+        fn handle_listen_failed(&mut self, _now: Instant, _addr: SocketAddr, _error: &str) {
+            self.input("listen failed");
+        }
+        fn handle_accept(&mut self, _now: Instant, _peer: SocketAddr) -> ConnId {
+            self.input("accept");
+            ConnId(0)
+        }
+        fn handle_connected(&mut self, _now: Instant, _conn: ConnId, _local: SocketAddr) {
+            self.input("connected");
+        }
+        fn handle_connect_failed(&mut self, _now: Instant, _conn: ConnId, _error: &str) {
+            self.input("connect failed");
+        }
+        fn handle_data(&mut self, _now: Instant, _conn: ConnId, _bytes: &[u8]) {
+            self.input("data");
+        }
+        fn handle_closed(&mut self, _now: Instant, _conn: ConnId) {
+            self.input("closed");
+        }
+        fn handle_input(&mut self, _now: Instant, _input: ()) {
+            self.input("input");
+        }
+        fn handle_timeout(&mut self, _now: Instant) {
+            self.input("timeout");
+        }
+        fn poll_output(&mut self) -> Option<Output<'_, &'static str>> {
+            Some(match self.queue.pop_front()? {
+                Step::Listen(addr) => Output::Listen { addr },
+                Step::Connect(id) => Output::Connect {
+                    conn: ConnId(id),
+                    addr: addr(),
+                },
+                Step::Transmit(id, text) => {
+                    self.bytes = text.as_bytes().to_vec();
+                    Output::Transmit {
+                        conn: ConnId(id),
+                        bytes: &self.bytes,
+                    }
+                }
+                Step::Event(e) => Output::Event(e),
+                Step::Exit => Output::Exit(Ok(())),
+            })
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    /// A transport that logs every output; listens succeed and connects fail at once.
+    struct Logging {
+        log: Log,
+        outcomes: Outcomes,
+        exits: usize,
+    }
+
+    impl Transport<&'static str> for Logging {
+        fn now(&mut self) -> Instant {
+            Instant::now()
+        }
+        fn listen(&mut self, addr: SocketAddr) {
+            self.log.borrow_mut().push("out listen".into());
+            self.outcomes.push(Outcome::Listening(addr));
+        }
+        fn connect(&mut self, conn: ConnId, _addr: SocketAddr) {
+            self.log.borrow_mut().push(format!("out connect {conn}"));
+            self.outcomes
+                .push(Outcome::ConnectFailed(conn, "refused".into()));
+        }
+        fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+            let text = String::from_utf8_lossy(bytes);
+            self.log
+                .borrow_mut()
+                .push(format!("out transmit {conn} {text}"));
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.log.borrow_mut().push(format!("out close {conn}"));
+        }
+        fn show(&mut self, event: &'static str) {
+            self.log.borrow_mut().push(format!("out show {event}"));
+        }
+        fn exit(&mut self, _result: Result<(), String>) {
+            self.exits += 1;
+            self.log.borrow_mut().push("out exit".into());
+        }
+        fn outcomes(&mut self) -> &mut Outcomes {
+            &mut self.outcomes
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7070))
+    }
+
+    fn setup(first: Vec<Step>, replies: Vec<(&'static str, Vec<Step>)>) -> (Scripted, Logging) {
+        let log = Log::default();
+        let endpoint = Scripted {
+            log: Rc::clone(&log),
+            queue: first.into(),
+            replies: replies.into_iter().collect(),
+            bytes: Vec::new(),
+        };
+        let transport = Logging {
+            log,
+            outcomes: Outcomes::default(),
+            exits: 0,
+        };
+        (endpoint, transport)
+    }
+
+    #[test]
+    fn outcomes_are_fed_back_one_at_a_time_after_the_outputs_before_them() {
+        let (mut endpoint, mut transport) = setup(
+            vec![
+                Step::Listen(addr()),
+                Step::Connect(1),
+                Step::Event("queued"),
+            ],
+            vec![
+                ("listening", vec![Step::Event("bound"), Step::Connect(2)]),
+                ("connect failed", vec![Step::Transmit(3, "hi")]),
+            ],
+        );
+        assert!(!drive(&mut endpoint, &mut transport));
+        assert_eq!(
+            *transport.log.borrow(),
+            [
+                "out listen",
+                "out connect #1",
+                "out show queued",
+                "in listening",
+                "out show bound",
+                "out connect #2",
+                "in connect failed",
+                "out transmit #3 hi",
+                "in connect failed",
+                "out transmit #3 hi",
+            ]
+        );
+        assert!(transport.outcomes.is_empty());
+    }
+
+    #[test]
+    fn after_exit_outputs_are_still_carried_out_but_nothing_is_fed_back() {
+        let (mut endpoint, mut transport) = setup(
+            vec![
+                Step::Listen(addr()),
+                Step::Exit,
+                Step::Transmit(1, "last words"),
+                Step::Exit,
+            ],
+            vec![("listening", vec![Step::Event("bound")])],
+        );
+        assert!(drive(&mut endpoint, &mut transport));
+        transport.outcomes.push(Outcome::Closed(ConnId(1)));
+        assert!(drive(&mut endpoint, &mut transport));
+        assert_eq!(
+            *transport.log.borrow(),
+            ["out listen", "out exit", "out transmit #1 last words"]
+        );
+        assert_eq!(transport.exits, 1, "exit is carried out once");
+    }
+
+    #[test]
+    fn an_outcome_queued_between_drives_is_fed_back_by_the_next() {
+        let (mut endpoint, mut transport) =
+            setup(vec![], vec![("closed", vec![Step::Event("gone")])]);
+        assert!(!drive(&mut endpoint, &mut transport));
+        transport.outcomes.push(Outcome::Closed(ConnId(4)));
+        assert!(!drive(&mut endpoint, &mut transport));
+        assert_eq!(*transport.log.borrow(), ["in closed", "out show gone"]);
+    }
+}
