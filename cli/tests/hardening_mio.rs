@@ -1,4 +1,4 @@
-//! The hardening suite (issue 8), run on the mio transport.
+//! The hardening suite, run on the mio transport.
 
 mod hardening;
 mod suite;

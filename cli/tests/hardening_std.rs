@@ -1,4 +1,4 @@
-//! The hardening suite (issue 8), run on the blocking std transport.
+//! The hardening suite, run on the blocking std transport.
 
 mod hardening;
 mod suite;

@@ -1,6 +1,6 @@
 //! What the codec costs per message, next to bare httparse on the same bytes.
 //!
-//! Goal (issue 2): decoding a REGISTER costs at most 1.3x `httparse::Request::parse`.
+//! Goal: decoding a REGISTER costs at most 1.3x `httparse::Request::parse`.
 //! Run: `cargo bench -p bridgechat-core --bench codec -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;

@@ -16,8 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bridgechat_core::server::{Server, ServerConfig};
-use bridgechat_core::{codec, ConnId, Contact, Endpoint, Name, Output};
+use bridgechat_core::driver::{drive, Outcomes, Transport};
+use bridgechat_core::server::{Server, ServerConfig, ServerEvent};
+use bridgechat_core::{codec, ConnId, Contact, Endpoint, Name};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 /// Counts the bytes currently allocated (as requested, without the allocator's own overhead).
@@ -65,12 +66,36 @@ static ALLOCATOR: Counting = Counting;
 const CLIENTS: usize = 100_000;
 const PAIRS: usize = CLIENTS / 2;
 
-/// Feeds inputs to a `Server` and drains its outputs after each, as a transport would.
+/// Feeds inputs to a `Server` and drives its outputs after each, as a transport would.
 struct Driver {
     server: Server,
     now: Instant,
+    wire: Wire,
+}
+
+/// A transport that only counts what it is asked to send.
+#[derive(Default)]
+struct Wire {
     /// Bytes the server asked to send, summed so the work cannot be optimised away.
     sent: usize,
+    outcomes: Outcomes,
+}
+
+impl Transport<ServerEvent> for Wire {
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
+    fn listen(&mut self, _addr: SocketAddr) {}
+    fn connect(&mut self, _conn: ConnId, _addr: SocketAddr) {}
+    fn transmit(&mut self, _conn: ConnId, bytes: &[u8]) {
+        self.sent += bytes.len();
+    }
+    fn close(&mut self, _conn: ConnId) {}
+    fn show(&mut self, _event: ServerEvent) {}
+    fn exit(&mut self, _result: Result<(), bridgechat_core::ExitError>) {}
+    fn outcomes(&mut self) -> &mut Outcomes {
+        &mut self.outcomes
+    }
 }
 
 impl Driver {
@@ -83,18 +108,14 @@ impl Driver {
         let mut driver = Driver {
             server: Server::new(config),
             now: Instant::now(),
-            sent: 0,
+            wire: Wire::default(),
         };
         driver.drain();
         driver
     }
 
     fn drain(&mut self) {
-        while let Some(output) = self.server.poll_output() {
-            if let Output::Transmit { bytes, .. } = output {
-                self.sent += bytes.len();
-            }
-        }
+        drive(&mut self.server, &mut self.wire);
     }
 
     fn accept(&mut self, peer: SocketAddr) -> ConnId {
@@ -154,7 +175,7 @@ fn report_memory_per_registration(requests: &[(SocketAddr, Vec<u8>)]) {
     let ids = conns.capacity() * std::mem::size_of::<ConnId>();
     let per = (after - before - ids as isize) as f64 / CLIENTS as f64;
     println!("server/memory: {per:.0} bytes held per registration ({CLIENTS} registered)");
-    black_box((driver.sent, conns.len()));
+    black_box((driver.wire.sent, conns.len()));
 }
 
 fn bench_pair(c: &mut Criterion) {
@@ -215,7 +236,7 @@ fn bench_pairing_at_scale(c: &mut Criterion, requests: &[(SocketAddr, Vec<u8>)])
                     }
                     total += start.elapsed();
                     assert!(!driver.server.stats().waiting, "all 50,000 pairs formed");
-                    black_box(driver.sent);
+                    black_box(driver.wire.sent);
                 }
                 total
             })

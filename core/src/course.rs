@@ -43,10 +43,6 @@
 //! or a missing, repeated or invalid value is refused on its own and the
 //! decoder carries on with the next block.
 
-// The fuzz module's gate names cargo-fuzz's `fuzzing` cfg and a `fuzzing`
-// feature that the crate manifest may not declare.
-#![allow(unexpected_cfgs)]
-
 use std::fmt;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -771,7 +767,7 @@ pub fn write_chat_quit(out: &mut Vec<u8>) {
 }
 
 /// The body of the course fuzz target, as a plain function so it also runs as a test.
-#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz {
     use super::*;
 

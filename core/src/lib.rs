@@ -14,26 +14,73 @@
 //!    the other side, a person's input line, a timer that fired.
 //! 2. After **every** input, drain `poll_output` until it returns `None`, and
 //!    carry out each output in order: send these bytes on that connection,
-//!    open or close a connection, show an event.
+//!    open or close a connection, show an event; then feed back what came of
+//!    them, one at a time, draining again after each.
 //! 3. Ask `poll_timeout` for the next deadline; when it passes, call
 //!    `handle_timeout(now)`. Sleeping in `poll` until then is the transport's job.
 //!
-//! Both implement [`Endpoint`], so a transport writes its event loop once:
+//! Both implement [`Endpoint`]. Step 2, with feeding back what came of each
+//! output (a listener bound, a connect that completed, a connection that
+//! closed), is written once, in [`driver::drive`]; a transport implements
+//! [`driver::Transport`] and keeps only its readiness or thread logic:
 //!
-//! ```text
-//! loop {
-//!     wait for socket readiness, an Input, or poll_timeout()   (transport)
-//!     feed what happened: handle_accept / handle_data / handle_closed /
-//!         handle_connected / handle_listening / handle_input / handle_timeout
-//!     while let Some(output) = endpoint.poll_output() {
-//!         Listen   -> bind, then handle_listening (or handle_listen_failed)
-//!         Connect  -> open a TCP connection, then handle_connected (or _failed)
-//!         Transmit -> queue the bytes on that connection, in order
-//!         Close    -> send what is queued on it, then close it
-//!         Event    -> show or log it
-//!         Exit     -> send what is queued everywhere, close all, return
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::time::Instant;
+//!
+//! use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
+//! use bridgechat_core::server::{Server, ServerConfig, ServerEvent};
+//! use bridgechat_core::{ConnId, Endpoint, ExitError};
+//!
+//! /// A transport's sockets (left out here) and what came of each output.
+//! #[derive(Default)]
+//! struct Sockets {
+//!     outcomes: Outcomes,
+//!     exit: Option<Result<(), ExitError>>,
+//! }
+//!
+//! impl Transport<ServerEvent> for Sockets {
+//!     fn now(&mut self) -> Instant {
+//!         Instant::now()
+//!     }
+//!     fn listen(&mut self, addr: SocketAddr) {
+//!         // Bind a listener, then say what came of it.
+//!         self.outcomes.push(Outcome::Listening(addr));
+//!     }
+//!     fn connect(&mut self, _conn: ConnId, _addr: SocketAddr) {
+//!         // Start connecting; push `Connected` or `ConnectFailed` once it is decided.
+//!     }
+//!     fn transmit(&mut self, _conn: ConnId, _bytes: &[u8]) {
+//!         // Queue the bytes on that connection, after what is queued there.
+//!     }
+//!     fn close(&mut self, _conn: ConnId) {
+//!         // Send what is queued on it, then close it.
+//!     }
+//!     fn show(&mut self, event: ServerEvent) {
+//!         println!("{event:?}");
+//!     }
+//!     fn exit(&mut self, result: Result<(), ExitError>) {
+//!         self.exit = Some(result);
+//!     }
+//!     fn outcomes(&mut self) -> &mut Outcomes {
+//!         &mut self.outcomes
 //!     }
 //! }
+//!
+//! let mut server = Server::new(ServerConfig::default());
+//! let mut sockets = Sockets::default();
+//! // A new endpoint already holds outputs (its Listen): drive before the first wait.
+//! while !drive(&mut server, &mut sockets) {
+//!     // Wait for socket readiness, an input, or `poll_timeout()`, then feed what
+//!     // happened: handle_accept, handle_data, handle_input, handle_timeout, or an
+//!     // outcome such as `Outcome::Closed(conn)` for a connection the peer ended.
+//!     let now = Instant::now();
+//!     if server.poll_timeout().is_some_and(|deadline| deadline <= now) {
+//!         server.handle_timeout(now);
+//!     }
+//! }
+//! let result = sockets.exit.take().unwrap_or(Ok(()));
+//! # let _ = result;
 //! ```
 //!
 //! Connections are named by [`ConnId`]s that the core hands out; they are
@@ -47,8 +94,9 @@ pub mod client;
 pub mod codec;
 pub mod contact;
 pub mod course;
+pub mod driver;
 mod error;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod outputs;
 pub mod server;

@@ -8,7 +8,7 @@
 //!
 //! The long fuzz runs recorded in docs/TESTING.md found no crash so far; the
 //! regressions the targets found while they were written live beside their
-//! targets (`core/src/fuzzing.rs`, `server_target_regression_*`).
+//! targets (`core/src/fuzzing/`, `server_target_regression_*`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,6 +64,11 @@ fn every_decode_request_seed_and_its_prefixes_run_clean() {
 #[test]
 fn every_decode_response_seed_and_its_prefixes_run_clean() {
     run_seeds("decode_response", fuzzing::decode_response);
+}
+
+#[test]
+fn every_course_seed_and_its_prefixes_run_clean() {
+    run_seeds("course", fuzzing::course);
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Model-based property test of the rendezvous server.
 //!
 //! Random sequences of operations across up to 8 connections run against the real
-//! `Server` and against a reference model written straight from the contract: a map
-//! name -> connection and one waiting slot. Each connection's received bytes must equal
+//! `Server` and against a reference model written straight from the contract: the
+//! registry model the server's fuzz target checks against too (who holds which
+//! name, who waits), plus the timers and the exact bytes of every answer. Each connection's received bytes must equal
 //! the model's, byte for byte, under every chunking; the server's own state must agree
 //! with the model's; and the pairing invariants are checked on what the server did.
 
@@ -12,8 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bridgechat_core::server::{Server, ServerConfig};
-use bridgechat_core::{ConnId, Contact, Endpoint, Output};
+use bridgechat_core::driver::{drive, Outcomes, Transport};
+use bridgechat_core::fuzzing::{Bridged, Registered, RegistryModel};
+use bridgechat_core::server::{Server, ServerConfig, ServerEvent};
+use bridgechat_core::{ConnId, Contact, Endpoint};
 use proptest::prelude::*;
 use support::wire::*;
 use support::{name, responses, Chunking, Rng};
@@ -139,7 +142,6 @@ struct ModelConn {
     id: ConnId,
     opened_at: u64,
     ever_registered: bool,
-    contact: Option<Contact>,
     /// When the open head's first byte arrived.
     partial_since: Option<u64>,
 }
@@ -148,9 +150,8 @@ struct ModelConn {
 struct Model {
     now: u64,
     slots: [Option<ModelConn>; SLOTS],
-    /// Which slot holds each registered name, by its lower-case form.
-    names: BTreeMap<String, usize>,
-    waiting: Option<usize>,
+    /// Who holds which name and who waits, by slot.
+    registry: RegistryModel<usize>,
     /// What each connection should have received, and which ones the server closed.
     expected: BTreeMap<ConnId, Vec<u8>>,
     closed: BTreeSet<ConnId>,
@@ -165,18 +166,8 @@ impl Model {
             .extend_from_slice(text.as_bytes());
     }
 
-    /// Forgets the slot's registration and stops it waiting.
-    fn unregister(&mut self, slot: usize) {
-        if self.waiting == Some(slot) {
-            self.waiting = None;
-        }
-        if let Some(c) = self.slots[slot].as_mut().and_then(|c| c.contact.take()) {
-            self.names.remove(&c.name.as_str().to_ascii_lowercase());
-        }
-    }
-
     fn close(&mut self, slot: usize, by_server: bool) {
-        self.unregister(slot);
+        self.registry.unregister(slot);
         if let Some(c) = self.slots[slot].take() {
             if by_server {
                 self.closed.insert(c.id);
@@ -201,7 +192,6 @@ impl Model {
                     id,
                     opened_at: self.now,
                     ever_registered: false,
-                    contact: None,
                     partial_since: None,
                 });
             }
@@ -237,7 +227,7 @@ impl Model {
             Op::Register { name, port, .. } => self.register(slot, NAMES[*name], *port),
             Op::Bridge { claim, .. } => self.bridge(slot, claim.map(|n| NAMES[n])),
             Op::Unregister(_) => {
-                self.unregister(slot);
+                self.registry.unregister(slot);
                 self.answer(slot, &ok());
             }
             Op::UnknownMethod(_) => {
@@ -266,53 +256,33 @@ impl Model {
     }
 
     fn register(&mut self, slot: usize, who: &str, port: u16) {
-        let key = who.to_ascii_lowercase();
-        if self.names.get(&key).is_some_and(|&holder| holder != slot) {
-            return self.answer(
-                slot,
-                &error("409 Conflict", &format!("name already taken: {who}")),
-            );
-        }
         let ip = ip_of(slot);
         let contact = Contact::new(name(who), ip.parse().unwrap(), port).unwrap();
-        let conn = self.slots[slot].as_mut().expect("live");
-        conn.ever_registered = true;
-        if let Some(old) = conn.contact.replace(contact) {
-            self.names.remove(&old.name.as_str().to_ascii_lowercase());
+        match self.registry.register(slot, contact) {
+            Registered::NameTaken => self.answer(
+                slot,
+                &error("409 Conflict", &format!("name already taken: {who}")),
+            ),
+            Registered::Stored => {
+                self.slots[slot].as_mut().expect("live").ever_registered = true;
+                self.answer(slot, &ok_contact(who, &ip, port));
+            }
         }
-        self.names.insert(key, slot);
-        self.answer(slot, &ok_contact(who, &ip, port));
     }
 
     fn bridge(&mut self, slot: usize, claim: Option<&str>) {
-        let Some(me) = self.slots[slot].as_ref().and_then(|c| c.contact) else {
-            return self.answer(slot, &error("403 Forbidden", "register first"));
+        let text = match self.registry.bridge(slot, claim.map(name)) {
+            Bridged::NotRegistered => error("403 Forbidden", "register first"),
+            Bridged::NameMismatch => error(
+                "403 Forbidden",
+                "Name does not match this connection's registration",
+            ),
+            Bridged::Waits => ok(),
+            Bridged::Paired(peer) => {
+                ok_contact(peer.name.as_str(), &peer.ip.to_string(), peer.port())
+            }
         };
-        if claim.is_some_and(|claim| !claim.eq_ignore_ascii_case(me.name.as_str())) {
-            return self.answer(
-                slot,
-                &error(
-                    "403 Forbidden",
-                    "Name does not match this connection's registration",
-                ),
-            );
-        }
-        match self.waiting {
-            Some(waiter) if waiter != slot => {
-                let peer = self.slots[waiter]
-                    .as_ref()
-                    .and_then(|c| c.contact)
-                    .expect("the model's waiter is registered");
-                self.waiting = None;
-                let text = ok_contact(peer.name.as_str(), &peer.ip.to_string(), peer.port());
-                self.answer(slot, &text);
-            }
-            Some(_) => self.answer(slot, &ok()),
-            None => {
-                self.waiting = Some(slot);
-                self.answer(slot, &ok());
-            }
-        }
+        self.answer(slot, &text);
     }
 
     /// Closes what the head and register timers would have closed by `now`.
@@ -378,27 +348,14 @@ impl Driver {
     }
 
     fn drain(&mut self) {
-        while let Some(output) = self.server.poll_output() {
-            match output {
-                Output::Transmit { conn, bytes } => {
-                    assert!(!self.closed.contains(&conn), "{conn} written after close");
-                    self.received
-                        .entry(conn)
-                        .or_default()
-                        .extend_from_slice(bytes);
-                }
-                Output::Close { conn } => {
-                    assert!(self.closed.insert(conn), "{conn} closed twice");
-                    for slot in self.slots.iter_mut() {
-                        if *slot == Some(conn) {
-                            *slot = None;
-                        }
-                    }
-                }
-                Output::Listen { .. } | Output::Event(_) => {}
-                Output::Connect { .. } | Output::Exit(_) => panic!("unexpected {output:?}"),
-            }
-        }
+        let mut wire = Wire {
+            now: self.instant(),
+            slots: &mut self.slots,
+            received: &mut self.received,
+            closed: &mut self.closed,
+            outcomes: Outcomes::default(),
+        };
+        drive(&mut self.server, &mut wire);
     }
 
     /// Carries out `op`; returns the id of a connection it opened.
@@ -456,6 +413,55 @@ impl Driver {
             }
             _ => None,
         }
+    }
+}
+
+/// What the server's outputs do to the test's record of the wire.
+struct Wire<'a> {
+    now: Instant,
+    slots: &'a mut [Option<ConnId>; SLOTS],
+    received: &'a mut BTreeMap<ConnId, Vec<u8>>,
+    closed: &'a mut BTreeSet<ConnId>,
+    /// Stays empty: the listener is never reported, as before a transport binds it.
+    outcomes: Outcomes,
+}
+
+impl Transport<ServerEvent> for Wire<'_> {
+    fn now(&mut self) -> Instant {
+        self.now
+    }
+
+    fn listen(&mut self, _addr: SocketAddr) {}
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        panic!("unexpected connect of {conn} to {addr}");
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+        assert!(!self.closed.contains(&conn), "{conn} written after close");
+        self.received
+            .entry(conn)
+            .or_default()
+            .extend_from_slice(bytes);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        assert!(self.closed.insert(conn), "{conn} closed twice");
+        for slot in self.slots.iter_mut() {
+            if *slot == Some(conn) {
+                *slot = None;
+            }
+        }
+    }
+
+    fn show(&mut self, _event: ServerEvent) {}
+
+    fn exit(&mut self, result: Result<(), bridgechat_core::ExitError>) {
+        panic!("unexpected exit: {result:?}");
+    }
+
+    fn outcomes(&mut self) -> &mut Outcomes {
+        &mut self.outcomes
     }
 }
 
@@ -529,10 +535,9 @@ fn run(ops: &[Op], chunking: Chunking, seed: u64) -> (BTreeMap<ConnId, Vec<u8>>,
                 at()
             );
         }
-        let model_waiting = model.waiting.and_then(|s| model.slots[s].as_ref()?.contact);
         assert_eq!(
             driver.server.waiting(),
-            model_waiting,
+            model.registry.waiting(),
             "{}: waiting client",
             at()
         );
@@ -547,7 +552,7 @@ fn run(ops: &[Op], chunking: Chunking, seed: u64) -> (BTreeMap<ConnId, Vec<u8>>,
             if let Some(c) = model_conn {
                 assert_eq!(
                     driver.server.registration(c.id),
-                    c.contact,
+                    model.registry.registration(slot),
                     "{}: slot {slot}",
                     at()
                 );
@@ -555,7 +560,7 @@ fn run(ops: &[Op], chunking: Chunking, seed: u64) -> (BTreeMap<ConnId, Vec<u8>>,
         }
         let stats = driver.server.stats();
         assert_eq!(stats.connections, live.len(), "{}", at());
-        assert_eq!(stats.registered, model.names.len(), "{}", at());
+        assert_eq!(stats.registered, model.registry.len(), "{}", at());
     }
     (driver.received, driver.closed)
 }

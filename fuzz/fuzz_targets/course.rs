@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| bridgechat_core::course::fuzz::decode(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bridgechat_core::fuzzing::course(data));

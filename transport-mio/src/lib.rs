@@ -7,11 +7,10 @@
 //!    the next deadline passes (the core's `poll_timeout`, an accept back-off,
 //!    or a closing connection's grace period).
 //! 2. Feed what happened to the core (`handle_accept`, `handle_data`,
-//!    `handle_closed`, `handle_input`, `handle_timeout`, ...), and after every
-//!    call drain `poll_output`, carrying each output out in order. Outcomes
-//!    of outputs (a listener bound, a connect that failed at once) are queued
-//!    and fed back once the drain is done, so the core never sees an input
-//!    while it is still handing out outputs.
+//!    `handle_input`, `handle_timeout`, ...), and after every call run the
+//!    core's [`drive`]: it hands each output to this crate's [`Transport`] in
+//!    order and feeds back the queued outcomes (a listener bound, a connect
+//!    that completed or failed, a connection that closed) one at a time.
 //! 3. On `Output::Exit`, drop the listeners, flush every buffer for at most
 //!    [`EXIT_FLUSH`], close every socket and return the result.
 //!
@@ -44,42 +43,21 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure, Output};
+use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
+use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
+use bridgechat_transport_common::bind_listener;
+pub use bridgechat_transport_common::{
+    ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
+};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 // Tokens and ids are handed out here and by the core, never by peers: a fast hash is safe.
 use rustc_hash::FxHashMap as HashMap;
 
-/// Queued output at which a connection stops being read until it drains.
-pub const HIGH_WATER: usize = 64 * 1024;
-/// Queued output past which a connection is dropped as a reader that never reads.
-pub const MAX_QUEUED: usize = 1024 * 1024;
-/// How long a closed connection may take to flush and see the peer's end.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How much a closed connection may still send us before we drop it outright.
 pub const MAX_DISCARD: usize = 1024 * 1024;
-/// How long accepting pauses after `accept` fails (e.g. `EMFILE`).
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long `Exit` waits for output buffers to drain before closing anyway.
-pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
-
-/// Connections the kernel may queue before we accept them. mio's and std's 128
-/// overflow under a burst of connects, and each overflowed client then waits 1-3 s
-/// for a SYN retransmit; the kernel caps this at `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: i32 = 4096;
-
-/// A listener like `std::net::TcpListener::bind` (SO_REUSEADDR, the system's
-/// dual-stack default for IPv6), with a [`LISTEN_BACKLOG`]-deep accept queue.
-fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
 
 const READ_BUFFER: usize = 64 * 1024;
 const WAKER: Token = Token(0);
@@ -152,18 +130,18 @@ impl<E: Endpoint> Runner<E> {
     /// Runs until the endpoint emits `Output::Exit` and returns its result.
     /// `on_event` sees every `Output::Event`, on this thread.
     pub fn run(self, on_event: impl FnMut(E::Event)) -> Result<(), ExitError> {
-        let mut driver = Driver {
+        let mut event_loop = EventLoop {
             endpoint: self.endpoint,
             inputs: self.inputs,
-            on_event,
             read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
             io: Io {
+                on_event,
                 poll: self.poll,
                 listeners: Vec::new(),
                 conns: HashMap::default(),
                 tokens: HashMap::default(),
                 next_token: WAKER.0 + 1,
-                reports: VecDeque::new(),
+                outcomes: Outcomes::default(),
                 to_resume: Vec::new(),
                 closing: VecDeque::new(),
                 accept_paused_until: None,
@@ -171,7 +149,7 @@ impl<E: Endpoint> Runner<E> {
             },
         };
         drop(self.sender); // only controllers keep the channel open
-        driver.run()
+        event_loop.run()
     }
 }
 
@@ -206,24 +184,18 @@ impl Conn {
     }
 }
 
-/// Outcomes of outputs, fed to the core once the current drain is done.
-enum Report {
-    Listening(SocketAddr),
-    ListenFailed(SocketAddr, io::Error),
-    Connected(ConnId, SocketAddr),
-    ConnectFailed(ConnId, io::Error),
-    Closed(ConnId),
-}
-
 /// The sockets; everything here works without the endpoint.
-struct Io {
+struct Io<F> {
+    /// Shows the core's events.
+    on_event: F,
     poll: Poll,
     listeners: Vec<(Token, TcpListener)>,
     conns: HashMap<Token, Conn>,
     /// Connections the core knows (`Connecting` and `Open`).
     tokens: HashMap<ConnId, Token>,
     next_token: usize,
-    reports: VecDeque<Report>,
+    /// Outcomes for `drive` to feed back to the core.
+    outcomes: Outcomes,
     /// Paused connections whose queue drained below `HIGH_WATER`: read them again.
     to_resume: Vec<Token>,
     /// Grace deadlines of closing connections, in order (the grace is constant).
@@ -232,15 +204,14 @@ struct Io {
     exit: Option<Result<(), ExitError>>,
 }
 
-struct Driver<E: Endpoint, F> {
+struct EventLoop<E: Endpoint, F> {
     endpoint: E,
     inputs: Receiver<E::Input>,
-    on_event: F,
     read_buf: Box<[u8]>,
-    io: Io,
+    io: Io<F>,
 }
 
-impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
+impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
     fn run(&mut self) -> Result<(), ExitError> {
         self.drain(); // a new endpoint already holds outputs (its Listen, say)
         let mut events = Events::with_capacity(1024);
@@ -341,35 +312,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
         }
     }
 
-    /// Drains the core's outputs, feeding back the outcomes one at a time.
+    /// Carries out the core's outputs and feeds back their outcomes.
     fn drain(&mut self) {
-        loop {
-            while let Some(output) = self.endpoint.poll_output() {
-                match output {
-                    Output::Event(event) => (self.on_event)(event),
-                    other => self.io.carry_out(other),
-                }
-            }
-            if self.io.exit.is_some() {
-                self.io.reports.clear();
-                return;
-            }
-            let Some(report) = self.io.reports.pop_front() else {
-                return;
-            };
-            let now = Instant::now();
-            match report {
-                Report::Listening(addr) => self.endpoint.handle_listening(now, addr),
-                Report::ListenFailed(addr, error) => {
-                    self.endpoint.handle_listen_failed(now, addr, &error)
-                }
-                Report::Connected(conn, local) => self.endpoint.handle_connected(now, conn, local),
-                Report::ConnectFailed(conn, error) => {
-                    self.endpoint.handle_connect_failed(now, conn, &error)
-                }
-                Report::Closed(conn) => self.endpoint.handle_closed(now, conn),
-            }
-        }
+        drive(&mut self.endpoint, &mut self.io);
     }
 
     fn accept_all(&mut self, listener: Token) {
@@ -491,46 +436,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> Driver<E, F> {
     }
 }
 
-impl Io {
-    /// Carries out one output; events are shown by the caller.
-    fn carry_out<Ev>(&mut self, output: Output<'_, Ev>) {
-        match output {
-            Output::Listen { addr } => self.listen(addr),
-            Output::Connect { conn, addr } => match TcpStream::connect(addr) {
-                Ok(stream) => match self.add(stream) {
-                    Some(token) => self.adopt(token, conn, State::Connecting),
-                    None => self.reports.push_back(Report::ConnectFailed(
-                        conn,
-                        io::Error::other("cannot register the socket"),
-                    )),
-                },
-                Err(e) => self.reports.push_back(Report::ConnectFailed(conn, e)),
-            },
-            Output::Transmit { conn, bytes } => {
-                let Some(&token) = self.tokens.get(&conn) else {
-                    return;
-                };
-                let Some(c) = self.conns.get_mut(&token) else {
-                    return;
-                };
-                if c.queued() + bytes.len() > MAX_QUEUED {
-                    return self.broken(token);
-                }
-                c.out.extend_from_slice(bytes);
-                self.write_out(token);
-            }
-            Output::Close { conn } => {
-                if let Some(&token) = self.tokens.get(&conn) {
-                    self.start_closing(token, false);
-                }
-            }
-            Output::Event(_) => {}
-            Output::Exit(result) => {
-                if self.exit.is_none() {
-                    self.exit = Some(result);
-                }
-            }
-        }
+impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
+    fn now(&mut self) -> Instant {
+        Instant::now()
     }
 
     fn listen(&mut self, addr: SocketAddr) {
@@ -546,12 +454,59 @@ impl Io {
             self.listeners.push((token, listener));
             Ok(local)
         });
-        self.reports.push_back(match bound {
-            Ok(local) => Report::Listening(local),
-            Err(e) => Report::ListenFailed(addr, e),
+        self.outcomes.push(match bound {
+            Ok(local) => Outcome::Listening(local),
+            Err(e) => Outcome::ListenFailed(addr, e),
         });
     }
 
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        match TcpStream::connect(addr) {
+            Ok(stream) => match self.add(stream) {
+                Some(token) => self.adopt(token, conn, State::Connecting),
+                None => self.outcomes.push(Outcome::ConnectFailed(
+                    conn,
+                    io::Error::other("cannot register the socket"),
+                )),
+            },
+            Err(e) => self.outcomes.push(Outcome::ConnectFailed(conn, e)),
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(&token) = self.tokens.get(&conn) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if c.queued() + bytes.len() > MAX_QUEUED {
+            return self.broken(token);
+        }
+        c.out.extend_from_slice(bytes);
+        self.write_out(token);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(&token) = self.tokens.get(&conn) {
+            self.start_closing(token, false);
+        }
+    }
+
+    fn show(&mut self, event: Ev) {
+        (self.on_event)(event);
+    }
+
+    fn exit(&mut self, result: Result<(), ExitError>) {
+        self.exit.get_or_insert(result);
+    }
+
+    fn outcomes(&mut self) -> &mut Outcomes {
+        &mut self.outcomes
+    }
+}
+
+impl<F> Io<F> {
     /// Registers a new stream for both directions; `None` if that fails.
     fn add(&mut self, mut stream: TcpStream) -> Option<Token> {
         let token = Token(self.next_token);
@@ -610,14 +565,14 @@ impl Io {
             Ok(local) => {
                 let _ = conn.stream.set_nodelay(true);
                 conn.state = State::Open;
-                self.reports.push_back(Report::Connected(conn.id, local));
+                self.outcomes.push(Outcome::Connected(conn.id, local));
                 self.write_out(token);
             }
             Err(e) => {
                 let id = conn.id;
                 self.tokens.remove(&id);
                 self.conns.remove(&token);
-                self.reports.push_back(Report::ConnectFailed(id, e));
+                self.outcomes.push(Outcome::ConnectFailed(id, e));
             }
         }
     }
@@ -671,7 +626,7 @@ impl Io {
                 self.conns.remove(&token);
                 return;
             }
-            State::Open if peer_closed => self.reports.push_back(Report::Closed(conn.id)),
+            State::Open if peer_closed => self.outcomes.push(Outcome::Closed(conn.id)),
             _ => {}
         }
         if was != State::Closing {
@@ -692,7 +647,7 @@ impl Io {
     fn broken(&mut self, token: Token) {
         if let Some(conn) = self.remove(token) {
             if conn.state == State::Open {
-                self.reports.push_back(Report::Closed(conn.id));
+                self.outcomes.push(Outcome::Closed(conn.id));
             }
         }
     }

@@ -14,9 +14,10 @@
 //!
 //! - **The core thread** is the one that calls [`Runner::run`]. It never
 //!   blocks on a socket: `Transmit` copies the bytes into the connection's
-//!   *outbox*, a channel to its writer. Outcomes of outputs (a listener bound,
-//!   a writer that could not start) are queued and fed back once the drain is
-//!   done, so the core never sees an input while it is still handing out outputs.
+//!   *outbox*, a channel to its writer. After every message it runs the core's
+//!   [`drive`], which hands each output to this crate's [`Transport`] and feeds
+//!   back the queued outcomes (a listener bound, a connect that completed or
+//!   failed, a connection that closed) one at a time.
 //! - **Readers** block in `read` and forward each chunk. The channel to the
 //!   core is bounded, so a peer that sends faster than the core digests is
 //!   slowed down by TCP flow control, not buffered without limit.
@@ -57,24 +58,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure, Output};
+use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
+use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
+use bridgechat_transport_common::bind_listener;
+pub use bridgechat_transport_common::{
+    ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
+};
 
 /// Stack size of reader, writer, connector and acceptor threads.
 pub const THREAD_STACK: usize = 64 * 1024;
-/// Queued output at which a connection stops being read until it drains.
-pub const HIGH_WATER: usize = 64 * 1024;
-/// Queued output past which a connection is dropped as a reader that never reads.
-pub const MAX_QUEUED: usize = 1024 * 1024;
 /// Messages waiting for the core thread before readers block (backpressure).
 pub const CHANNEL_CAPACITY: usize = 1024;
-/// How long a closed connection may take to flush and see the peer's end.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// How long `Exit` waits for writers to flush before closing anyway.
-pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
 /// A backstop for connects; the core times them out sooner itself.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long accepting pauses after `accept` fails (e.g. `EMFILE`).
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -93,14 +89,6 @@ enum Msg {
     Flushed(ConnId),
     /// The writer is done and the socket shut down.
     Finished(ConnId),
-}
-
-/// Outcomes of outputs, fed to the core after a drain.
-enum Report {
-    Listening(SocketAddr),
-    ListenFailed(SocketAddr, io::Error),
-    ConnectFailed(ConnId, io::Error),
-    Closed(ConnId),
 }
 
 /// Sends inputs to a running [`Runner`] from any thread.
@@ -175,7 +163,8 @@ impl<E: Endpoint> Runner<E> {
                 closing: HashMap::new(),
                 grace: VecDeque::new(),
                 acceptors: Vec::new(),
-                reports: Vec::new(),
+                outcomes: Outcomes::default(),
+                exit: None,
             },
         })
     }
@@ -189,7 +178,12 @@ impl<E: Endpoint> Runner<E> {
     /// returns its result. Calls `on_event` for each `Output::Event`.
     pub fn run(mut self, mut on_event: impl FnMut(E::Event)) -> Result<(), ExitError> {
         loop {
-            if let Some(result) = self.drain(&mut on_event) {
+            let mut transport = Shown {
+                net: &mut self.net,
+                on_event: &mut on_event,
+            };
+            if drive(&mut self.endpoint, &mut transport) {
+                let result = self.net.exit.take().unwrap_or(Ok(()));
                 return self.finish(result);
             }
             let now = Instant::now();
@@ -240,7 +234,7 @@ impl<E: Endpoint> Runner<E> {
             Msg::Connected(conn, Ok((stream, local))) => {
                 if let Some(c) = net.live.get_mut(&conn) {
                     c.stream = Some(stream);
-                    endpoint.handle_connected(now, conn, local);
+                    net.outcomes.push(Outcome::Connected(conn, local));
                 } else if let Some(slot) = net.closing.get_mut(&conn) {
                     // The core gave up on it: its writer closes it, with a grace period from now.
                     *slot = Some(stream);
@@ -249,7 +243,7 @@ impl<E: Endpoint> Runner<E> {
             }
             Msg::Connected(conn, Err(error)) => {
                 if net.live.remove(&conn).is_some() {
-                    endpoint.handle_connect_failed(now, conn, &error);
+                    net.outcomes.push(Outcome::ConnectFailed(conn, error));
                 }
             }
             Msg::Data(conn, bytes) => {
@@ -260,51 +254,13 @@ impl<E: Endpoint> Runner<E> {
             }
             Msg::Closed(conn) => {
                 if net.close(conn) {
-                    endpoint.handle_closed(now, conn);
+                    net.outcomes.push(Outcome::Closed(conn));
                 }
             }
             Msg::Finished(conn) => {
                 net.closing.remove(&conn);
             }
             Msg::Flushed(_) => {}
-        }
-    }
-
-    /// Carries out every output in order, then feeds back their outcomes, until
-    /// nothing is left; returns the result of `Output::Exit` if one came.
-    fn drain(&mut self, on_event: &mut impl FnMut(E::Event)) -> Option<Result<(), ExitError>> {
-        let mut exit = None;
-        loop {
-            while let Some(output) = self.endpoint.poll_output() {
-                match output {
-                    Output::Listen { addr } => self.net.listen(addr),
-                    Output::Connect { conn, addr } => self.net.connect(conn, addr),
-                    Output::Transmit { conn, bytes } => self.net.transmit(conn, bytes),
-                    Output::Close { conn } => {
-                        self.net.close(conn);
-                    }
-                    Output::Event(event) => on_event(event),
-                    Output::Exit(result) => {
-                        exit.get_or_insert(result);
-                    }
-                }
-            }
-            if exit.is_some() || self.net.reports.is_empty() {
-                return exit;
-            }
-            let now = Instant::now();
-            for report in std::mem::take(&mut self.net.reports) {
-                match report {
-                    Report::Listening(addr) => self.endpoint.handle_listening(now, addr),
-                    Report::ListenFailed(addr, error) => {
-                        self.endpoint.handle_listen_failed(now, addr, &error)
-                    }
-                    Report::ConnectFailed(conn, error) => {
-                        self.endpoint.handle_connect_failed(now, conn, &error)
-                    }
-                    Report::Closed(conn) => self.endpoint.handle_closed(now, conn),
-                }
-            }
         }
     }
 
@@ -362,7 +318,50 @@ struct Net {
     /// When each closing connection's [`CLOSE_GRACE`] ends, oldest first.
     grace: VecDeque<(Instant, ConnId)>,
     acceptors: Vec<Acceptor>,
-    reports: Vec<Report>,
+    /// Outcomes for `drive` to feed back to the core.
+    outcomes: Outcomes,
+    /// The result of the first `Output::Exit`.
+    exit: Option<Result<(), ExitError>>,
+}
+
+/// The core's transport for one `drive`: the sockets, and where events are shown.
+struct Shown<'a, F> {
+    net: &'a mut Net,
+    on_event: &'a mut F,
+}
+
+impl<Ev, F: FnMut(Ev)> Transport<Ev> for Shown<'_, F> {
+    fn now(&mut self) -> Instant {
+        Instant::now()
+    }
+
+    fn listen(&mut self, addr: SocketAddr) {
+        self.net.listen(addr);
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        self.net.connect(conn, addr);
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.net.transmit(conn, bytes);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.net.close(conn);
+    }
+
+    fn show(&mut self, event: Ev) {
+        (self.on_event)(event);
+    }
+
+    fn exit(&mut self, result: Result<(), ExitError>) {
+        self.net.exit.get_or_insert(result);
+    }
+
+    fn outcomes(&mut self) -> &mut Outcomes {
+        &mut self.net.outcomes
+    }
 }
 
 struct Conn {
@@ -418,22 +417,6 @@ impl Backlog {
     }
 }
 
-/// Connections the kernel may queue before we accept them. mio's and std's 128
-/// overflow under a burst of connects, and each overflowed client then waits 1-3 s
-/// for a SYN retransmit; the kernel caps this at `net.core.somaxconn`.
-pub const LISTEN_BACKLOG: i32 = 4096;
-
-/// A listener like `std::net::TcpListener::bind` (SO_REUSEADDR, the system's
-/// dual-stack default for IPv6), with a [`LISTEN_BACKLOG`]-deep accept queue.
-fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
 impl Net {
     fn listen(&mut self, addr: SocketAddr) {
         let started = bind_listener(addr).and_then(|listener| {
@@ -444,9 +427,9 @@ impl Net {
         match started {
             Ok((bound, acceptor)) => {
                 self.acceptors.push(acceptor);
-                self.reports.push(Report::Listening(bound));
+                self.outcomes.push(Outcome::Listening(bound));
             }
-            Err(error) => self.reports.push(Report::ListenFailed(addr, error)),
+            Err(error) => self.outcomes.push(Outcome::ListenFailed(addr, error)),
         }
     }
 
@@ -456,7 +439,7 @@ impl Net {
             Ok(_) => {
                 self.live.insert(conn, outbox);
             }
-            Err(error) => self.reports.push(Report::ConnectFailed(conn, error)),
+            Err(error) => self.outcomes.push(Outcome::ConnectFailed(conn, error)),
         }
     }
 
@@ -473,7 +456,7 @@ impl Net {
                 outbox.stream = Some(handle);
                 self.live.insert(conn, outbox);
             }
-            Err(_) => self.reports.push(Report::Closed(conn)),
+            Err(_) => self.outcomes.push(Outcome::Closed(conn)),
         }
     }
 
@@ -514,7 +497,7 @@ impl Net {
             }
             self.closing.insert(conn, c.stream);
         }
-        self.reports.push(Report::Closed(conn));
+        self.outcomes.push(Outcome::Closed(conn));
     }
 
     /// Lets `conn`'s writer send what is queued and close; false if it was not live.

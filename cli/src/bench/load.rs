@@ -203,8 +203,8 @@ struct Engine {
     phase: Phase,
     next_connect: usize,
     /// Connections opened whose first REGISTER is not answered yet. Bounded by
-    /// `connect_window`, so the server's accept queue (128 with mio's and std's
-    /// default backlog) cannot overflow into SYN retransmits (1 s each).
+    /// `connect_window`, so the server's accept queue (4096, the transports'
+    /// listen backlog) cannot overflow into SYN retransmits (1 s each).
     opening: usize,
     in_flight: usize,
     registered_now: usize,

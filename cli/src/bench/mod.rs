@@ -33,6 +33,18 @@ pub enum Phase {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  bridgechat bench                             50 clients: register, bridge, 10 s of REGISTER load
+  bridgechat bench -c 10000 -P 16 -d 30        10,000 clients, 16 requests in flight on each
+  bridgechat bench -c 1000 -t 100 --phase pair 500 pairs, each chatting 100 turns
+  bridgechat bench -c 100000 --hold 30         hold 100,000 registered clients idle for 30 s
+  bridgechat bench --phase pingpong -c 2 -t 10000   raw TCP reference, no server
+
+Start a server first (e.g. `bridgechat server --quiet`). bench prints one line per
+stage (count, rate, latency percentiles) and `summary` lines for scripts.
+Opening connections is paced by --connect-window, below the server's listen
+backlog of 4096, so no client waits on a SYN retransmit.")]
 pub struct BenchArgs {
     /// The server to load.
     #[arg(
@@ -65,7 +77,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     hold: f64,
     /// Connections being opened at once (connecting, or first REGISTER unanswered).
-    /// Keep it below the server's listen backlog (128 by default) to avoid SYN drops.
+    /// Keep it below the server's listen backlog (4096) to avoid SYN drops.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     connect_window: u32,
     /// Chats running at once (each costs two sockets in this process).

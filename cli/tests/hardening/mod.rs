@@ -1,4 +1,4 @@
-//! The hardening suite (issue 8): hostile input, slow and vanishing clients,
+//! The hardening suite: hostile input, slow and vanishing clients,
 //! floods and turn integrity, through real loopback sockets, on every transport.
 //!
 //! A test file instantiates it with

@@ -1,7 +1,7 @@
 //! An in-memory network for the core's state machines: no sockets, virtual time.
 //!
-//! A [`Net`] holds servers, clients and scripted raw peers. It carries out every
-//! `Output` the way a transport would (listen, connect, transmit, close), but
+//! A [`Net`] holds servers, clients and scripted raw peers. It is a transport
+//! for the core's driver like any other (listen, connect, transmit, close), but
 //! delivers bytes in chunks whose sizes follow a [`Chunking`] policy, picks which
 //! connection moves next from a seeded generator, and jumps time to the next
 //! deadline only when asked. The same seed gives the same run.
@@ -13,8 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
+use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::server::{Server, ServerConfig, ServerEvent, ServerInput};
-use bridgechat_core::{ConnId, Endpoint, Name, Output};
+use bridgechat_core::{ConnId, Endpoint, ExitError, Name};
 
 /// How transmitted bytes are cut before delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub enum Machine {
     Server(Box<Server>),
     Client(Box<Client>),
     Raw(RawPeer),
+    /// Taken out of its node while the driver carries out its outputs.
+    Busy,
 }
 
 #[derive(Debug)]
@@ -340,7 +343,7 @@ impl Net {
             .filter_map(|n| match &n.machine {
                 Machine::Server(s) => s.poll_timeout(),
                 Machine::Client(c) => c.poll_timeout(),
-                Machine::Raw(_) => None,
+                Machine::Raw(_) | Machine::Busy => None,
             })
             .min()
     }
@@ -406,6 +409,7 @@ impl Net {
             Machine::Server(s) => s.handle_data(now, conn, bytes),
             Machine::Client(c) => c.handle_data(now, conn, bytes),
             Machine::Raw(r) => r.received.entry(conn).or_default().extend_from_slice(bytes),
+            Machine::Busy => unreachable!("bytes are delivered between drains"),
         }
         self.drain(node);
     }
@@ -420,6 +424,7 @@ impl Net {
             Machine::Server(s) => s.handle_closed(now, conn),
             Machine::Client(c) => c.handle_closed(now, conn),
             Machine::Raw(r) => r.closed.push(conn),
+            Machine::Busy => unreachable!("closes are delivered between drains"),
         }
         self.drain(node);
     }
@@ -452,111 +457,131 @@ impl Net {
                 }
                 conn
             }
+            Machine::Busy => panic!("{node:?} connects to its own listener"),
         };
         Some((node, conn))
     }
 
-    /// Carries out every output `node` has queued.
+    /// Carries out every output `node` has queued, through the core's driver.
     fn drain(&mut self, node: NodeId) {
-        loop {
-            let output = match &mut self.nodes[node.0].machine {
-                Machine::Server(s) => s.poll_output().map(|o| o.map_event(Event::Server)),
-                Machine::Client(c) => c.poll_output().map(|o| o.map_event(Event::Client)),
-                Machine::Raw(_) => None,
-            };
-            let Some(output) = output else { return };
-            self.carry_out(node, output);
+        let mut machine = std::mem::replace(&mut self.nodes[node.0].machine, Machine::Busy);
+        let mut io = NodeIo {
+            net: self,
+            node,
+            outcomes: Outcomes::default(),
+        };
+        match &mut machine {
+            Machine::Server(s) => drop(drive(&mut **s, &mut io)),
+            Machine::Client(c) => drop(drive(&mut **c, &mut io)),
+            Machine::Raw(_) | Machine::Busy => {}
+        }
+        self.nodes[node.0].machine = machine;
+    }
+}
+
+/// The net as one node's transport.
+struct NodeIo<'a> {
+    net: &'a mut Net,
+    node: NodeId,
+    outcomes: Outcomes,
+}
+
+/// An event a node records for the test to read.
+trait Record {
+    fn record(self, node: &mut Node);
+}
+
+impl Record for ServerEvent {
+    fn record(self, node: &mut Node) {
+        node.server_events.push(self);
+    }
+}
+
+impl Record for ClientEvent {
+    fn record(self, node: &mut Node) {
+        node.client_events.push(self);
+    }
+}
+
+impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
+    fn now(&mut self) -> Instant {
+        self.net.now
+    }
+
+    fn listen(&mut self, addr: SocketAddr) {
+        let net = &mut *self.net;
+        let ip = if addr.ip().is_unspecified() {
+            net.nodes[self.node.0].ip
+        } else {
+            addr.ip()
+        };
+        let port = if addr.port() == 0 {
+            net.next_port += 1;
+            net.next_port
+        } else {
+            addr.port()
+        };
+        let bound = SocketAddr::new(ip, port);
+        if ip != net.nodes[self.node.0].ip || net.listeners.contains_key(&bound) {
+            let error = io::Error::new(io::ErrorKind::AddrInUse, "address in use or not local");
+            return self.outcomes.push(Outcome::ListenFailed(addr, error));
+        }
+        net.listeners.insert(bound, self.node);
+        let reported = SocketAddr::new(addr.ip(), port);
+        self.outcomes.push(Outcome::Listening(reported));
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        let net = &mut *self.net;
+        let local = net.alloc_local(self.node);
+        let Some(accepted) = net.accept_at(addr, local) else {
+            let error = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+            return self.outcomes.push(Outcome::ConnectFailed(conn, error));
+        };
+        net.links.insert((self.node, conn), Link::new(accepted));
+        net.links.insert(accepted, Link::new((self.node, conn)));
+        net.drain(accepted.0);
+        self.outcomes.push(Outcome::Connected(conn, local));
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+        let node = self.node;
+        if let Some(link) = self.net.links.get_mut(&(node, conn)) {
+            assert!(
+                !link.closing,
+                "{node:?} transmitted on {conn:?} after closing it"
+            );
+            link.in_flight.extend(bytes);
         }
     }
 
-    fn carry_out(&mut self, node: NodeId, output: OwnedOutput) {
-        let now = self.now;
-        match output {
-            OwnedOutput::Listen(addr) => {
-                let ip = if addr.ip().is_unspecified() {
-                    self.nodes[node.0].ip
-                } else {
-                    addr.ip()
-                };
-                let port = if addr.port() == 0 {
-                    self.next_port += 1;
-                    self.next_port
-                } else {
-                    addr.port()
-                };
-                let bound = SocketAddr::new(ip, port);
-                let n = &mut self.nodes[node.0];
-                if ip != n.ip || self.listeners.contains_key(&bound) {
-                    let error =
-                        &io::Error::new(io::ErrorKind::AddrInUse, "address in use or not local");
-                    match &mut n.machine {
-                        Machine::Server(s) => s.handle_listen_failed(now, addr, error),
-                        Machine::Client(c) => c.handle_listen_failed(now, addr, error),
-                        Machine::Raw(_) => {}
-                    }
-                    return;
-                }
-                self.listeners.insert(bound, node);
-                let reported = SocketAddr::new(addr.ip(), port);
-                match &mut self.nodes[node.0].machine {
-                    Machine::Server(s) => s.handle_listening(now, reported),
-                    Machine::Client(c) => c.handle_listening(now, reported),
-                    Machine::Raw(_) => {}
-                }
-            }
-            OwnedOutput::Connect(conn, addr) => {
-                let local = self.alloc_local(node);
-                match self.accept_at(addr, local) {
-                    None => match &mut self.nodes[node.0].machine {
-                        Machine::Client(c) => c.handle_connect_failed(now, conn, &refused()),
-                        Machine::Server(s) => s.handle_connect_failed(now, conn, &refused()),
-                        Machine::Raw(_) => {}
-                    },
-                    Some(accepted) => {
-                        self.links.insert((node, conn), Link::new(accepted));
-                        self.links.insert(accepted, Link::new((node, conn)));
-                        self.drain(accepted.0);
-                        match &mut self.nodes[node.0].machine {
-                            Machine::Client(c) => c.handle_connected(now, conn, local),
-                            Machine::Server(s) => s.handle_connected(now, conn, local),
-                            Machine::Raw(_) => {}
-                        }
-                    }
-                }
-            }
-            OwnedOutput::Transmit(conn, bytes) => {
-                if let Some(link) = self.links.get_mut(&(node, conn)) {
-                    assert!(
-                        !link.closing,
-                        "{node:?} transmitted on {conn:?} after closing it"
-                    );
-                    link.in_flight.extend(bytes);
-                }
-            }
-            OwnedOutput::Close(conn) => {
-                if let Some(link) = self.links.get_mut(&(node, conn)) {
-                    link.closing = true;
-                }
-            }
-            OwnedOutput::Event(Event::Server(e)) => self.nodes[node.0].server_events.push(e),
-            OwnedOutput::Event(Event::Client(e)) => self.nodes[node.0].client_events.push(e),
-            OwnedOutput::Exit(result) => {
-                self.nodes[node.0].exited = Some(result);
-                // The process ends: flush what it queued, then its connections close.
-                let mine: Vec<End> = self
-                    .links
-                    .keys()
-                    .filter(|(n, _)| *n == node)
-                    .copied()
-                    .collect();
-                for end in mine {
-                    if let Some(link) = self.links.get_mut(&end) {
-                        link.closing = true;
-                    }
-                }
-                self.listeners.retain(|_, n| *n != node);
-            }
+    fn close(&mut self, conn: ConnId) {
+        if let Some(link) = self.net.links.get_mut(&(self.node, conn)) {
+            link.closing = true;
         }
+    }
+
+    fn show(&mut self, event: Ev) {
+        event.record(&mut self.net.nodes[self.node.0]);
+    }
+
+    fn exit(&mut self, result: Result<(), ExitError>) {
+        let net = &mut *self.net;
+        let node = self.node;
+        // Tests compare what the person would read.
+        net.nodes[node.0].exited = Some(result.map_err(|e| e.to_string()));
+        // The process ends: flush what it queued, then its connections close.
+        for (_, link) in net
+            .links
+            .range_mut((node, ConnId(0))..=(node, ConnId(u64::MAX)))
+        {
+            link.closing = true;
+        }
+        net.listeners.retain(|_, n| *n != node);
+    }
+
+    fn outcomes(&mut self) -> &mut Outcomes {
+        &mut self.outcomes
     }
 }
 
@@ -566,46 +591,6 @@ impl Link {
             peer,
             in_flight: VecDeque::new(),
             closing: false,
-        }
-    }
-}
-
-/// Events of either machine, so one `drain` serves both.
-#[derive(Debug)]
-pub enum Event {
-    Server(ServerEvent),
-    Client(ClientEvent),
-}
-
-fn refused() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused")
-}
-
-/// An `Output` with its bytes copied out, so the machine can be borrowed again.
-#[derive(Debug)]
-enum OwnedOutput {
-    Listen(SocketAddr),
-    Connect(ConnId, SocketAddr),
-    Transmit(ConnId, Vec<u8>),
-    Close(ConnId),
-    Event(Event),
-    Exit(Result<(), String>),
-}
-
-trait MapEvent<E> {
-    fn map_event(self, f: impl FnOnce(E) -> Event) -> OwnedOutput;
-}
-
-impl<E> MapEvent<E> for Output<'_, E> {
-    fn map_event(self, f: impl FnOnce(E) -> Event) -> OwnedOutput {
-        match self {
-            Output::Listen { addr } => OwnedOutput::Listen(addr),
-            Output::Connect { conn, addr } => OwnedOutput::Connect(conn, addr),
-            Output::Transmit { conn, bytes } => OwnedOutput::Transmit(conn, bytes.to_vec()),
-            Output::Close { conn } => OwnedOutput::Close(conn),
-            Output::Event(e) => OwnedOutput::Event(f(e)),
-            // Tests compare what the person would read.
-            Output::Exit(result) => OwnedOutput::Exit(result.map_err(|e| e.to_string())),
         }
     }
 }

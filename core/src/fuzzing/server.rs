@@ -1,0 +1,403 @@
+//! The server target: a [`Server`] driven through the core's driver, its answers
+//! checked against the protocol's registry model.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::registry::{Bridged, Registered, RegistryModel};
+use super::{fuzz_contact, fuzz_name, other_request, OpReader};
+use crate::codec::{self, DecodeError, Decoder, Request, Response, Status};
+use crate::driver::{drive, Outcomes, Transport};
+use crate::server::{Server, ServerConfig, ServerEvent, ServerInput};
+use crate::{ConnId, Endpoint};
+
+/// One connection of the server target, and what the model expects of it.
+#[derive(Debug)]
+struct ServerSlot {
+    conn: ConnId,
+    open: bool,
+    /// Decodes what we sent exactly as the server should, so we know which requests it saw.
+    mirror: Decoder,
+    mirror_error: Option<DecodeError>,
+    unanswered: VecDeque<Request>,
+    /// Decodes what the server sent; it must always be valid.
+    answers: Decoder,
+    /// Responses that answered no request: a framing error, 408 or 503, then a close.
+    unprompted: usize,
+}
+
+/// What the server target expects, and the transport it drives the server through.
+#[derive(Debug)]
+struct ServerModel {
+    now: Instant,
+    slots: Vec<ServerSlot>,
+    registry: RegistryModel<usize>,
+    /// The status of every response sent, in order.
+    statuses: Vec<Status>,
+    exited: bool,
+    /// Stays empty: nothing the server asks for (a listener) is reported back.
+    outcomes: Outcomes,
+}
+
+impl ServerModel {
+    fn slot_of(&self, conn: ConnId) -> Option<usize> {
+        self.slots.iter().position(|s| s.conn == conn)
+    }
+
+    fn forget(&mut self, i: usize) {
+        self.slots[i].open = false;
+        self.registry.unregister(i);
+    }
+
+    /// Checks one answer against the request it answers and updates the model.
+    fn answered(&mut self, i: usize, request: Request, response: &Response) {
+        let status = response.status;
+        match request {
+            Request::Register(contact) => match self.registry.register(i, contact) {
+                Registered::NameTaken => assert_eq!(status, Status::CONFLICT),
+                Registered::Stored => {
+                    assert_eq!(status, Status::OK, "{}", response.reason_text());
+                    assert_eq!(
+                        response.contact,
+                        Some(contact),
+                        "REGISTER echoes what it stored"
+                    );
+                }
+            },
+            Request::Bridge { name } => {
+                let me = self.registry.registration(i);
+                match self.registry.bridge(i, name) {
+                    Bridged::NotRegistered | Bridged::NameMismatch => {
+                        assert_eq!(status, Status::FORBIDDEN)
+                    }
+                    Bridged::Waits => {
+                        assert_eq!(status, Status::OK, "{}", response.reason_text());
+                        assert_eq!(response.contact, None, "nobody else was waiting");
+                    }
+                    Bridged::Paired(waiter) => {
+                        assert_eq!(status, Status::OK, "{}", response.reason_text());
+                        let peer = response.contact.expect("the waiting client's contact");
+                        assert_ne!(
+                            Some(peer.name),
+                            me.map(|c| c.name),
+                            "a client was handed itself"
+                        );
+                        assert_eq!(peer, waiter);
+                    }
+                }
+            }
+            Request::Unregister => {
+                assert_eq!(status, Status::OK);
+                self.registry.unregister(i);
+            }
+            Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
+            Request::Chat(_) | Request::Message(_) | Request::Quit | Request::Unknown => {
+                assert_eq!(status, Status::NOT_IMPLEMENTED)
+            }
+        }
+    }
+}
+
+/// The server's outputs, checked against the model as they are carried out.
+impl Transport<ServerEvent> for ServerModel {
+    fn now(&mut self) -> Instant {
+        self.now
+    }
+
+    fn listen(&mut self, _addr: SocketAddr) {}
+
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+        panic!("the server opens no connections ({conn} to {addr})");
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(i) = self.slot_of(conn) else {
+            panic!("transmit on {conn}, never handed out");
+        };
+        let s = &mut self.slots[i];
+        assert!(s.open, "transmit on {conn} after it closed");
+        let mut input = bytes;
+        let mut responses = Vec::new();
+        loop {
+            match s.answers.decode_response(&mut input) {
+                Ok(Some(response)) => responses.push(response),
+                Ok(None) => break,
+                Err(error) => panic!("the server sent a malformed response: {error}"),
+            }
+        }
+        for response in responses {
+            self.statuses.push(response.status);
+            let s = &mut self.slots[i];
+            match s.unanswered.pop_front() {
+                Some(request) => self.answered(i, request, &response),
+                None => {
+                    assert!(!response.status.is_success(), "unprompted {response:?}");
+                    s.unprompted += 1;
+                    assert!(s.unprompted <= 1, "two answers to no request on {conn}");
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let i = self
+            .slot_of(conn)
+            .expect("close of a connection never handed out");
+        assert!(self.slots[i].open, "{conn} closed twice");
+        self.forget(i);
+    }
+
+    fn show(&mut self, _event: ServerEvent) {}
+
+    fn exit(&mut self, _result: Result<(), crate::ExitError>) {
+        self.exited = true;
+    }
+
+    fn outcomes(&mut self) -> &mut Outcomes {
+        &mut self.outcomes
+    }
+}
+
+/// Drives a [`Server`] with up to 8 connections from operations read out of `data`.
+///
+/// Checks: no panic; every byte sent decodes as responses; each complete request gets
+/// exactly one answer, in order, at once; registry and pairing follow the contract
+/// (409 for a taken name, 403 before REGISTER, the waiting client handed out once and
+/// never to itself); nothing is sent on a closed connection; timers make progress.
+/// Returns the status of every response the server sent, in order.
+pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
+    let config = ServerConfig {
+        max_connections: 6,
+        max_per_ip: 4,
+        // The model has one waiting slot; fall-through re-queueing is tested in tests/server.rs.
+        introduction_deadline: Duration::ZERO,
+        ..ServerConfig::default()
+    };
+    let limits = config.limits;
+    let mut server = Server::new(config);
+    let mut model = ServerModel {
+        now: start,
+        slots: Vec::new(),
+        registry: RegistryModel::default(),
+        statuses: Vec::new(),
+        exited: false,
+        outcomes: Outcomes::default(),
+    };
+    let mut slots: [Option<usize>; 8] = [None; 8];
+    let mut now = start;
+    let mut ops = OpReader { data };
+    drain_server(&mut server, &mut model);
+
+    while let Some(op) = ops.byte() {
+        let slot = usize::from(op >> 4) % slots.len();
+        let live = slots[slot].filter(|&i| model.slots[i].open);
+        let send = move |server: &mut Server, model: &mut ServerModel, bytes: &[u8]| {
+            let Some(i) = live else { return };
+            server.handle_data(now, model.slots[i].conn, bytes);
+            let s = &mut model.slots[i];
+            let mut input = bytes;
+            while s.mirror_error.is_none() {
+                match s.mirror.decode_request(&mut input) {
+                    Ok(Some(request)) => s.unanswered.push_back(request),
+                    Ok(None) => break,
+                    Err(error) => s.mirror_error = Some(error),
+                }
+            }
+        };
+        match op & 0x0f {
+            0 | 1 => {
+                if live.is_none() {
+                    let peer = SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + ops.arg() % 3)),
+                        40000 + slot as u16,
+                    );
+                    let conn = server.handle_accept(now, peer);
+                    assert!(model.slot_of(conn).is_none(), "{conn} reused");
+                    slots[slot] = Some(model.slots.len());
+                    model.slots.push(ServerSlot {
+                        conn,
+                        open: true,
+                        mirror: Decoder::new(limits),
+                        mirror_error: None,
+                        unanswered: VecDeque::new(),
+                        answers: Decoder::default(),
+                        unprompted: 0,
+                    });
+                }
+            }
+            2 | 3 => {
+                let mut out = Vec::new();
+                codec::write_register(&mut out, &fuzz_contact(ops.arg()));
+                send(&mut server, &mut model, &out);
+            }
+            4 | 5 => {
+                let arg = ops.arg();
+                let name = match arg % 3 {
+                    0 => None,
+                    1 => live
+                        .and_then(|i| model.registry.registration(i))
+                        .map(|c| c.name),
+                    _ => Some(fuzz_name(arg / 3)),
+                };
+                let mut out = Vec::new();
+                codec::write_bridge(&mut out, name.as_ref());
+                send(&mut server, &mut model, &out);
+            }
+            6 => {
+                let mut out = Vec::new();
+                codec::write_unregister(&mut out);
+                send(&mut server, &mut model, &out);
+            }
+            7 => {
+                if let Some(i) = live {
+                    server.handle_closed(now, model.slots[i].conn);
+                    model.forget(i);
+                }
+            }
+            8 => {
+                let garbage = ops.bytes(255);
+                send(&mut server, &mut model, garbage);
+            }
+            9 => {
+                // A request cut short: the rest may follow as other bytes, or never.
+                let mut out = other_request(ops.arg());
+                codec::write_register(&mut out, &fuzz_contact(ops.arg()));
+                let cut = usize::from(ops.arg()) % out.len();
+                send(&mut server, &mut model, &out[..cut]);
+            }
+            10 => send(&mut server, &mut model, &other_request(ops.arg())),
+            11 => {
+                // Register and bridge in one write (pipelining).
+                let mut out = Vec::new();
+                codec::write_register(&mut out, &fuzz_contact(ops.arg()));
+                codec::write_bridge(&mut out, None);
+                send(&mut server, &mut model, &out);
+            }
+            12 | 13 => {
+                now += Duration::from_millis(250) * u32::from(ops.arg());
+                model.now = now;
+            }
+            14 => {
+                // Bytes on a connection the server never handed out, or closed already.
+                server.handle_data(
+                    now,
+                    ConnId(1_000_000 + u64::from(ops.arg())),
+                    b"BRIDGE / HTTP/1.1\r\n\r\n",
+                );
+            }
+            _ => {
+                if ops.arg() == 0xff {
+                    server.handle_input(now, ServerInput::Shutdown);
+                    let exited = drain_server(&mut server, &mut model);
+                    assert!(exited, "Shutdown must end in Exit");
+                    assert!(
+                        model.slots.iter().all(|s| !s.open),
+                        "Shutdown left a connection open"
+                    );
+                    return model.statuses;
+                }
+            }
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            drain_server(&mut server, &mut model);
+            server.handle_timeout(now);
+            assert!(
+                server.poll_timeout().map_or(true, |t| t > now),
+                "handle_timeout left a deadline in the past"
+            );
+        }
+        drain_server(&mut server, &mut model);
+        check_server_stats(&server, &model);
+    }
+    model.statuses
+}
+
+/// Carries out the server's outputs against the model; true once it asked to exit.
+fn drain_server(server: &mut Server, model: &mut ServerModel) -> bool {
+    let exited = drive(server, model);
+    for s in &model.slots {
+        if s.open {
+            assert!(
+                s.unanswered.is_empty(),
+                "{} left a request unanswered",
+                s.conn
+            );
+            assert!(
+                s.mirror_error.is_none(),
+                "{} kept open after a framing error",
+                s.conn
+            );
+        }
+    }
+    exited
+}
+
+fn check_server_stats(server: &Server, model: &ServerModel) {
+    let stats = server.stats();
+    let open = model.slots.iter().filter(|s| s.open).count();
+    let registered = model.registry.len();
+    assert_eq!(stats.connections, open);
+    assert_eq!(stats.registered, registered);
+    assert_eq!(stats.waiting, model.registry.waiting().is_some());
+    assert_eq!(server.waiting(), model.registry.waiting());
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Op bytes for the server target: the high nibble picks the connection.
+    fn op(code: u8, conn: u8) -> u8 {
+        conn << 4 | code
+    }
+
+    #[test]
+    fn server_target_runs_a_whole_rendezvous() {
+        #[rustfmt::skip]
+        let ops = [
+            op(0, 0), 0,            // open #0
+            op(0, 1), 1,            // open #1
+            op(2, 0), 0,            // #0 registers alice: 200
+            op(2, 1), 0,            // #1 registers alice too: 409
+            op(2, 1), 1,            // #1 registers bob: 200
+            op(4, 0), 0,            // #0 bridges: 200, waits
+            op(4, 0), 0,            // #0 bridges again: 200, still waits
+            op(4, 1), 1,            // #1 bridges with its own name: 200 with alice
+            op(6, 1),               // #1 unregisters: 200
+            op(4, 1), 0,            // #1 bridges: 403
+            op(10, 1), 1,           // MESSAGE to the server: 501
+            op(8, 1), 3, 0xff, 0x00, b'\n', // garbage: 400, closed
+            op(0, 2), 2,            // open #2, never registers
+            op(12, 0), 200,         // 50 s pass: #2 closed without an answer, #0 kept
+            op(4, 0), 0,            // #0 bridges: 200, waits
+            op(7, 0),               // #0 closes
+            op(15, 0), 0xff,        // shutdown
+        ];
+        let statuses: Vec<u16> = server(&ops, Instant::now())
+            .iter()
+            .map(|s| s.code())
+            .collect();
+        assert_eq!(
+            statuses,
+            [200, 409, 200, 200, 200, 200, 200, 403, 501, 400, 200]
+        );
+    }
+
+    /// Found by the fuzzer: a lone CR before a REGISTER, skipped as a blank line.
+    #[test]
+    fn server_target_regression_blank_line_before_a_request() {
+        let data = b"\x00\x00\x10\x00\x00\x20\x00\x00\x00\x00\x00\x84\x30\x00\x80\x02\
+                     \x10\x00\x00\x20\x04\x00\x00\x36\x88\x00\x88\x05\x00\x80\x02\x10\
+                     \x00\x00\x20\x04\x00\x00\x88\x01\x0d\x01\x02";
+        assert!(!server(data, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn server_target_runs_on_odd_input() {
+        let start = Instant::now();
+        server(b"", start);
+        server(&[0xff; 64], start);
+        server(b"\x00\x00\x09\x07\x0d\xff\x0c\xff\x0c\xff", start);
+        server(&(0..=255).collect::<Vec<u8>>(), start);
+    }
+}
