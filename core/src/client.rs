@@ -966,7 +966,7 @@ impl Client {
             Ok(Some(Request::Invalid { error, .. })) => {
                 self.refuse_incoming(conn, Status::BAD_REQUEST, &error)
             }
-            Ok(Some(Request::Unknown)) => {
+            Ok(Some(Request::Unknown | Request::Page(_))) => {
                 self.refuse_incoming(conn, Status::NOT_IMPLEMENTED, &"unknown method")
             }
             Ok(Some(
@@ -1175,7 +1175,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Chat(_) => "CHAT",
         Request::Message(_) => "MESSAGE",
         Request::Quit => "QUIT",
-        Request::Unknown => "an unknown method",
+        Request::Unknown | Request::Page(_) => "an unknown method",
         Request::Invalid { method, .. } => method.as_str(),
     }
 }

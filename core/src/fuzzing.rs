@@ -266,6 +266,7 @@ impl ServerModel {
                 }
             }
             Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
+            Request::Page(_) => assert!(status == Status::OK || status == Status::NOT_FOUND),
             Request::Chat(_) | Request::Message(_) | Request::Quit | Request::Unknown => {
                 assert_eq!(status, Status::NOT_IMPLEMENTED)
             }
@@ -737,7 +738,10 @@ impl ClientConns {
                             .unwrap_or_else(|e| panic!("the client sent a malformed request: {e}"))
                         {
                             assert!(
-                                !matches!(request, Request::Unknown | Request::Invalid { .. }),
+                                !matches!(
+                                    request,
+                                    Request::Unknown | Request::Invalid { .. } | Request::Page(_)
+                                ),
                                 "the client sent {request:?}"
                             );
                         }

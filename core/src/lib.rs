@@ -48,6 +48,7 @@ pub mod codec;
 pub mod contact;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod operator;
 mod outputs;
 pub mod server;
 

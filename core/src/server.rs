@@ -31,6 +31,7 @@ use crate::codec::{
     self, AfterError, DecodeError, Decoder, HeaderError, Limits, Method, Request, Status,
 };
 use crate::contact::{Contact, Name};
+use crate::operator::{self, PageRequest, Pages, ServerMetrics};
 use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, Output};
 
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub retry_after_secs: u32,
     /// Emit `ServerEvent::Trace` for every chunk received and every answer sent.
     pub trace: bool,
+    /// Answer `GET /metrics` on this port (false when metrics are served elsewhere: 404).
+    pub serve_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_per_ip: 100_000,
             retry_after_secs: 1,
             trace: false,
+            serve_metrics: true,
         }
     }
 }
@@ -157,6 +161,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// Over `max_connections` or `max_per_ip`.
     Overloaded,
+    /// After an answer to a request that asked to close (`Connection: close`).
+    ClientAsked,
     /// The server is shutting down.
     Shutdown,
 }
@@ -169,6 +175,7 @@ impl fmt::Display for CloseReason {
             CloseReason::RegisterTimeout => f.write_str("did not register in time"),
             CloseReason::IdleTimeout => f.write_str("idle for too long"),
             CloseReason::Overloaded => f.write_str("over the connection limit"),
+            CloseReason::ClientAsked => f.write_str("closed as the client asked"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -239,6 +246,8 @@ struct Conn {
     /// When bytes last arrived (or the connection opened); its one idle timer
     /// re-arms from here instead of being pushed on every read.
     last_activity: Instant,
+    /// When the first byte of the unfinished request in `decoder` arrived, for its latency.
+    request_started: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -263,7 +272,9 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, ConnId, TimerKind)>>,
     peak_connections: usize,
     shut_down: bool,
-    outputs: OutputQueue<ServerEvent>,
+    /// The status of the last answer written, for the request metrics.
+    answered: Status,
+    outputs: OutputQueue<ServerEvent, ServerMetrics>,
 }
 
 impl Server {
@@ -281,6 +292,7 @@ impl Server {
             timers: BinaryHeap::new(),
             peak_connections: 0,
             shut_down: false,
+            answered: Status::OK,
             outputs,
         }
     }
@@ -298,6 +310,11 @@ impl Server {
         }
     }
 
+    /// The operator pages and metrics, to serve them from another thread too.
+    pub fn pages(&self) -> Pages {
+        self.outputs.observer().pages().clone()
+    }
+
     /// The contact registered on `conn`, if any.
     pub fn registration(&self, conn: ConnId) -> Option<Contact> {
         self.conns.get(&conn).and_then(|c| c.registration)
@@ -308,8 +325,9 @@ impl Server {
         self.waiting.and_then(|w| self.registration(w))
     }
 
-    fn handle_request(&mut self, conn: ConnId, request: Request) {
+    fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
+            Request::Page(page) => self.serve_page(now, conn, page),
             Request::Register(contact) => self.register(conn, contact),
             Request::Bridge { name } => self.bridge(conn, name),
             Request::Unregister => {
@@ -402,12 +420,31 @@ impl Server {
         });
     }
 
+    /// Answers `GET`/`HEAD`; closes after it if the client asked.
+    fn serve_page(&mut self, now: Instant, conn: ConnId, page: PageRequest) {
+        self.outputs
+            .observer()
+            .sync(self.names.len(), self.waiting.is_some());
+        let pages = self.pages();
+        let serve_metrics = self.config.serve_metrics;
+        let mut status = Status::OK;
+        self.send(conn, |out| {
+            status = pages.answer(now, &page, serve_metrics, out);
+        });
+        self.answered = status;
+        if page.close {
+            self.close(conn, CloseReason::ClientAsked);
+        }
+    }
+
     fn answer_ok(&mut self, conn: ConnId, contact: Option<Contact>) {
+        self.answered = Status::OK;
         self.send(conn, |out| codec::write_ok(out, contact.as_ref()));
     }
 
     /// Answers with the rejection's status; the connection stays open.
     fn reject(&mut self, conn: ConnId, rejection: Rejection) {
+        self.answered = rejection.status();
         self.send(conn, |out| {
             codec::write_error(out, rejection.status(), &rejection, AfterError::KeepOpen)
         });
@@ -544,7 +581,8 @@ impl Endpoint for Server {
     type Input = ServerInput;
     type Event = ServerEvent;
 
-    fn handle_listening(&mut self, _now: Instant, addr: SocketAddr) {
+    fn handle_listening(&mut self, now: Instant, addr: SocketAddr) {
+        self.outputs.observer().started(now);
         self.outputs.event(ServerEvent::Listening(addr));
     }
 
@@ -596,6 +634,7 @@ impl Endpoint for Server {
                 head_started: None,
                 head_timer_queued: false,
                 last_activity: now,
+                request_started: None,
             },
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
@@ -637,8 +676,18 @@ impl Endpoint for Server {
             }
             match c.decoder.decode_request(&mut input) {
                 Ok(Some(request)) => {
+                    let started = match completed_any {
+                        false => c.request_started.take().unwrap_or(now),
+                        true => now,
+                    };
                     completed_any = true;
-                    self.handle_request(conn, request);
+                    let method = operator::method_label(&request);
+                    self.handle_request(now, conn, request);
+                    let latency = now.saturating_duration_since(started);
+                    let answered = self.answered;
+                    self.outputs
+                        .observer_mut()
+                        .request(method, answered, latency);
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -667,6 +716,12 @@ impl Endpoint for Server {
             }
         } else {
             c.head_started = None;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.request_started = match c.decoder.is_mid_message() {
+                true => c.request_started.or(Some(now)),
+                false => None,
+            };
         }
     }
 
@@ -703,6 +758,12 @@ impl Endpoint for Server {
     }
 
     fn poll_output(&mut self) -> Option<Output<'_, ServerEvent>> {
+        if self.outputs.is_empty() {
+            // Drained after an input: the gauges that mirror state catch up.
+            self.outputs
+                .observer()
+                .sync(self.names.len(), self.waiting.is_some());
+        }
         self.outputs.pop()
     }
 
