@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod client;
 mod demo;
+mod logging;
+mod metrics_listen;
 mod out;
 mod server;
 mod signals;

@@ -135,7 +135,8 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-/// Declares [`Metrics`]: one line per metric, `name: Type [= constructor], "help";`.
+/// Declares [`Metrics`]: one line per metric, `name: Type [= constructor], "help";`
+/// (no final period: the exposition adds one).
 /// Exported names get the `bridgechat_` prefix (and `_total` for counters).
 macro_rules! metrics {
     (@make $kind:ty) => { <$kind>::default() };
@@ -158,17 +159,17 @@ macro_rules! metrics {
 }
 
 metrics! {
-    connections_open: Gauge, "Connections being served now.";
-    connections_accepted: Counter, "Connections accepted, including those refused at once.";
-    connections_rejected: Family<ReasonLabel, Counter>, "Connections refused at once with 503, by the limit reached.";
-    connections_closed: Family<ReasonLabel, Counter>, "Connections closed, by reason.";
-    clients_registered: Gauge, "Clients registered now.";
-    clients_waiting: Gauge, "Clients waiting for a peer now.";
-    registrations: Counter, "Successful REGISTER requests.";
-    introductions: Counter, "Chats introduced: BRIDGE answered with a waiting client's contact.";
-    requests: Family<RequestLabels, Counter>, "Requests answered, by method and status.";
-    request_duration_seconds: Histogram = Histogram::new(LATENCY_BUCKETS), "Time from a request's first byte to its answer, as the server's event loop saw it.";
-    uptime_seconds: Gauge<f64, AtomicU64>, "Seconds since the server started listening.";
+    connections_open: Gauge, "Connections being served now";
+    connections_accepted: Counter, "Connections accepted, including those refused at once";
+    connections_rejected: Family<ReasonLabel, Counter>, "Connections refused at once with 503, by the limit reached";
+    connections_closed: Family<ReasonLabel, Counter>, "Connections closed, by reason";
+    clients_registered: Gauge, "Clients registered now";
+    clients_waiting: Gauge, "Clients waiting for a peer now";
+    registrations: Counter, "Successful REGISTER requests";
+    introductions: Counter, "Chats introduced: BRIDGE answered with a waiting client's contact";
+    requests: Family<RequestLabels, Counter>, "Requests answered, by method and status";
+    request_duration_seconds: Histogram = Histogram::new(LATENCY_BUCKETS), "Time from a request's first byte to its answer, as the server's event loop saw it";
+    uptime_seconds: Gauge<f64, AtomicU64>, "Seconds since the server started listening";
 }
 
 /// The shared half: the registry and the numbers the pages show.
@@ -210,7 +211,7 @@ impl Pages {
         }
         registry.register(
             "build",
-            "The server's version.",
+            "The server's version",
             Info::new([("version", VERSION)]),
         );
         Pages {
