@@ -473,3 +473,35 @@ fn after_shutdown_new_connections_are_refused_so_health_checks_fail() {
     let conn = h.connect();
     assert!(h.take(conn).starts_with("HTTP/1.1 503 "));
 }
+
+#[test]
+fn the_codec_decodes_get_and_head_as_pages_and_skips_their_body() {
+    use bridgechat_core::operator::{Page, PageRequest};
+    use bridgechat_core::{Decoder, Request};
+    let mut decoder = Decoder::default();
+    let wire = b"GET /metrics HTTP/1.1\r\nHost: [::1]:7070\r\nContent-Length: 3\r\n\r\nabc\
+                 HEAD / HTTP/1.0\r\n\r\nQUIT / HTTP/1.1\r\n\r\n";
+    let mut input = &wire[..];
+    let mut decoded = Vec::new();
+    while let Some(request) = decoder.decode_request(&mut input).unwrap() {
+        decoded.push(request);
+    }
+    assert_eq!(
+        decoded,
+        vec![
+            Request::Page(PageRequest {
+                page: Page::Metrics,
+                head_only: false,
+                close: false,
+                host: Some("[::1]".into()),
+            }),
+            Request::Page(PageRequest {
+                page: Page::Status,
+                head_only: true,
+                close: true,
+                host: None,
+            }),
+            Request::Quit,
+        ]
+    );
+}
