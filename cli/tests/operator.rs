@@ -8,21 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{read_message, Proc, WAIT};
-
-fn server(transport: &str, extra: &[&str]) -> (Proc, String) {
-    let mut args = vec![
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--transport",
-        transport,
-    ];
-    args.extend_from_slice(extra);
-    let mut server = Proc::spawn("server", &args);
-    let addr = server.listening();
-    (server, addr)
-}
+use common::{on_each_transport, read_message, server, spawn_server, WAIT};
 
 /// One request on a fresh connection; the whole response as text.
 fn ask(addr: &str, request: &str) -> String {
@@ -130,18 +116,7 @@ fn curl_sees_the_status_page_health_and_metrics(transport: &str) {
 }
 
 fn metrics_listen_serves_the_pages_on_a_private_address(transport: &str) {
-    let mut server = Proc::spawn(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--transport",
-            transport,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let mut server = spawn_server(transport, &["--metrics-listen", "127.0.0.1:0"], &[]);
     // Bound before the main port, so announced first.
     let line = server.expect("metrics on ");
     let private = line.rsplit(' ').next().unwrap_or_default().to_owned();
@@ -178,18 +153,7 @@ fn metrics_listen_serves_the_pages_on_a_private_address(transport: &str) {
 }
 
 fn json_log_lines_parse_as_json(transport: &str) {
-    let mut server = Proc::spawn(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--transport",
-            transport,
-            "--log-format",
-            "json",
-        ],
-    );
+    let mut server = spawn_server(transport, &["--log-format", "json"], &[]);
     let listening = server.expect("listening on ");
     let addr = json(&listening)["addr"]
         .as_str()
@@ -247,17 +211,9 @@ fn full_log_lines_carry_a_timestamp_and_a_level(transport: &str) {
 }
 
 fn rust_log_filters_the_log_but_never_the_listening_line(transport: &str) {
-    let mut server = Proc::spawn_with_env(
-        "server",
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--transport",
-            transport,
-            "--max-connections",
-            "1",
-        ],
+    let mut server = spawn_server(
+        transport,
+        &["--max-connections", "1"],
         &[("RUST_LOG", "warn")],
     );
     let addr = server.listening();
@@ -272,17 +228,6 @@ fn rust_log_filters_the_log_but_never_the_listening_line(transport: &str) {
         next.contains("rejected: 503"),
         "RUST_LOG=warn let through {next:?}"
     );
-}
-
-macro_rules! on_each_transport {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_mio {
-            $(#[test] fn $scenario() { super::$scenario("mio") })*
-        }
-        mod on_std {
-            $(#[test] fn $scenario() { super::$scenario("std") })*
-        }
-    };
 }
 
 on_each_transport!(
