@@ -14,16 +14,16 @@
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::encoding::{text, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
 
@@ -34,8 +34,10 @@ use crate::server::{CloseReason, Rejection, ServerEvent};
 /// The server's version, shown on the status page and in `bridgechat_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Upper bounds of the latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+/// Upper bounds of the latency histogram, in microseconds (then `+Inf`).
+const LATENCY_BUCKETS_MICROS: [u64; 10] = [
+    500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
+];
 
 /// The pages an operator can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,8 +170,68 @@ metrics! {
     registrations: Counter, "Successful REGISTER requests";
     introductions: Counter, "Chats introduced: BRIDGE answered with a waiting client's contact";
     requests: Family<RequestLabels, Counter>, "Requests answered, by method and status";
-    request_duration_seconds: Histogram = Histogram::new(LATENCY_BUCKETS), "Time from a request's first byte to its answer, as the server's event loop saw it";
+    request_duration_seconds: LatencyHistogram, "Time from a request's first byte to its answer, as the server's event loop saw it";
     uptime_seconds: Gauge<f64, AtomicU64>, "Seconds since the server started listening";
+}
+
+/// A histogram of durations with fixed buckets, moved by relaxed atomic adds:
+/// no lock, so a scrape on another thread never holds up the event loop, and an
+/// observation costs a few compares and three adds. prometheus-client renders it.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram {
+    inner: Arc<LatencyCounts>,
+}
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        self.inner.buckets[bucket].fetch_add(1, Relaxed);
+        self.inner.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.inner.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let bounds = LATENCY_BUCKETS_MICROS
+            .iter()
+            .map(|&micros| micros as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        // The count is the buckets' total, so `+Inf` and `_count` always agree.
+        let mut count = 0;
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.inner.buckets)
+            .map(|(bound, n)| {
+                count += n.load(Relaxed);
+                (bound, count)
+            })
+            .collect();
+        let sum = self.inner.sum_micros.load(Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// The shared half: the registry and the numbers the pages show.
@@ -357,9 +419,39 @@ fn write_page(
     }
 }
 
+/// `now - started`; a request that arrived in one read skips the arithmetic.
+pub(crate) fn elapsed(started: Instant, now: Instant) -> Duration {
+    if started == now {
+        Duration::ZERO
+    } else {
+        now.saturating_duration_since(started)
+    }
+}
+
+/// The `method` label a request is counted under.
+/// Compared and hashed by address, which is cheaper than the text on the hot path:
+/// the labels are a few constants. A copy of one at another address would only get
+/// a second cache entry, resolving to the same series.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MethodLabel(&'static str);
+
+impl PartialEq for MethodLabel {
+    fn eq(&self, other: &MethodLabel) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for MethodLabel {}
+
+impl std::hash::Hash for MethodLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.0, state);
+    }
+}
+
 /// The label a request is counted under.
-pub(crate) fn method_label(request: &Request) -> &'static str {
-    match request {
+pub(crate) fn method_label(request: &Request) -> MethodLabel {
+    MethodLabel(match request {
         Request::Register(_) => Method::Register.as_str(),
         Request::Bridge { .. } => Method::Bridge.as_str(),
         Request::Unregister => Method::Unregister.as_str(),
@@ -370,7 +462,7 @@ pub(crate) fn method_label(request: &Request) -> &'static str {
         Request::Page(page) if page.head_only => "HEAD",
         Request::Page(_) => "GET",
         Request::Unknown => "other",
-    }
+    })
 }
 
 const CLOSE_REASONS: [&str; 7] = [
@@ -402,7 +494,7 @@ pub struct ServerMetrics {
     pages: Pages,
     /// Each (method, status) counter looked up once, so counting a request
     /// later takes no lock and allocates nothing.
-    requests: FxHashMap<(&'static str, u16), Counter>,
+    requests: FxHashMap<(MethodLabel, u16), Counter>,
 }
 
 impl Default for ServerMetrics {
@@ -433,14 +525,14 @@ impl ServerMetrics {
     }
 
     /// A request was answered with `status`, `latency` after its first byte arrived.
-    pub(crate) fn request(&mut self, method: &'static str, status: Status, latency: Duration) {
+    pub(crate) fn request(&mut self, method: MethodLabel, status: Status, latency: Duration) {
         let family = &self.pages.shared.metrics.requests;
         self.requests
             .entry((method, status.code()))
             .or_insert_with(|| {
                 family
                     .get_or_create(&RequestLabels {
-                        method,
+                        method: method.0,
                         status: status.code(),
                     })
                     .clone()
@@ -450,7 +542,7 @@ impl ServerMetrics {
             .shared
             .metrics
             .request_duration_seconds
-            .observe(latency.as_secs_f64());
+            .observe(latency);
     }
 }
 

@@ -683,7 +683,7 @@ impl Endpoint for Server {
                     completed_any = true;
                     let method = operator::method_label(&request);
                     self.handle_request(now, conn, request);
-                    let latency = now.saturating_duration_since(started);
+                    let latency = operator::elapsed(started, now);
                     let answered = self.answered;
                     self.outputs
                         .observer_mut()
