@@ -58,10 +58,6 @@ impl<E, O: Observe<E>> OutputQueue<E, O> {
         &mut self.observer
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     /// Appends bytes for `conn` written by `write`; returns the range written.
     pub(crate) fn transmit(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
         let start = self.tx.len();

@@ -758,12 +758,11 @@ impl Endpoint for Server {
     }
 
     fn poll_output(&mut self) -> Option<Output<'_, ServerEvent>> {
-        if self.outputs.is_empty() {
-            // Drained after an input: the gauges that mirror state catch up.
-            self.outputs
-                .observer()
-                .sync(self.names.len(), self.waiting.is_some());
-        }
+        // The gauges that mirror state catch up before any output of an input is
+        // carried out, so an answer never reaches a client ahead of its numbers.
+        self.outputs
+            .observer()
+            .sync(self.names.len(), self.waiting.is_some());
         self.outputs.pop()
     }
 
