@@ -208,6 +208,7 @@ impl Console {
                         continue;
                     }
                     Typed::Send(line) => ClientInput::Line(line),
+                    Typed::Text(text) => ClientInput::Message(text),
                 },
                 Ok(Signal::CtrlC) => ClientInput::Interrupt,
                 Ok(Signal::CtrlD) => ClientInput::EndOfInput,
