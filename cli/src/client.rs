@@ -541,6 +541,28 @@ mod tests {
     }
 
     #[test]
+    fn the_prompt_follows_a_new_name() {
+        let mut screen = Screen::default();
+        let mut status = Status {
+            name: alice(),
+            mode: Mode::Unregistered,
+            peer: None,
+            held: 0,
+        };
+        let renamed = ClientEvent::NameChanged("alice2".parse().unwrap());
+        assert_eq!(
+            screen.show(&renamed),
+            [(Tone::Plain, Line::Out("your name is now alice2".into()))]
+        );
+        screen.show(&ClientEvent::ModeChanged {
+            mode: Mode::Registered,
+            peer: None,
+        });
+        screen.status(&mut status);
+        assert_eq!(status.prompt(), "[REGISTERED] alice2");
+    }
+
+    #[test]
     fn an_unreachable_server_hints_at_starting_one() {
         let error = with_hint("cannot reach the server at 127.0.0.1:1: refused".into());
         assert!(
