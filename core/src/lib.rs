@@ -99,6 +99,7 @@ mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod outputs;
+pub mod secure;
 pub mod server;
 
 pub use codec::{DecodeError, Decoder, Limits, Method, Request, Response, Status};
