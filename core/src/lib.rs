@@ -100,6 +100,7 @@ mod error;
 pub mod fuzzing;
 pub mod operator;
 mod outputs;
+pub mod secure;
 pub mod server;
 
 pub use codec::{DecodeError, Decoder, Limits, Method, Request, Response, Status};

@@ -83,6 +83,11 @@ fn every_client_seed_and_its_prefixes_run_clean() {
     run_seeds("client", |data| fuzzing::client(data, start));
 }
 
+#[test]
+fn every_secure_seed_and_its_prefixes_run_clean() {
+    run_seeds("secure", fuzzing::secure);
+}
+
 /// The hostile openings of the hardening suite (cli/tests/hardening), through the
 /// decoder targets: a TLS ClientHello, the HTTP/2 preface, NUL bytes, a head
 /// past every limit.

@@ -16,11 +16,13 @@ use crate::contact::{Contact, Name};
 
 mod client;
 mod registry;
+mod secure;
 mod server;
 
 pub use crate::course::fuzz::decode as course;
 pub use client::client;
 pub use registry::{Bridged, Registered, RegistryModel};
+pub use secure::secure;
 pub use server::server;
 
 /// Small limits, so that a short input can reach every one of them.
