@@ -429,18 +429,21 @@ impl Server {
 
     fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
-            Request::Register(contact) => self.register(now, conn, contact),
-            Request::Bridge { name } => self.bridge(now, conn, name),
+            Request::Register(contact, _) => self.register(now, conn, contact),
+            Request::Bridge { name, .. } => self.bridge(now, conn, name),
             Request::Unregister => {
                 self.fall_through(now, conn, true);
                 self.unregister(conn);
                 self.answer_ok(conn, None);
             }
             Request::Invalid { error, .. } => self.reject(conn, Rejection::BadHeader(error)),
-            Request::Chat(_) => self.reject(conn, Rejection::PeerRequest(Method::Chat)),
+            Request::Chat(..) => self.reject(conn, Rejection::PeerRequest(Method::Chat)),
             Request::Message(_) => self.reject(conn, Rejection::PeerRequest(Method::Message)),
             Request::Quit => self.reject(conn, Rejection::PeerRequest(Method::Quit)),
-            Request::Unknown => self.reject(conn, Rejection::UnknownMethod),
+            Request::Matched(_)
+            | Request::Unmatched(_)
+            | Request::Started(_)
+            | Request::Unknown => self.reject(conn, Rejection::UnknownMethod),
         }
     }
 

@@ -54,7 +54,7 @@ impl ServerModel {
     fn answered(&mut self, i: usize, request: Request, response: &Response) {
         let status = response.status;
         match request {
-            Request::Register(contact) => match self.registry.register(i, contact) {
+            Request::Register(contact, _) => match self.registry.register(i, contact) {
                 Registered::NameTaken => assert_eq!(status, Status::CONFLICT),
                 Registered::Stored => {
                     assert_eq!(status, Status::OK, "{}", response.reason_text());
@@ -65,7 +65,7 @@ impl ServerModel {
                     );
                 }
             },
-            Request::Bridge { name } => {
+            Request::Bridge { name, .. } => {
                 let me = self.registry.registration(i);
                 match self.registry.bridge(i, name) {
                     Bridged::NotRegistered | Bridged::NameMismatch => {
@@ -92,7 +92,13 @@ impl ServerModel {
                 self.registry.unregister(i);
             }
             Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
-            Request::Chat(_) | Request::Message(_) | Request::Quit | Request::Unknown => {
+            Request::Chat(..)
+            | Request::Message(_)
+            | Request::Quit
+            | Request::Matched(_)
+            | Request::Unmatched(_)
+            | Request::Started(_)
+            | Request::Unknown => {
                 assert_eq!(status, Status::NOT_IMPLEMENTED)
             }
         }
