@@ -145,9 +145,9 @@ pub fn a_fresh_pair_is_served(server: &TestServer) {
 }
 
 /// Ends a pair that was just introduced: the waiter leaves first and the server
-/// forgets it before the asker leaves. The other order would make the introduction
-/// fall through and put the (closing) waiter back in line for a moment, where the
-/// next test step's BRIDGE could be handed it.
+/// forgets it before the asker leaves. The other order would count a fall-through
+/// against the asker (and put a v2 waiter back in line for a moment, where the next
+/// test step's BRIDGE could be handed it).
 fn leave_waiter_first(server: &TestServer, waiter: Raw, waiter_name: &str, asker: Raw) {
     drop(waiter);
     server.wait_unregistered(waiter_name);
