@@ -84,7 +84,7 @@ pub fn server_event(event: &ServerEvent, quiet: bool) {
         ServerEvent::Accepted { conn, peer } => {
             tracing::info!(event = "accepted", conn = conn.0, peer = %peer, "{text}")
         }
-        ServerEvent::Registered { conn, contact } => tracing::info!(
+        ServerEvent::Registered { conn, contact, .. } => tracing::info!(
             event = "registered",
             conn = conn.0,
             name = %contact.name,
@@ -93,15 +93,27 @@ pub fn server_event(event: &ServerEvent, quiet: bool) {
         ServerEvent::Unregistered { conn, name } => {
             tracing::info!(event = "unregistered", conn = conn.0, name = %name, "{text}")
         }
-        ServerEvent::Waiting { conn, name } => {
+        ServerEvent::Waiting { conn, name, .. } => {
             tracing::info!(event = "waiting", conn = conn.0, name = %name, "{text}")
         }
-        ServerEvent::Paired { asker, waiter } => {
+        ServerEvent::Paired { asker, waiter, .. } => {
             tracing::info!(event = "paired", asker = %asker, waiter = %waiter, "{text}")
         }
-        ServerEvent::Requeued { asker, waiter } => {
-            tracing::info!(event = "requeued", asker = asker.0, waiter = %waiter, "{text}")
+        ServerEvent::Started { waiter, asker } => {
+            tracing::info!(event = "started", waiter = %waiter, asker = %asker, "{text}")
         }
+        ServerEvent::FellThrough {
+            asker,
+            waiter,
+            requeued,
+            ..
+        } => tracing::info!(
+            event = "fell_through",
+            asker = %asker,
+            waiter = %waiter,
+            requeued,
+            "{text}"
+        ),
         ServerEvent::Rejected { conn, rejection } => {
             let status = rejection.status().code();
             if status == 503 {

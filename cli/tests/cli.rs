@@ -477,3 +477,45 @@ fn an_invalid_flag_is_one_clear_error() {
         assert!(err.starts_with("error: "), "{args:?}:\n{err}");
     }
 }
+
+/// The first ticket a fresh `bridgechat server` process issues (two v2 clients meet).
+fn first_ticket() -> String {
+    use std::io::Write;
+    let (mut server, addr) = server("mio");
+    let ask = |stream: &mut TcpStream, request: &str| {
+        stream.write_all(request.as_bytes()).expect("send");
+        String::from_utf8(read_message(stream)).expect("text")
+    };
+    let register = |name: &str, port: u16| {
+        format!("REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: 127.0.0.1\r\nPort: {port}\r\nBridgechat: 2\r\n\r\n")
+    };
+    let mut alice = TcpStream::connect(&addr).expect("connect");
+    let mut bob = TcpStream::connect(&addr).expect("connect");
+    for stream in [&alice, &bob] {
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    }
+    assert!(ask(&mut alice, &register("alice", 9001)).contains("Bridgechat: 2"));
+    ask(&mut alice, "BRIDGE / HTTP/1.1\r\n\r\n");
+    ask(&mut bob, &register("bob", 9002));
+    let paired = ask(&mut bob, "BRIDGE / HTTP/1.1\r\n\r\n");
+    let ticket = paired
+        .lines()
+        .find_map(|line| line.strip_prefix("Ticket: "))
+        .unwrap_or_else(|| panic!("no ticket in {paired:?}"))
+        .to_owned();
+    let matched = String::from_utf8(read_message(&mut alice)).expect("text");
+    assert!(matched.contains(&format!("Ticket: {ticket}")), "{matched}");
+    drop((alice, bob));
+    server.interrupt();
+    server.exits_cleanly();
+    ticket
+}
+
+/// Tickets come from the OS random source: two server processes draw different ones.
+#[test]
+fn two_server_processes_issue_different_tickets() {
+    let (first, second) = (first_ticket(), first_ticket());
+    assert_eq!(first.len(), 32, "{first}");
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    assert_ne!(first, second);
+}

@@ -376,6 +376,18 @@ fn an_ipv6_ip_flag_is_reachable_over_an_ipv4_server(transport: &str) {
 /// "the server cannot be reached (within 5 s) ... exit non-zero" is for
 /// start-up: when `/register` reconnects after the server connection was
 /// lost, the client retries, then says so on one error line and stays.
+/// A socket bound to `addr` that never listens: connecting to it is refused.
+fn hold_port(addr: &str) -> socket2::Socket {
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket
+        .bind(&addr.into())
+        .expect("bind the freed port again");
+    socket
+}
+
 fn an_unreachable_server_on_reconnect_is_an_error_not_an_exit(transport: &str) {
     let fake = TcpListener::bind("127.0.0.1:0").expect("bind");
     let server = fake.local_addr().expect("addr").to_string();
@@ -383,6 +395,9 @@ fn an_unreachable_server_on_reconnect_is_an_error_not_an_exit(transport: &str) {
     drop(accept(&fake));
     drop(fake);
     alice.expect_err("lost the server");
+    // Hold the port without listening, so connects are refused and no test running
+    // alongside can take the freed port and answer alice's reconnects.
+    let _hold = hold_port(&server);
     alice.send("/register");
     for attempt in 1..=5 {
         alice.expect_on(Stream::Out, "a reconnect attempt", |l| {

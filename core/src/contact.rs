@@ -26,6 +26,8 @@ pub enum InvalidValue {
     BadCharacter,
     NotAnAddress,
     NotAPort,
+    NotATicket,
+    NotAVersion,
 }
 
 impl fmt::Display for InvalidValue {
@@ -36,6 +38,8 @@ impl fmt::Display for InvalidValue {
             InvalidValue::BadCharacter => "only A-Z a-z 0-9 _ - . are allowed",
             InvalidValue::NotAnAddress => "not an IPv4 or IPv6 address",
             InvalidValue::NotAPort => "not a decimal port 1-65535",
+            InvalidValue::NotATicket => "not 32 hex digits",
+            InvalidValue::NotAVersion => "not 1 or 2",
         })
     }
 }

@@ -169,7 +169,8 @@ metrics! {
     clients_waiting: Gauge, "Clients waiting for a peer now";
     registrations: Counter, "Successful REGISTER requests";
     introductions: Counter, "Chats introduced: BRIDGE answered with a waiting client's contact";
-    fallthroughs: Counter, "Introductions that fell through, the waiter put back in line";
+    fallthroughs: Counter, "Introductions that fell through before the chat started";
+    chats_started: Counter, "Chats a version 2 waiter reported started (STARTED)";
     requests: Family<RequestLabels, Counter>, "Requests answered, by method and status";
     request_duration_seconds: LatencyHistogram, "Time from a request's first byte to its answer, as the server's event loop saw it";
     uptime_seconds: Gauge<f64, AtomicU64>, "Seconds since the server started listening";
@@ -453,12 +454,15 @@ impl std::hash::Hash for MethodLabel {
 /// The label a request is counted under.
 pub(crate) fn method_label(request: &Request) -> MethodLabel {
     MethodLabel(match request {
-        Request::Register(_) => Method::Register.as_str(),
+        Request::Register(..) => Method::Register.as_str(),
         Request::Bridge { .. } => Method::Bridge.as_str(),
         Request::Unregister => Method::Unregister.as_str(),
-        Request::Chat(_) => Method::Chat.as_str(),
+        Request::Chat(..) => Method::Chat.as_str(),
         Request::Message(_) => Method::Message.as_str(),
         Request::Quit => Method::Quit.as_str(),
+        Request::Matched(_) => Method::Matched.as_str(),
+        Request::Unmatched(_) => Method::Unmatched.as_str(),
+        Request::Started(_) => Method::Started.as_str(),
         Request::Invalid { method, .. } => method.as_str(),
         Request::Page(page) if page.head_only => "HEAD",
         Request::Page(_) => "GET",
@@ -564,8 +568,11 @@ impl Observe<ServerEvent> for ServerMetrics {
             ServerEvent::Paired { .. } => {
                 m.introductions.inc();
             }
-            ServerEvent::Requeued { .. } => {
+            ServerEvent::FellThrough { .. } => {
                 m.fallthroughs.inc();
+            }
+            ServerEvent::Started { .. } => {
+                m.chats_started.inc();
             }
             ServerEvent::Rejected { rejection, .. } => {
                 let reason = match rejection {

@@ -7,7 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use bridgechat_core::codec::{self, AfterError, Header, HeaderError, HEADER_SLOTS};
+use bridgechat_core::codec::{
+    self, AfterError, Header, HeaderError, Introduction, Ticket, Unmatched, Version, HEADER_SLOTS,
+};
 use bridgechat_core::contact::InvalidValue;
 use bridgechat_core::server::{Server, ServerConfig};
 use bridgechat_core::{
@@ -151,7 +153,7 @@ fn invalid(method: Method, error: HeaderError) -> Request {
 /// What the server sends back for `bytes` on a fresh connection, and whether it closes it.
 fn server_answer(bytes: &[u8]) -> (Vec<u8>, bool) {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default());
+    let mut server = Server::new(ServerConfig::default(), [0; 32]);
     let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
     let conn = server.handle_accept(now, peer);
     server.handle_data(now, conn, bytes);
@@ -184,9 +186,15 @@ const QUIT: &[u8] = b"QUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
 
 fn contract_requests() -> Vec<(&'static [u8], Request)> {
     vec![
-        (REGISTER_ALICE, Request::Register(alice())),
-        (BRIDGE, Request::Bridge { name: None }),
-        (CHAT_BOB, Request::Chat(bob())),
+        (REGISTER_ALICE, Request::Register(alice(), Version::V1)),
+        (
+            BRIDGE,
+            Request::Bridge {
+                name: None,
+                peer: Ok(None),
+            },
+        ),
+        (CHAT_BOB, Request::Chat(bob(), None)),
         (MESSAGE_HI, Request::Message(b"hi".to_vec())),
         (MESSAGE_HELLO, Request::Message(b"hello".to_vec())),
         (QUIT, Request::Quit),
@@ -197,20 +205,9 @@ fn contract_responses() -> Vec<(&'static [u8], Response)> {
     vec![
         (
             OK_ALICE,
-            Response {
-                status: Status::OK,
-                contact: Some(alice()),
-                body: Vec::new(),
-            },
+            Response::v1(Status::OK, Some(alice()), Vec::new()),
         ),
-        (
-            OK_EMPTY,
-            Response {
-                status: Status::OK,
-                contact: None,
-                body: Vec::new(),
-            },
-        ),
+        (OK_EMPTY, Response::v1(Status::OK, None, Vec::new())),
     ]
 }
 
@@ -245,7 +242,7 @@ fn every_contract_response_decodes_and_reencodes_to_the_same_bytes() {
 fn the_contract_conversation_decodes_in_order_from_one_stream() {
     let stream: Vec<u8> = [CHAT_BOB, MESSAGE_HI, MESSAGE_HELLO, QUIT].concat();
     let expected = vec![
-        Request::Chat(bob()),
+        Request::Chat(bob(), None),
         Request::Message(b"hi".to_vec()),
         Request::Message(b"hello".to_vec()),
         Request::Quit,
@@ -258,6 +255,7 @@ fn the_contract_conversation_decodes_in_order_from_one_stream() {
 fn bridge_with_a_name_header_round_trips() {
     let request = Request::Bridge {
         name: Some(Name::new(b"alice").unwrap()),
+        peer: Ok(None),
     };
     let wire = encoded(&request);
     assert_eq!(wire, b"BRIDGE / HTTP/1.1\r\nName: alice\r\n\r\n");
@@ -382,7 +380,7 @@ fn an_invalid_request_leaves_the_connection_usable() {
     let outcome = decode_requests(&stream);
     assert_eq!(outcome.error, None);
     assert_eq!(outcome.messages.len(), 2);
-    assert_eq!(outcome.messages[1], Request::Register(alice()));
+    assert_eq!(outcome.messages[1], Request::Register(alice(), Version::V1));
 }
 
 #[test]
@@ -583,7 +581,10 @@ fn a_failed_decoder_stays_failed() {
 #[test]
 fn header_names_match_in_any_case() {
     let wire = b"REGISTER / HTTP/1.1\r\nname: alice\r\nip: 127.0.0.1\r\nPORT: 9001\r\n\r\n";
-    assert_eq!(single_request(wire), Request::Register(alice()));
+    assert_eq!(
+        single_request(wire),
+        Request::Register(alice(), Version::V1)
+    );
     let wire = b"MESSAGE / HTTP/1.1\r\ncontent-LENGTH: 2\r\n\r\nhi";
     assert_eq!(single_request(wire), Request::Message(b"hi".to_vec()));
     let wire = b"HTTP/1.1 200 OK\r\nnAmE: alice\r\nIp: 127.0.0.1\r\npOrT: 9001\r\ncontent-length: 0\r\n\r\n";
@@ -621,7 +622,10 @@ fn an_unknown_method_keeps_the_stream_in_step() {
 #[test]
 fn http_1_0_is_accepted() {
     let wire = b"REGISTER / HTTP/1.0\r\nName: alice\r\nIP: 127.0.0.1\r\nPort: 9001\r\n\r\n";
-    assert_eq!(single_request(wire), Request::Register(alice()));
+    assert_eq!(
+        single_request(wire),
+        Request::Register(alice(), Version::V1)
+    );
     let wire = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(decode_responses(wire).messages.len(), 1);
 }
@@ -629,7 +633,10 @@ fn http_1_0_is_accepted() {
 #[test]
 fn bare_lf_line_ends_are_accepted() {
     let wire = b"REGISTER / HTTP/1.1\nName: alice\nIP: 127.0.0.1\nPort: 9001\n\n";
-    assert_eq!(single_request(wire), Request::Register(alice()));
+    assert_eq!(
+        single_request(wire),
+        Request::Register(alice(), Version::V1)
+    );
     let wire = b"MESSAGE / HTTP/1.1\nContent-Length: 2\n\nhi";
     assert_eq!(single_request(wire), Request::Message(b"hi".to_vec()));
     let wire = b"HTTP/1.1 200 OK\nContent-Length: 0\n\n";
@@ -639,28 +646,43 @@ fn bare_lf_line_ends_are_accepted() {
 #[test]
 fn curls_extra_headers_are_ignored() {
     let wire = b"REGISTER / HTTP/1.1\r\nHost: 127.0.0.1:7070\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nName: alice\r\nIP: 127.0.0.1\r\nPort: 9001\r\n\r\n";
-    assert_eq!(single_request(wire), Request::Register(alice()));
+    assert_eq!(
+        single_request(wire),
+        Request::Register(alice(), Version::V1)
+    );
     let wire = b"BRIDGE / HTTP/1.1\r\nHost: 127.0.0.1:7070\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
-    assert_eq!(single_request(wire), Request::Bridge { name: None });
+    assert_eq!(
+        single_request(wire),
+        Request::Bridge {
+            name: None,
+            peer: Ok(None),
+        }
+    );
 }
 
 #[test]
 fn whitespace_around_values_is_ignored() {
     let wire = b"REGISTER / HTTP/1.1\r\nName:alice\r\nIP: \t127.0.0.1 \t\r\nPort:   9001  \r\n\r\n";
-    assert_eq!(single_request(wire), Request::Register(alice()));
+    assert_eq!(
+        single_request(wire),
+        Request::Register(alice(), Version::V1)
+    );
 }
 
 #[test]
 fn any_origin_form_target_is_accepted() {
     let wire =
         b"REGISTER /rendezvous?x=1 HTTP/1.1\r\nName: alice\r\nIP: 127.0.0.1\r\nPort: 9001\r\n\r\n";
-    assert_eq!(single_request(wire), Request::Register(alice()));
+    assert_eq!(
+        single_request(wire),
+        Request::Register(alice(), Version::V1)
+    );
 }
 
 #[test]
 fn ipv6_contacts_round_trip() {
     let wire = b"REGISTER / HTTP/1.1\r\nName: alice\r\nIP: ::1\r\nPort: 9001\r\n\r\n";
-    let expected = Request::Register(contact("alice", "::1", 9001));
+    let expected = Request::Register(contact("alice", "::1", 9001), Version::V1);
     assert_eq!(single_request(wire), expected);
     assert_eq!(encoded(&expected), wire);
 }
@@ -672,7 +694,13 @@ fn a_body_on_a_request_that_needs_none_is_skipped() {
         BRIDGE,
     ]
     .concat();
-    let expected = vec![Request::Register(alice()), Request::Bridge { name: None }];
+    let expected = vec![
+        Request::Register(alice(), Version::V1),
+        Request::Bridge {
+            name: None,
+            peer: Ok(None),
+        },
+    ];
     assert_eq!(decode_requests(&stream).messages, expected);
     assert_eq!(decode_requests_bytewise(&stream).messages, expected);
 }
@@ -751,7 +779,13 @@ fn a_pipelined_request_behind_a_split_head_is_not_left_waiting() {
 fn empty_lines_between_requests_are_ignored() {
     let stream =
         b"\r\n\nBRIDGE / HTTP/1.1\r\n\r\n\r\n\r\rQUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n\r\n";
-    let expected = vec![Request::Bridge { name: None }, Request::Quit];
+    let expected = vec![
+        Request::Bridge {
+            name: None,
+            peer: Ok(None),
+        },
+        Request::Quit,
+    ];
     assert_eq!(decode_requests(stream).messages, expected);
     assert_eq!(decode_requests_bytewise(stream).messages, expected);
 
@@ -935,14 +969,58 @@ fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+fn version_strategy() -> impl Strategy<Value = Version> {
+    prop_oneof![Just(Version::V1), Just(Version::V2)]
+}
+
+fn ticket_strategy() -> impl Strategy<Value = Ticket> {
+    any::<[u8; 16]>().prop_map(Ticket::from_bytes)
+}
+
+fn introduction_strategy() -> impl Strategy<Value = Introduction> {
+    (
+        contact_strategy(),
+        version_strategy(),
+        any::<IpAddr>(),
+        1..=u16::MAX,
+        proptest::option::of(ticket_strategy()),
+    )
+        .prop_map(|(peer, peer_version, ip, port, ticket)| Introduction {
+            peer,
+            peer_version,
+            observed: SocketAddr::new(ip, port),
+            ticket,
+        })
+}
+
 fn request_strategy() -> impl Strategy<Value = Request> {
     prop_oneof![
-        contact_strategy().prop_map(Request::Register),
-        proptest::option::of(name_strategy()).prop_map(|name| Request::Bridge { name }),
+        (contact_strategy(), version_strategy()).prop_map(|(c, v)| Request::Register(c, v)),
+        (
+            proptest::option::of(name_strategy()),
+            proptest::option::of(name_strategy())
+        )
+            .prop_map(|(name, peer)| Request::Bridge {
+                name,
+                peer: Ok(peer)
+            }),
         Just(Request::Unregister),
-        contact_strategy().prop_map(Request::Chat),
+        (contact_strategy(), proptest::option::of(ticket_strategy()))
+            .prop_map(|(c, t)| Request::Chat(c, t)),
         body_strategy().prop_map(Request::Message),
         Just(Request::Quit),
+        introduction_strategy().prop_map(Request::Matched),
+        (
+            name_strategy(),
+            proptest::option::of(ticket_strategy()),
+            "([!-~]([ -~]{0,60}[!-~])?)?"
+        )
+            .prop_map(|(name, ticket, reason)| Request::Unmatched(Unmatched {
+                name,
+                ticket,
+                reason
+            })),
+        proptest::option::of(ticket_strategy()).prop_map(Request::Started),
     ]
 }
 
@@ -957,17 +1035,35 @@ fn response_strategy() -> impl Strategy<Value = Response> {
         Just(Status::NOT_IMPLEMENTED),
         Just(Status::SERVICE_UNAVAILABLE),
     ];
+    let observed = proptest::option::of((any::<IpAddr>(), 1..=u16::MAX))
+        .prop_map(|o| o.map(|(ip, port)| SocketAddr::new(ip, port)));
     prop_oneof![
-        proptest::option::of(contact_strategy()).prop_map(|contact| Response {
-            status: Status::OK,
+        proptest::option::of(contact_strategy()).prop_map(|contact| Response::v1(
+            Status::OK,
             contact,
-            body: Vec::new(),
-        }),
-        (error_status, "[ -~]{1,100}").prop_map(|(status, reason)| Response {
+            Vec::new()
+        )),
+        (error_status, "[ -~]{1,100}").prop_map(|(status, reason)| Response::v1(
             status,
-            contact: None,
-            body: reason.into_bytes(),
-        }),
+            None,
+            reason.into_bytes()
+        )),
+        (
+            proptest::option::of(contact_strategy()),
+            version_strategy(),
+            observed,
+            proptest::option::of(version_strategy()),
+            proptest::option::of(ticket_strategy()),
+        )
+            .prop_map(
+                |(contact, version, observed, peer_version, ticket)| Response {
+                    version,
+                    observed,
+                    peer_version,
+                    ticket,
+                    ..Response::v1(Status::OK, contact, Vec::new())
+                }
+            ),
     ]
 }
 
@@ -1084,11 +1180,7 @@ fn interim_answers_are_skipped_until_the_final_one() {
     stream.extend_from_slice(b"HTTP/1.1 102 Processing\r\nContent-Length: 5\r\nName: x\r\n\r\n");
     stream.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
     stream.extend_from_slice(ok);
-    let expected = Response {
-        status: Status::OK,
-        contact: Some(alice()),
-        body: Vec::new(),
-    };
+    let expected = Response::v1(Status::OK, Some(alice()), Vec::new());
     let whole = decode_responses(&stream);
     assert_eq!(whole.messages, vec![expected.clone()]);
     assert_eq!(whole.error, None);

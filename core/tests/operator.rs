@@ -23,7 +23,7 @@ impl Harness {
     fn new(config: ServerConfig) -> Harness {
         let now = Instant::now();
         let mut harness = Harness {
-            server: Server::new(config),
+            server: Server::new(config, [7; 32]),
             now,
             received: HashMap::new(),
             closed: Vec::new(),

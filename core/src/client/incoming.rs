@@ -94,7 +94,7 @@ impl Incoming {
         let mut input = bytes;
         match caller.decoder.decode_request(&mut input) {
             Ok(None) => {}
-            Ok(Some(Request::Chat(contact))) => return Some((contact, input.to_vec())),
+            Ok(Some(Request::Chat(contact, _))) => return Some((contact, input.to_vec())),
             Ok(Some(Request::Invalid { error, .. })) => {
                 self.refuse(ctx, conn, Status::BAD_REQUEST, &error)
             }
@@ -102,7 +102,12 @@ impl Incoming {
                 self.refuse(ctx, conn, Status::NOT_IMPLEMENTED, &"unknown method")
             }
             Ok(Some(
-                request @ (Request::Register(_) | Request::Bridge { .. } | Request::Unregister),
+                request @ (Request::Register(..)
+                | Request::Bridge { .. }
+                | Request::Unregister
+                | Request::Matched(_)
+                | Request::Unmatched(_)
+                | Request::Started(_)),
             )) => {
                 let reason = format!(
                     "{} is a server request, not a peer request",

@@ -415,10 +415,13 @@ fn name_argument(line: &str) -> Option<&str> {
 /// The method of a decoded request, for error messages.
 fn request_name(request: &Request) -> &'static str {
     match request {
-        Request::Register(_) => "REGISTER",
+        Request::Register(..) => "REGISTER",
         Request::Bridge { .. } => "BRIDGE",
         Request::Unregister => "UNREGISTER",
-        Request::Chat(_) => "CHAT",
+        Request::Chat(..) => "CHAT",
+        Request::Matched(_) => "MATCHED",
+        Request::Unmatched(_) => "UNMATCHED",
+        Request::Started(_) => "STARTED",
         Request::Message(_) => "MESSAGE",
         Request::Quit => "QUIT",
         Request::Unknown | Request::Page(_) => "an unknown method",

@@ -150,7 +150,7 @@ impl Net {
 
     /// A server; `config.listen` should be on this node's IP (127.0.0.<n+1>), or unspecified.
     pub fn add_server(&mut self, config: ServerConfig) -> NodeId {
-        let id = self.add_node(Machine::Server(Box::new(Server::new(config))));
+        let id = self.add_node(Machine::Server(Box::new(Server::new(config, [3; 32]))));
         self.drain(id);
         id
     }
@@ -160,7 +160,7 @@ impl Net {
     /// address, a fresh state.
     pub fn restart_default_server(&mut self, node: NodeId) {
         assert!(self.nodes[node.0].exited.is_some(), "{node:?} still runs");
-        let server = Server::new(default_server_config());
+        let server = Server::new(default_server_config(), [3; 32]);
         self.nodes[node.0].machine = Machine::Server(Box::new(server));
         self.nodes[node.0].exited = None;
         self.drain(node);
