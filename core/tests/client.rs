@@ -501,7 +501,10 @@ fn server_answering_403_keeps_the_mode_and_reports_the_reason() {
     send_lines(&mut net, alice, &["/register"]);
     let ip = net.nodes[alice.0].ip.to_string();
     let port = chat_addr(&net, alice).port();
-    assert_eq!(net.raw_text(fake, conn), wire::register("alice", &ip, port));
+    assert_eq!(
+        net.raw_text(fake, conn),
+        wire::register_v2("alice", &ip, port)
+    );
     net.send_raw(fake, conn, wire::ok_contact("alice", &ip, port).as_bytes());
     send_lines(&mut net, alice, &["/bridge"]);
     net.send_raw(
@@ -941,7 +944,7 @@ fn the_registered_ip_is_the_advertised_one_when_given() {
     let port = chat_addr(&net, alice).port();
     assert_eq!(
         net.raw_text(fake, conn),
-        wire::register("alice", "203.0.113.7", port)
+        wire::register_v2("alice", "203.0.113.7", port)
     );
 }
 
@@ -970,7 +973,7 @@ fn trace_reports_every_chunk_sent_and_received() {
     let port = chat_addr(&net, alice).port();
     assert_eq!(
         String::from_utf8(sent).unwrap(),
-        wire::register("alice", &ip, port)
+        wire::register_v2("alice", &ip, port)
     );
     assert_eq!(
         String::from_utf8(got).unwrap(),
