@@ -456,3 +456,114 @@ fn a_v2_asker_of_a_v1_waiter_sends_a_v1_chat_and_says_not_protected() {
     assert_eq!(not_protected(&net, dave), [Unprotected::PeerVersion1]);
     assert!(not_protected(&net, carol).is_empty());
 }
+
+/// A raw server that speaks version 2 by hand, and alice registered with it.
+fn v2_script_and_alice() -> (Net, NodeId, bridgechat_core::ConnId, NodeId) {
+    let mut net = Net::new(5, Chunking::OneByte);
+    let (fake, addr) = net.add_raw_listener(7070);
+    let alice = net.add_client(ClientConfig::new(name("alice"), addr));
+    let conn = net.raw(fake).accepted[0];
+    send_lines(&mut net, alice, &["/register"]);
+    let ip = net.nodes[alice.0].ip.to_string();
+    let port = chat_addr(&net, alice).port();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nName: alice\r\nIP: {ip}\r\nPort: {port}\r\nBridgechat: 2\r\nObserved-IP: 203.0.113.9\r\nObserved-Port: 40404\r\nContent-Length: 0\r\n\r\n"
+    );
+    net.send_raw(fake, conn, answer.as_bytes());
+    net.run();
+    assert_eq!(net.mode(alice), Mode::Registered);
+    assert!(net.client_events(alice).iter().any(|e| matches!(
+        e,
+        ClientEvent::ServerVersion2 { observed: Some(a) } if a.to_string() == "203.0.113.9:40404"
+    )));
+    (net, fake, conn, alice)
+}
+
+const TICKET: &str = "5f0c30313233343536373839abcdef00";
+
+fn matched_wire(peer: &str, ticket: &str) -> String {
+    format!(
+        "MATCHED / HTTP/1.1\r\nName: {peer}\r\nIP: 127.0.0.9\r\nPort: 9009\r\nPeer-Version: 2\r\nObserved-IP: 203.0.113.7\r\nObserved-Port: 51234\r\nTicket: {ticket}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_notification_while_a_request_is_in_flight_is_not_its_answer() {
+    let (mut net, fake, conn, alice) = v2_script_and_alice();
+    send_lines(&mut net, alice, &["/bridge"]);
+    net.send_raw(fake, conn, wire::ok().as_bytes());
+    net.send_raw(fake, conn, matched_wire("bob", TICKET).as_bytes());
+    net.run();
+    assert_eq!(net.mode(alice), Mode::Wait);
+    assert_eq!(matched(&net, alice), [("bob".to_owned(), 2)]);
+
+    // Alice bridges again; the match falls through before the answer comes.
+    send_lines(&mut net, alice, &["/bridge"]);
+    let unmatched_wire = format!(
+        "UNMATCHED / HTTP/1.1\r\nName: bob\r\nTicket: {TICKET}\r\nReason: bob left the server\r\nContent-Length: 0\r\n\r\n"
+    );
+    net.send_raw(fake, conn, unmatched_wire.as_bytes());
+    net.run();
+    assert_eq!(unmatched(&net, alice), ["bob"]);
+    assert_eq!(net.mode(alice), Mode::Wait);
+    let shown = net.client_events(alice).iter().find_map(|e| match e {
+        ClientEvent::Unmatched { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(shown.as_deref(), Some("bob left the server"));
+
+    // The answer that does come is BRIDGE's: carol waits for us.
+    net.send_raw(
+        fake,
+        conn,
+        wire::ok_contact("carol", "127.0.0.8", 9008).as_bytes(),
+    );
+    net.run();
+    assert_eq!(net.mode(alice), Mode::Ready);
+    assert_eq!(net.client(alice).peer(), Some(name("carol")));
+    assert_eq!(errors(&net, alice), Vec::<String>::new());
+}
+
+#[test]
+fn the_waiter_reports_started_and_skips_its_answer() {
+    let (mut net, fake, conn, alice) = v2_script_and_alice();
+    send_lines(&mut net, alice, &["/bridge"]);
+    net.send_raw(fake, conn, wire::ok().as_bytes());
+    net.send_raw(fake, conn, matched_wire("bob", TICKET).as_bytes());
+    net.run();
+    let bob = net.add_raw();
+    let chat = net
+        .connect_raw(bob, chat_addr(&net, alice))
+        .expect("alice listens");
+    net.send_raw(
+        bob,
+        chat,
+        chat_request("bob", "127.0.0.9", 9009, Some(TICKET)).as_bytes(),
+    );
+    net.run();
+    assert!(net.raw_text(bob, chat).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert_eq!(net.mode(alice), Mode::Read);
+    let to_server = net.raw_text(fake, conn);
+    assert!(
+        to_server.ends_with(&format!(
+            "STARTED / HTTP/1.1\r\nTicket: {TICKET}\r\nContent-Length: 0\r\n\r\n"
+        )),
+        "{to_server}"
+    );
+    // The server's 200 to STARTED is nobody's answer to show.
+    net.send_raw(fake, conn, wire::ok().as_bytes());
+    net.run();
+    assert_eq!(errors(&net, alice), Vec::<String>::new());
+    assert_eq!(net.mode(alice), Mode::Read);
+    // The used ticket is dead: a second CHAT with it is not let in.
+    let again = net
+        .connect_raw(bob, chat_addr(&net, alice))
+        .expect("alice listens");
+    net.send_raw(
+        bob,
+        again,
+        chat_request("bob", "127.0.0.9", 9009, Some(TICKET)).as_bytes(),
+    );
+    net.run();
+    assert!(!net.raw_text(bob, again).starts_with("HTTP/1.1 200"));
+}

@@ -98,8 +98,8 @@ impl Matching {
 
     /// Our BRIDGE was answered "wait": for `peer`, or for anyone.
     pub(super) fn wait(&mut self, peer: Option<Name>) {
+        self.leave();
         self.waiting_for = peer;
-        self.matched = None;
     }
 
     /// WAIT MODE is over: a match still open is dead.
