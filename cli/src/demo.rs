@@ -234,6 +234,7 @@ fn spawn_server(
     config: ServerConfig,
     tx: Sender<Note>,
 ) -> Result<(), String> {
+    let seed = crate::server::os_seed()?;
     thread::Builder::new()
         .name("demo-server".into())
         .spawn(move || {
@@ -241,7 +242,7 @@ fn spawn_server(
             let inputs = tx.clone();
             let result = run_with(
                 transport,
-                Server::new(config),
+                Server::new(config, seed),
                 move |i| {
                     let _ = inputs.send(Note::ServerInputs(i));
                     Ok(())

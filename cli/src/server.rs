@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bridgechat_core::codec::Limits;
-use bridgechat_core::server::{Server, ServerConfig, ServerEvent, ServerInput};
+use bridgechat_core::codec::Version;
+use bridgechat_core::server::{FallThroughReason, Server, ServerConfig, ServerEvent, ServerInput};
 use clap::Args;
 
 use crate::out::{self, Line};
@@ -32,11 +33,22 @@ At start-up the open-file limit is raised to its hard limit.
 REGISTER refuses an IP no peer could reach (0.0.0.0, ::, 255.255.255.255,
 multicast, the cloud metadata address 169.254.169.254) with `400`.
 
-A client handed a waiter that then unregisters, registers again, bridges again
-or leaves within --introduction-deadline was not going to chat: the waiter is
-put back first in line. After --max-fallthroughs of those in a minute, from one
-connection or (by request, not by leaving) from one IP, BRIDGE from there gets
-`429` with `Retry-After` until the minute is over.")]
+Protocol version 2 (clients that send `Bridgechat: 2`; others get version 1
+unchanged): `BRIDGE` with `Peer: NAME` meets that person only; a waiting client is
+told at once when it is handed to a peer (MATCHED, with a fresh secret ticket the
+peer's CHAT must carry) and when that falls through (UNMATCHED): the asker left,
+unregistered, registered or bridged again, or the chat did not start within
+--match-timeout. The waiter is then put back first in its place by itself.
+A version 1 waiter is handed out at most once, as version 1 says.
+
+An asker whose introductions fall through (for a version 1 waiter: the asker
+drops it within --introduction-deadline) is limited: after --max-fallthroughs in
+a minute from one connection, or --max-fallthroughs-per-ip from one IP (by
+request, not by leaving; many people share one NAT address), BRIDGE from there
+gets `429` with `Retry-After` until the minute is over.
+
+Tickets come from a ChaCha20 stream seeded from the OS random source at start;
+the log never shows a ticket.")]
 pub struct ServerArgs {
     /// Address and port to listen on (port 0: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7070", value_parser = crate::parse_addr)]
@@ -84,16 +96,32 @@ pub struct ServerArgs {
     #[arg(long)]
     pub strict_ip: bool,
 
-    /// Seconds after handing an asker a waiter during which the asker's UNREGISTER,
-    /// REGISTER, BRIDGE or leaving puts the waiter back at the front of the queue.
+    /// Seconds a version 2 waiter's match may wait for the chat to start (the
+    /// waiter's STARTED) before it falls through and the waiter waits again.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub match_timeout: Duration,
+
+    /// Seconds after handing an asker a version 1 waiter during which the asker's
+    /// UNREGISTER, REGISTER, BRIDGE or leaving counts as a fall-through.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub introduction_deadline: Duration,
 
-    /// Such fall-throughs within a minute, from one connection (or from one IP, counting
-    /// those by request, not by leaving), after which BRIDGE gets `429 Too Many Requests`
-    /// with `Retry-After` (0: never).
+    /// Fall-throughs within a minute from one connection after which its BRIDGE gets
+    /// `429 Too Many Requests` with `Retry-After` (0: never).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_fallthroughs: u32,
+
+    /// The same from one IP address, counting those by request, not by leaving
+    /// (0: never). Well above the per-connection limit: many people share one address.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub max_fallthroughs_per_ip: u32,
+}
+
+/// 32 bytes from the OS random source: the seed of the server's tickets.
+pub fn os_seed() -> Result<[u8; 32], String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| format!("cannot read the OS random source: {e}"))?;
+    Ok(seed)
 }
 
 /// File descriptors kept back from `--max-connections` for listeners, stdio and the poller.
@@ -133,8 +161,10 @@ impl ServerArgs {
             max_connections,
             max_per_ip: saturating_usize(self.max_per_ip),
             strict_ip: self.strict_ip,
+            match_timeout: self.match_timeout,
             introduction_deadline: self.introduction_deadline,
             fallthrough_limit: self.max_fallthroughs,
+            fallthrough_limit_per_ip: self.max_fallthroughs_per_ip,
             ..defaults
         }
     }
@@ -150,7 +180,7 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
     let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
     run_with(
         args.transport,
-        Server::new(args.config(open_files)),
+        Server::new(args.config(open_files), os_seed()?),
         |inputs| signals::on_interrupt(move || inputs.send(ServerInput::Shutdown)),
         |event| {
             if let Some(line) = describe(&event, quiet) {
@@ -175,12 +205,52 @@ pub fn describe(event: &ServerEvent, quiet: bool) -> Option<Line> {
         } => return Some(Line::Trace(out::trace(*conn, *direction, bytes))),
         _ if quiet => return None,
         ServerEvent::Accepted { conn, peer } => format!("{conn} connected from {peer}"),
-        ServerEvent::Registered { conn, contact } => format!("{conn} registered {contact}"),
+        ServerEvent::Registered {
+            conn,
+            contact,
+            version: Version::V1,
+            observed,
+        } => format!("{conn} registered {contact} (seen from {observed})"),
+        ServerEvent::Registered {
+            conn,
+            contact,
+            version: Version::V2,
+            observed,
+        } => format!("{conn} registered {contact} with protocol 2 (seen from {observed})"),
         ServerEvent::Unregistered { conn, name } => format!("{conn} unregistered {name}"),
-        ServerEvent::Waiting { conn, name } => format!("{conn} {name} is waiting for a peer"),
-        ServerEvent::Paired { asker, waiter } => format!("paired {asker} with {waiter}"),
-        ServerEvent::Requeued { asker, waiter } => {
-            format!("{asker} dropped {waiter} unused: {waiter} waits again, first in line")
+        ServerEvent::Waiting {
+            conn,
+            name,
+            peer: None,
+        } => format!("{conn} {name} is waiting for a peer"),
+        ServerEvent::Waiting {
+            conn,
+            name,
+            peer: Some(peer),
+        } => format!("{conn} {name} is waiting for {peer}"),
+        ServerEvent::Paired {
+            asker,
+            waiter,
+            ticket,
+        } => {
+            let ticket = if *ticket { " (ticket issued)" } else { "" };
+            format!("paired {asker} with {waiter}{ticket}")
+        }
+        ServerEvent::Started { waiter, asker } => {
+            format!("{waiter} started the chat with {asker}")
+        }
+        ServerEvent::FellThrough {
+            asker,
+            waiter,
+            why,
+            requeued,
+        } => {
+            let reason = FallThroughReason { asker, why: *why };
+            if *requeued {
+                format!("{asker} did not come for {waiter} ({reason}): {waiter} waits again, first in line")
+            } else {
+                format!("{asker} dropped {waiter} unused ({reason})")
+            }
         }
         ServerEvent::Rejected { conn, rejection } => {
             format!("{conn} rejected: {} ({rejection})", rejection.status())
@@ -193,7 +263,7 @@ pub fn describe(event: &ServerEvent, quiet: bool) -> Option<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridgechat_core::server::{CloseReason, Rejection};
+    use bridgechat_core::server::{CloseReason, FallThrough, Rejection};
     use bridgechat_core::{ConnId, Contact, Name};
 
     fn name(s: &str) -> Name {
@@ -217,16 +287,27 @@ mod tests {
         assert_eq!(
             shown(ServerEvent::Registered {
                 conn: ConnId(3),
-                contact
+                contact,
+                version: Version::V2,
+                observed: "203.0.113.7:51234".parse().unwrap(),
             }),
-            "#3 registered alice at 127.0.0.1:9001"
+            "#3 registered alice at 127.0.0.1:9001 with protocol 2 (seen from 203.0.113.7:51234)"
         );
         assert_eq!(
             shown(ServerEvent::Paired {
                 asker: name("bob"),
-                waiter: name("alice")
+                waiter: name("alice"),
+                ticket: true,
             }),
-            "paired bob with alice"
+            "paired bob with alice (ticket issued)"
+        );
+        assert_eq!(
+            shown(ServerEvent::Waiting {
+                conn: ConnId(3),
+                name: name("bob"),
+                peer: Some(name("alice")),
+            }),
+            "#3 bob is waiting for alice"
         );
         assert_eq!(
             shown(ServerEvent::Rejected {
@@ -243,11 +324,22 @@ mod tests {
             "#4 closed: closed by the client"
         );
         assert_eq!(
-            shown(ServerEvent::Requeued {
-                asker: ConnId(5),
-                waiter: name("Alice")
+            shown(ServerEvent::FellThrough {
+                asker: name("bob"),
+                waiter: name("Alice"),
+                why: FallThrough::Timeout { secs: 10 },
+                requeued: true,
             }),
-            "#5 dropped Alice unused: Alice waits again, first in line"
+            "bob did not come for Alice (bob did not start the chat within 10 s): Alice waits again, first in line"
+        );
+        assert_eq!(
+            shown(ServerEvent::FellThrough {
+                asker: name("bob"),
+                waiter: name("carol"),
+                why: FallThrough::AskerUnregistered,
+                requeued: false,
+            }),
+            "bob dropped carol unused (bob unregistered)"
         );
         assert_eq!(
             shown(ServerEvent::Rejected {
@@ -282,10 +374,23 @@ mod tests {
         let defaults = parsed(&[]).config(None);
         assert_eq!(defaults.introduction_deadline, Duration::from_secs(10));
         assert_eq!(defaults.fallthrough_limit, 3);
-        let set =
-            parsed(&["--introduction-deadline", "2.5", "--max-fallthroughs", "0"]).config(None);
+        assert_eq!(defaults.fallthrough_limit_per_ip, 30);
+        assert_eq!(defaults.match_timeout, Duration::from_secs(10));
+        let set = parsed(&[
+            "--introduction-deadline",
+            "2.5",
+            "--max-fallthroughs",
+            "0",
+            "--max-fallthroughs-per-ip",
+            "7",
+            "--match-timeout",
+            "0.5",
+        ])
+        .config(None);
         assert_eq!(set.introduction_deadline, Duration::from_millis(2500));
         assert_eq!(set.fallthrough_limit, 0);
+        assert_eq!(set.fallthrough_limit_per_ip, 7);
+        assert_eq!(set.match_timeout, Duration::from_millis(500));
     }
 
     #[test]

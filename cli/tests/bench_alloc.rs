@@ -106,7 +106,7 @@ const CLIENTS: usize = 64;
 #[test]
 fn register_and_bridge_allocate_nothing_after_warm_up() {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default());
+    let mut server = Server::new(ServerConfig::default(), [0; 32]);
     drain(&mut server, now);
     server.handle_listening(now, "127.0.0.1:7070".parse().unwrap());
     drain(&mut server, now);

@@ -106,7 +106,7 @@ impl Driver {
             ..ServerConfig::default()
         };
         let mut driver = Driver {
-            server: Server::new(config),
+            server: Server::new(config, [0; 32]),
             now: Instant::now(),
             wire: Wire::default(),
         };

@@ -67,7 +67,7 @@
 //!     }
 //! }
 //!
-//! let mut server = Server::new(ServerConfig::default());
+//! let mut server = Server::new(ServerConfig::default(), [0; 32]); // the CLI seeds from the OS
 //! let mut sockets = Sockets::default();
 //! // A new endpoint already holds outputs (its Listen): drive before the first wait.
 //! while !drive(&mut server, &mut sockets) {

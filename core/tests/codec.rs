@@ -153,7 +153,7 @@ fn invalid(method: Method, error: HeaderError) -> Request {
 /// What the server sends back for `bytes` on a fresh connection, and whether it closes it.
 fn server_answer(bytes: &[u8]) -> (Vec<u8>, bool) {
     let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default());
+    let mut server = Server::new(ServerConfig::default(), [0; 32]);
     let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
     let conn = server.handle_accept(now, peer);
     server.handle_data(now, conn, bytes);

@@ -327,10 +327,13 @@ impl Driver {
     fn new(chunking: Chunking, seed: u64) -> Driver {
         let mut driver = Driver {
             // The model is one waiting slot; fall-throughs have their own tests in server.rs.
-            server: Server::new(ServerConfig {
-                introduction_deadline: Duration::ZERO,
-                ..ServerConfig::default()
-            }),
+            server: Server::new(
+                ServerConfig {
+                    introduction_deadline: Duration::ZERO,
+                    ..ServerConfig::default()
+                },
+                [0; 32],
+            ),
             start: Instant::now(),
             now: 0,
             chunking,

@@ -61,10 +61,13 @@ fn emfile_scenario() {
         return;
     }
     let (events_tx, events) = mpsc::channel();
-    let runner = Runner::new(Server::new(ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        ..ServerConfig::default()
-    }))
+    let runner = Runner::new(Server::new(
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            ..ServerConfig::default()
+        },
+        [1; 32],
+    ))
     .expect("create the runner");
     let controller = runner.controller();
     let server = thread::spawn(move || {

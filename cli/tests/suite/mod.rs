@@ -202,7 +202,7 @@ impl TestServer {
     /// Like `start_with`, but returns the loop's error if listening failed.
     pub fn try_start<T: Transport>(config: ServerConfig) -> Result<TestServer, String> {
         let (events_tx, events) = mpsc::channel();
-        let running = T::spawn(Server::new(config), events_tx);
+        let running = T::spawn(Server::new(config, [5; 32]), events_tx);
         let deadline = Instant::now() + WAIT;
         loop {
             match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

@@ -181,7 +181,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         ..ServerConfig::default()
     };
     let limits = config.limits;
-    let mut server = Server::new(config);
+    let mut server = Server::new(config, [0; 32]);
     let mut model = ServerModel {
         now: start,
         slots: Vec::new(),

@@ -142,7 +142,7 @@ impl Net {
 
     /// A server; `config.listen` should be on this node's IP (127.0.0.<n+1>), or unspecified.
     pub fn add_server(&mut self, config: ServerConfig) -> NodeId {
-        let id = self.add_node(Machine::Server(Box::new(Server::new(config))));
+        let id = self.add_node(Machine::Server(Box::new(Server::new(config, [3; 32]))));
         self.drain(id);
         id
     }

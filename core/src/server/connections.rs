@@ -1,0 +1,278 @@
+//! Connections: their state, their timers, and how they open, read and close.
+//!
+//! Every timer lives in one binary heap with at most four live entries per
+//! connection. Entries of connections that closed are dropped lazily: once they
+//! outnumber the live ones the heap is rebuilt, so the heap stays within a constant
+//! factor of the connections served and the rebuild costs O(1) amortised per close.
+
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::codec::{self, AfterError, Decoder, Status, Version};
+use crate::contact::Contact;
+use crate::ConnId;
+
+use super::events::{CloseReason, Rejection, ServerEvent};
+use super::matching::{Introduced, Pending, Place, Strikes};
+use super::Server;
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) peer: SocketAddr,
+    pub(super) decoder: Decoder,
+    pub(super) registration: Option<Contact>,
+    /// `V2` when its last REGISTER carried `Bridgechat: 2`.
+    pub(super) version: Version,
+    pub(super) ever_registered: bool,
+    /// When the unfinished head in `decoder` began, if one has.
+    pub(super) head_started: Option<Instant>,
+    /// Whether a head timer for this connection sits in the heap.
+    pub(super) head_timer_queued: bool,
+    /// When bytes last arrived (or the connection opened); its one idle timer
+    /// re-arms from here instead of being pushed on every read.
+    pub(super) last_activity: Instant,
+    /// Where it waits for a peer, if it does.
+    pub(super) wait: Option<Place>,
+    /// As an asker: the waiter it was last handed, until that introduction is settled.
+    pub(super) introduced: Option<Introduced>,
+    /// As a v2 waiter: the introduction waiting for its STARTED.
+    pub(super) pending: Option<Pending>,
+    /// BRIDGE requests from this connection so far.
+    pub(super) bridges: u64,
+    /// This connection's introductions that fell through.
+    pub(super) fallthroughs: Strikes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum TimerKind {
+    Head,
+    Register,
+    Idle,
+    /// A v2 waiter's match must see STARTED by then.
+    Match,
+}
+
+impl Server {
+    /// Takes a new connection, or answers 503 and closes it at once.
+    pub(super) fn accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
+        self.next_id += 1;
+        let conn = ConnId(self.next_id);
+        self.outputs.event(ServerEvent::Accepted { conn, peer });
+        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let over = if self.shut_down || self.conns.len() >= self.config.max_connections {
+            Some(Rejection::TooManyConnections)
+        } else if from_ip >= self.config.max_per_ip {
+            Some(Rejection::TooManyFromAddress)
+        } else {
+            None
+        };
+        if let Some(rejection) = over {
+            // Never stored: answer and close at once.
+            let retry_after = self.config.retry_after_secs;
+            self.send(conn, |out| {
+                codec::write_error(
+                    out,
+                    rejection.status(),
+                    &rejection,
+                    AfterError::CloseRetryAfter(retry_after),
+                )
+            });
+            self.outputs
+                .event(ServerEvent::Rejected { conn, rejection });
+            self.outputs.event(ServerEvent::Closed {
+                conn,
+                reason: CloseReason::Overloaded,
+            });
+            self.outputs.close(conn);
+            return conn;
+        }
+        self.conns.insert(
+            conn,
+            Conn {
+                peer,
+                decoder: Decoder::new(self.config.limits),
+                registration: None,
+                version: Version::V1,
+                ever_registered: false,
+                head_started: None,
+                head_timer_queued: false,
+                last_activity: now,
+                wait: None,
+                introduced: None,
+                pending: None,
+                bridges: 0,
+                fallthroughs: Strikes::default(),
+            },
+        );
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.peak_connections = self.peak_connections.max(self.conns.len());
+        let deadline = now.checked_add(self.config.register_timeout);
+        self.push_timer(deadline, conn, TimerKind::Register);
+        let deadline = now.checked_add(self.config.idle_timeout);
+        self.push_timer(deadline, conn, TimerKind::Idle);
+        self.compact_timers();
+        conn
+    }
+
+    /// Decodes and handles every complete request in `bytes`, then arms the head timer
+    /// if a request is left half-read.
+    pub(super) fn receive(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return; // already closed by us; the transport may still have had bytes
+        };
+        c.last_activity = now;
+        if self.config.trace {
+            self.trace(conn, crate::Direction::Received, bytes);
+        }
+        let mut input = bytes;
+        let mut completed_any = false;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            match c.decoder.decode_request(&mut input) {
+                Ok(Some(request)) => {
+                    completed_any = true;
+                    self.handle_request(now, conn, request);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    return self.reject_and_close(
+                        now,
+                        conn,
+                        Rejection::Framing(error),
+                        CloseReason::Rejected(error.status),
+                    );
+                }
+            }
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.decoder.is_mid_head() {
+            if completed_any || c.head_started.is_none() {
+                c.head_started = Some(now);
+            }
+            if !c.head_timer_queued {
+                let deadline = now.checked_add(self.config.head_timeout);
+                let queued = self.push_timer(deadline, conn, TimerKind::Head);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.head_timer_queued = queued;
+                }
+                self.compact_timers();
+            }
+        } else {
+            c.head_started = None;
+        }
+    }
+
+    /// Forgets `conn` and tells the transport to close it.
+    pub(super) fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
+        if self.forget(now, conn, reason) {
+            self.outputs.close(conn);
+        }
+    }
+
+    /// Drops every trace of `conn`; false if it was already gone.
+    pub(super) fn forget(&mut self, now: Instant, conn: ConnId, reason: CloseReason) -> bool {
+        if !self.conns.contains_key(&conn) {
+            return false;
+        }
+        self.asker_moved_on(now, conn, super::events::FallThrough::AskerLeft);
+        self.unregister(conn);
+        let Some(c) = self.conns.remove(&conn) else {
+            return false;
+        };
+        let ip = c.peer.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        self.outputs.event(ServerEvent::Closed { conn, reason });
+        self.compact_timers();
+        self.prune_fallthroughs(now);
+        true
+    }
+
+    /// Queues a timer; a deadline past what `Instant` can hold means "never".
+    /// Callers record the timer in `Conn` before calling `compact_timers`, which keeps
+    /// only the timers `Conn` says are queued.
+    pub(super) fn push_timer(
+        &mut self,
+        deadline: Option<Instant>,
+        conn: ConnId,
+        kind: TimerKind,
+    ) -> bool {
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        self.timers.push(Reverse((deadline, conn, kind)));
+        true
+    }
+
+    /// Drops heap entries that can no longer fire for anyone, once they outnumber live ones.
+    pub(super) fn compact_timers(&mut self) {
+        // Live entries are at most 4 per connection; rebuilding only past 5 per connection
+        // keeps the rebuild's O(heap) cost amortised over at least as many pushes and closes.
+        if self.timers.len() <= 5 * self.conns.len() + 128 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers
+            .retain(|Reverse((_, conn, kind))| match (conns.get(conn), kind) {
+                (None, _) => false,
+                (Some(c), TimerKind::Register) => !c.ever_registered,
+                (Some(c), TimerKind::Head) => c.head_timer_queued,
+                (Some(_), TimerKind::Idle) => true,
+                (Some(c), TimerKind::Match) => c.pending.is_some(),
+            });
+    }
+
+    pub(super) fn expire(&mut self, now: Instant, conn: ConnId, kind: TimerKind) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return; // closed since the timer was set
+        };
+        match kind {
+            TimerKind::Register => {
+                if !c.ever_registered {
+                    self.close(now, conn, CloseReason::RegisterTimeout);
+                }
+            }
+            TimerKind::Idle => {
+                let deadline = c.last_activity.checked_add(self.config.idle_timeout);
+                if deadline.is_some_and(|deadline| deadline <= now) {
+                    self.close(now, conn, CloseReason::IdleTimeout);
+                } else {
+                    self.push_timer(deadline, conn, TimerKind::Idle);
+                    self.compact_timers();
+                }
+            }
+            TimerKind::Head => {
+                c.head_timer_queued = false;
+                let Some(started) = c.head_started else {
+                    return;
+                };
+                let deadline = started.checked_add(self.config.head_timeout);
+                if deadline.is_some_and(|deadline| deadline <= now) {
+                    self.reject_and_close(
+                        now,
+                        conn,
+                        Rejection::HeadTimeout,
+                        CloseReason::Rejected(Status::REQUEST_TIMEOUT),
+                    );
+                } else {
+                    // A newer head started after this timer was set: wait for its own deadline.
+                    let queued = self.push_timer(deadline, conn, TimerKind::Head);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.head_timer_queued = queued;
+                    }
+                    self.compact_timers();
+                }
+            }
+            TimerKind::Match => self.match_timed_out(now, conn),
+        }
+    }
+}
