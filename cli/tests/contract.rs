@@ -82,6 +82,9 @@ fn ok_contact(name: &str, ip: &str, port: u16) -> String {
     )
 }
 
+/// The bridgechat client asks for protocol version 2 on REGISTER; a v1 server
+/// ignores the header and the rest of the exchange is version 1's, byte for byte.
+const OPT_IN: &str = "Bridgechat: 2\r\n";
 const OK_EMPTY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 const BRIDGE: &str = "BRIDGE / HTTP/1.1\r\n\r\n";
 const QUIT: &str = "QUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
@@ -114,7 +117,9 @@ fn waiting_client_writes_the_section_7_bytes(transport: &str) {
     let register = read_message(&mut to_alice);
     assert_bytes(
         &register,
-        &format!("REGISTER / HTTP/1.1\r\nName: alice\r\nIP: {local_ip}\r\nPort: {port}\r\n\r\n"),
+        &format!(
+            "REGISTER / HTTP/1.1\r\nName: alice\r\nIP: {local_ip}\r\nPort: {port}\r\n{OPT_IN}\r\n"
+        ),
     );
     assert_nothing_for(
         &mut to_alice,
@@ -187,7 +192,7 @@ fn initiating_client_writes_the_section_7_bytes(transport: &str) {
     bob.send("/register");
     assert_bytes(
         &read_message(&mut to_bob),
-        &format!("REGISTER / HTTP/1.1\r\nName: bob\r\nIP: {ip}\r\nPort: {port}\r\n\r\n"),
+        &format!("REGISTER / HTTP/1.1\r\nName: bob\r\nIP: {ip}\r\nPort: {port}\r\n{OPT_IN}\r\n"),
     );
     write(&mut to_bob, &ok_contact("bob", ip, port));
     bob.expect("REGISTERED");
@@ -366,7 +371,7 @@ fn an_ipv6_server_connection_registers_a_reachable_ipv6_contact(transport: &str)
     alice.send("/register");
     assert_bytes(
         &read_message(&mut to_alice),
-        &format!("REGISTER / HTTP/1.1\r\nName: alice\r\nIP: ::1\r\nPort: {port}\r\n\r\n"),
+        &format!("REGISTER / HTTP/1.1\r\nName: alice\r\nIP: ::1\r\nPort: {port}\r\n{OPT_IN}\r\n"),
     );
     let at: SocketAddr = format!("[::1]:{port}").parse().expect("addr");
     TcpStream::connect_timeout(&at, WAIT).expect("chat port reachable at the registered IP");
