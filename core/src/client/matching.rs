@@ -214,3 +214,102 @@ impl Client {
         self.decide_parked();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::contact::Contact;
+    use crate::outputs::OutputQueue;
+
+    fn ctx() -> Ctx {
+        let server: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        Ctx {
+            config: ClientConfig::new("alice".parse().unwrap(), server),
+            outputs: OutputQueue::default(),
+            now: Instant::now(),
+            next_id: 0,
+        }
+    }
+
+    fn intro(peer: &str, ticket: Option<Ticket>) -> Introduction {
+        Introduction {
+            peer: Contact::new(peer.parse().unwrap(), "127.0.0.9".parse().unwrap(), 9).unwrap(),
+            peer_version: if ticket.is_some() {
+                Version::V2
+            } else {
+                Version::V1
+            },
+            observed: "203.0.113.7:51234".parse().unwrap(),
+            ticket,
+        }
+    }
+
+    fn name(n: &str) -> Name {
+        n.parse().unwrap()
+    }
+
+    #[test]
+    fn only_the_matchs_ticket_gets_in_and_a_dead_one_never_does() {
+        let (mut ctx, mut matching) = (ctx(), Matching::default());
+        let (t1, t2) = (Ticket::from_bytes([1; 16]), Ticket::from_bytes([2; 16]));
+        matching.wait(None);
+        assert_eq!(matching.admit(name("bob"), Some(t1)), Admission::Park);
+        assert!(matching.on_matched(&mut ctx, true, intro("bob", Some(t1))));
+        assert_eq!(
+            matching.admit(name("bob"), Some(t2)),
+            Admission::Refuse(WRONG_TICKET)
+        );
+        assert_eq!(
+            matching.admit(name("bob"), None),
+            Admission::Refuse(WRONG_TICKET)
+        );
+        assert_eq!(
+            matching.admit(name("mallory"), Some(t1)),
+            Admission::Accept {
+                ticket: Some(t1),
+                unprotected: None
+            }
+        );
+        let unmatched = Unmatched {
+            name: name("bob"),
+            ticket: Some(t1),
+            reason: "bob left the server".into(),
+        };
+        matching.on_unmatched(&mut ctx, true, unmatched);
+        assert_eq!(
+            matching.admit(name("bob"), Some(t1)),
+            Admission::Refuse(WRONG_TICKET)
+        );
+        assert_eq!(matching.admit(name("bob"), Some(t2)), Admission::Park);
+    }
+
+    #[test]
+    fn a_v1_peer_gets_in_by_its_matched_name_in_any_case() {
+        let (mut ctx, mut matching) = (ctx(), Matching::default());
+        matching.wait(Some(name("bob")));
+        assert!(matching.on_matched(&mut ctx, true, intro("bob", None)));
+        assert_eq!(
+            matching.admit(name("BOB"), None),
+            Admission::Accept {
+                ticket: None,
+                unprotected: Some(Unprotected::PeerVersion1)
+            }
+        );
+        assert_eq!(
+            matching.admit(name("carol"), None),
+            Admission::Refuse(WRONG_TICKET)
+        );
+        assert_eq!(matching.waiting_for(), Some(name("bob")));
+    }
+
+    #[test]
+    fn matched_while_not_waiting_is_an_error_and_changes_nothing() {
+        let (mut ctx, mut matching) = (ctx(), Matching::default());
+        assert!(!matching.on_matched(&mut ctx, false, intro("bob", None)));
+        assert_eq!(matching.admit(name("bob"), None), Admission::Park);
+    }
+}

@@ -46,7 +46,9 @@
 //! | any but chatting | the server connection closes | UNREGISTERED |
 //!
 //! A chat that ends while the server connection is down ends in UNREGISTERED,
-//! since the registration died with that connection.
+//! since the registration died with that connection. Version 2's MATCHED and
+//! UNMATCHED notifications keep WAIT MODE (they are shown as lines); only the
+//! matched peer's CHAT moves it on.
 //!
 //! # Inputs
 //!
@@ -55,6 +57,8 @@
 //!   the chat port actually bound. If the server connection was lost, it is
 //!   opened again first.
 //! - `/bridge` (REGISTERED, or again in WAIT MODE when a peer never came): BRIDGE.
+//! - `/bridge NAME` (as `/bridge`, on a version 2 server only): BRIDGE with
+//!   `Peer: NAME`, to meet NAME only; answered "wait", WAIT MODE for NAME.
 //! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
 //! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
 //! - `/quit`, end of input (in order) and Ctrl+C (at once, from any mode):
