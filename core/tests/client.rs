@@ -521,7 +521,7 @@ fn server_answering_403_keeps_the_mode_and_reports_the_reason() {
     let port = chat_addr(&net, alice).port();
     assert_eq!(
         net.raw_text(fake, conn),
-        wire::register_v2("alice", &ip, port)
+        wire::client_register("alice", &ip, port)
     );
     net.send_raw(fake, conn, wire::ok_contact("alice", &ip, port).as_bytes());
     send_lines(&mut net, alice, &["/bridge"]);
@@ -969,7 +969,7 @@ fn the_registered_ip_is_the_advertised_one_when_given() {
     let port = chat_addr(&net, alice).port();
     assert_eq!(
         net.raw_text(fake, conn),
-        wire::register_v2("alice", "203.0.113.7", port)
+        wire::client_register("alice", "203.0.113.7", port)
     );
 }
 

@@ -332,7 +332,7 @@ fn v1_server_and_alice() -> (Net, NodeId, bridgechat_core::ConnId, NodeId) {
     // The client asks for version 2; a v1 server ignores the header.
     assert_eq!(
         net.raw_text(fake, conn),
-        wire::register_v2("alice", &ip, port)
+        wire::client_register("alice", &ip, port)
     );
     net.send_raw(fake, conn, wire::ok_contact("alice", &ip, port).as_bytes());
     net.run();

@@ -25,8 +25,8 @@ use bridgechat_core::{ConnId, Direction};
 
 use crate::suite::{
     assert_error, assert_ok_contact, assert_ok_empty, config_on, loopback_v4, message_request,
-    raw_chat_after_bridge, raw_chat_with, register_request, Raw, TestClient, TestServer, Transport,
-    WAIT,
+    raw_chat_after_bridge, raw_chat_with, register_request, Raw, Resp, TestClient, TestServer,
+    Transport, WAIT,
 };
 
 /// Instantiates the hardening suite for a transport crate exposing `Runner` and `Controller`.
@@ -893,17 +893,141 @@ fn wait_ready_with(client: &TestClient, peer: &str) {
     }
 }
 
+/// A raw protocol-2 client: its server connection and its chat listener.
+struct V2Peer {
+    name: String,
+    server: Raw,
+    chat: std::net::TcpListener,
+}
+
+impl V2Peer {
+    /// Registers `name` with `Bridgechat: 2`, at a chat port of its own.
+    fn register(name: &str, server: SocketAddr) -> V2Peer {
+        let chat = std::net::TcpListener::bind("127.0.0.1:0").expect("a chat listener");
+        let port = chat.local_addr().expect("its address").port();
+        let mut raw = Raw::connect(server);
+        let answer = raw.request(&format!(
+            "REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: 127.0.0.1\r\nPort: {port}\r\nBridgechat: 2\r\n\r\n"
+        ));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.header("Bridgechat"), Some("2"), "{answer:?}");
+        assert_eq!(
+            answer.header("Observed-IP"),
+            Some("127.0.0.1"),
+            "{answer:?}"
+        );
+        V2Peer {
+            name: name.to_owned(),
+            server: raw,
+            chat,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.chat.local_addr().expect("its address").port()
+    }
+
+    /// The next notification, which must be `method` naming `peer`.
+    fn notified(&mut self, method: &str, peer: &str) -> Resp {
+        let note = self.server.incoming_request();
+        assert_eq!(
+            (note.method.as_str(), note.message.header("Name")),
+            (method, Some(peer)),
+            "{} expected {method} {peer}: {note:?}",
+            self.name
+        );
+        note.message
+    }
+
+    /// Skips the notifications about `hostile` (each MATCHED followed by its UNMATCHED)
+    /// and returns the MATCHED that names `peer`.
+    fn matched_with(&mut self, peer: &str, hostile: &str) -> Resp {
+        loop {
+            let note = self.server.incoming_request();
+            match (note.method.as_str(), note.message.header("Name")) {
+                ("MATCHED", Some(name)) if name == peer => return note.message,
+                ("MATCHED", Some(name)) if name == hostile => {
+                    let unmatched = self.notified("UNMATCHED", hostile);
+                    assert_eq!(unmatched.header("Reason"), Some("mallory unregistered"));
+                    assert_eq!(
+                        unmatched.header("Ticket"),
+                        None,
+                        "mallory speaks v1: no ticket"
+                    );
+                }
+                _ => panic!("{} got an unexpected notification: {note:?}", self.name),
+            }
+        }
+    }
+
+    /// `asker` was paired with this waiter (answer `paired`): it opens the chat with
+    /// the ticket, the waiter checks it, accepts, reports STARTED, and one message passes.
+    fn chat_with(&mut self, asker: &V2Peer, paired: &Resp, matched: &Resp) {
+        let ticket = paired.header("Ticket").expect("a ticket: both speak v2");
+        assert_eq!(ticket.len(), 32, "128 bits in hex");
+        assert_eq!(
+            matched.header("Ticket"),
+            Some(ticket),
+            "both were given one ticket"
+        );
+        assert_eq!(matched.header("Peer-Version"), Some("2"));
+        let mut opener = Raw::connect(SocketAddr::from(([127, 0, 0, 1], self.port())));
+        opener.send(
+            format!(
+                "CHAT / HTTP/1.1\r\nName: {}\r\nIP: 127.0.0.1\r\nPort: {}\r\nBridgechat: 2\r\nTicket: {ticket}\r\n\r\n",
+                asker.name,
+                asker.port()
+            )
+            .as_bytes(),
+        );
+        let (accepted, _) = self.chat.accept().expect("the CHAT connection");
+        let mut accepted = Raw::wrap(accepted);
+        let chat = accepted.incoming_request();
+        assert_eq!(chat.method, "CHAT");
+        assert_eq!(
+            chat.message.header("Ticket"),
+            Some(ticket),
+            "the real peer's ticket"
+        );
+        accepted.send(
+            format!(
+                "HTTP/1.1 200 OK\r\nName: {}\r\nIP: 127.0.0.1\r\nPort: {}\r\nContent-Length: 0\r\n\r\n",
+                self.name,
+                self.port()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(opener.response().status, 200);
+        let started = self.server.request(&format!(
+            "STARTED / HTTP/1.1\r\nTicket: {ticket}\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert_ok_empty(&started);
+        let text = format!("hello {}", self.name);
+        opener.send(
+            format!(
+                "MESSAGE / HTTP/1.1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            )
+            .as_bytes(),
+        );
+        let message = accepted.incoming_request();
+        assert_eq!(message.method, "MESSAGE");
+        assert_eq!(message.message.body, text.as_bytes());
+    }
+}
+
 /// Regression: one connection looping REGISTER, BRIDGE, UNREGISTER was handed every
-/// waiter and stranded it. With the loop running, three real clients still pair and
-/// chat (alice with bob, then bob with carol), and the loop is refused with `429`.
+/// waiter and stranded it. Now each waiter it takes is told (MATCHED, then UNMATCHED)
+/// and put back first in line, the loop is refused with `429`, and three real
+/// (protocol 2) clients still pair and chat: alice with bob, then bob with carol.
 pub fn a_register_bridge_unregister_loop_does_not_stall_pairing<T: Transport>() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
     let server = TestServer::start::<T>();
     let (alice_name, bob_name, carol_name) = (unique("alice"), unique("bob"), unique("carol"));
-    let alice = TestClient::start::<T>(&alice_name, server.addr);
-    alice.register_and_bridge(Mode::Wait);
+    let mut alice = V2Peer::register(&alice_name, server.addr);
+    assert_ok_empty(&alice.server.bridge());
 
     let stop = Arc::new(AtomicBool::new(false));
     let (rounds_tx, rounds) = std::sync::mpsc::channel();
@@ -933,33 +1057,28 @@ pub fn a_register_bridge_unregister_loop_does_not_stall_pairing<T: Transport>() 
             .expect("the hostile loop made no progress");
     }
 
-    let bob = TestClient::start::<T>(&bob_name, server.addr);
-    bob.line("/register");
-    bob.wait_mode(Mode::Registered);
-    bob.line("/bridge");
-    wait_ready_with(&bob, &alice_name);
-    bob.line("/chat");
-    bob.wait_mode(Mode::Write);
-    alice.wait_mode(Mode::Read);
-    bob.line("hello alice");
-    wait_message(&alice, &bob_name, "hello alice");
-    alice.line("hello bob");
-    wait_message(&bob, &alice_name, "hello bob");
-    // alice leaves; bob is free again and meets the next one who waits.
-    alice.line("/quit");
-    alice.finish().expect("alice exits cleanly");
-    bob.wait_mode(Mode::Registered);
+    let mut bob = V2Peer::register(&bob_name, server.addr);
+    let paired = bob.server.bridge();
+    assert_eq!(
+        paired.contact().map(|c| c.0),
+        Some(alice_name.clone()),
+        "{paired:?}"
+    );
+    let matched = alice.matched_with(&bob_name, "mallory");
+    alice.chat_with(&bob, &paired, &matched);
+    // alice leaves; bob meets the next one who waits.
+    drop(alice);
 
-    let carol = TestClient::start::<T>(&carol_name, server.addr);
-    carol.register_and_bridge(Mode::Wait);
-    bob.line("/bridge");
-    wait_ready_with(&bob, &carol_name);
-    bob.line("/chat");
-    carol.wait_mode(Mode::Read);
-    bob.line("hello carol");
-    wait_message(&carol, &bob_name, "hello carol");
-    carol.line("hello bob");
-    wait_message(&bob, &carol_name, "hello bob");
+    let mut carol = V2Peer::register(&carol_name, server.addr);
+    assert_ok_empty(&carol.server.bridge());
+    let paired = bob.server.bridge();
+    assert_eq!(
+        paired.contact().map(|c| c.0),
+        Some(carol_name.clone()),
+        "{paired:?}"
+    );
+    let matched = carol.notified("MATCHED", &bob_name);
+    carol.chat_with(&bob, &paired, &matched);
 
     stop.store(true, Ordering::Relaxed);
     let refusals = hostile.join().expect("the hostile loop failed");

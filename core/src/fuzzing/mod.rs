@@ -20,7 +20,7 @@ mod server;
 
 pub use crate::course::fuzz::decode as course;
 pub use client::client;
-pub use registry::{Bridged, Registered, RegistryModel};
+pub use registry::{Bridged, Note, PendingMatch, Registered, RegistryModel};
 pub use server::server;
 
 /// Small limits, so that a short input can reach every one of them.
@@ -158,7 +158,7 @@ impl<'a> OpReader<'a> {
     }
 }
 
-const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
+pub(crate) const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
 fn fuzz_name(i: u8) -> Name {
     Name::new(NAMES[usize::from(i) % NAMES.len()].as_bytes()).expect("a valid name")

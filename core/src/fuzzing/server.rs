@@ -1,13 +1,16 @@
 //! The server target: a [`Server`] driven through the core's driver, its answers
 //! checked against the protocol's registry model.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::registry::{Bridged, Registered, RegistryModel};
-use super::{fuzz_contact, fuzz_name, other_request, OpReader};
-use crate::codec::{self, DecodeError, Decoder, Request, Response, Status};
+use super::registry::{Bridged, Note, Registered, RegistryModel};
+use super::{fuzz_contact, fuzz_name, other_request, OpReader, NAMES};
+use crate::codec::{
+    self, DecodeError, Decoder, Header, HeaderError, Inbound, Method, Request, Response, Status,
+    Ticket, Version,
+};
 use crate::driver::{drive, Outcomes, Transport};
 use crate::server::{Server, ServerConfig, ServerEvent, ServerInput};
 use crate::{ConnId, Endpoint};
@@ -25,6 +28,10 @@ struct ServerSlot {
     answers: Decoder,
     /// Responses that answered no request: a framing error, 408 or 503, then a close.
     unprompted: usize,
+    /// Notifications received since the last check against the model.
+    notes: Vec<Note>,
+    /// The ticket of the last MATCHED, for STARTED.
+    last_ticket: Option<Ticket>,
 }
 
 /// What the server target expects, and the transport it drives the server through.
@@ -35,6 +42,8 @@ struct ServerModel {
     registry: RegistryModel<usize>,
     /// The status of every response sent, in order.
     statuses: Vec<Status>,
+    /// Every ticket issued so far: none may be issued twice.
+    tickets: HashSet<[u8; 16]>,
     exited: bool,
     /// Stays empty: nothing the server asks for (a listener) is reported back.
     outcomes: Outcomes,
@@ -47,29 +56,68 @@ impl ServerModel {
 
     fn forget(&mut self, i: usize) {
         self.slots[i].open = false;
-        self.registry.unregister(i);
+        self.registry.close(i);
+    }
+
+    /// A notification sent to slot `i`, checked against the model when outputs are drained.
+    fn notified(&mut self, i: usize, note: Request) {
+        let note = match note {
+            Request::Matched(intro) => {
+                let pending = self
+                    .registry
+                    .pending(i)
+                    .expect("MATCHED to a waiter not handed out");
+                assert_eq!(
+                    pending.ticket,
+                    Some(intro.ticket),
+                    "MATCHED and the asker's answer carry one ticket"
+                );
+                self.slots[i].last_ticket = intro.ticket;
+                Note::Matched {
+                    peer: intro.peer.name,
+                    ticket: intro.ticket.is_some(),
+                }
+            }
+            Request::Unmatched(unmatched) => Note::Unmatched {
+                peer: unmatched.name,
+            },
+            other => panic!("the server sent a request that is no notification: {other:?}"),
+        };
+        assert!(self.registry.is_v2(i), "a notification to a v1 connection");
+        self.slots[i].notes.push(note);
     }
 
     /// Checks one answer against the request it answers and updates the model.
     fn answered(&mut self, i: usize, request: Request, response: &Response) {
         let status = response.status;
         match request {
-            Request::Register(contact, _) => match self.registry.register(i, contact) {
-                Registered::NameTaken => assert_eq!(status, Status::CONFLICT),
-                Registered::Stored => {
-                    assert_eq!(status, Status::OK, "{}", response.reason_text());
-                    assert_eq!(
-                        response.contact,
-                        Some(contact),
-                        "REGISTER echoes what it stored"
-                    );
+            Request::Register(contact, version) => {
+                match self
+                    .registry
+                    .register_as(i, contact, version == Version::V2)
+                {
+                    Registered::NameTaken => assert_eq!(status, Status::CONFLICT),
+                    Registered::Stored => {
+                        assert_eq!(status, Status::OK, "{}", response.reason_text());
+                        assert_eq!(
+                            response.contact,
+                            Some(contact),
+                            "REGISTER echoes what it stored"
+                        );
+                        assert_eq!(response.version, version, "v2 is answered as v2");
+                        assert_eq!(response.observed.is_some(), version == Version::V2);
+                    }
                 }
-            },
-            Request::Bridge { name, .. } => {
+            }
+            Request::Bridge { name, peer } => {
                 let me = self.registry.registration(i);
-                match self.registry.bridge(i, name) {
+                let asker_v2 = self.registry.is_v2(i);
+                match self.registry.bridge_for(i, name, peer.map_err(|_| ())) {
                     Bridged::NotRegistered | Bridged::NameMismatch => {
                         assert_eq!(status, Status::FORBIDDEN)
+                    }
+                    Bridged::BadPeer | Bridged::WithYourself => {
+                        assert_eq!(status, Status::BAD_REQUEST)
                     }
                     Bridged::Waits => {
                         assert_eq!(status, Status::OK, "{}", response.reason_text());
@@ -84,6 +132,23 @@ impl ServerModel {
                             "a client was handed itself"
                         );
                         assert_eq!(peer, waiter);
+                        let waiter_slot = self.registry.holder(waiter.name);
+                        let waiter_v2 = waiter_slot.is_some_and(|w| self.registry.is_v2(w));
+                        assert_eq!(
+                            response.ticket.is_some(),
+                            asker_v2 && waiter_v2,
+                            "a ticket exactly when both speak v2"
+                        );
+                        assert_eq!(response.peer_version.is_some(), asker_v2);
+                        if let Some(ticket) = response.ticket {
+                            assert!(
+                                self.tickets.insert(ticket.to_bytes()),
+                                "a ticket issued twice"
+                            );
+                        }
+                        if let Some(w) = waiter_slot {
+                            self.registry.record_ticket(w, response.ticket);
+                        }
                     }
                 }
             }
@@ -91,6 +156,18 @@ impl ServerModel {
                 assert_eq!(status, Status::OK);
                 self.registry.unregister(i);
             }
+            Request::Started(ticket) if self.registry.is_v2(i) => {
+                assert_eq!(status, Status::OK, "{}", response.reason_text());
+                self.registry.started(i, ticket);
+            }
+            Request::Invalid {
+                method: Method::Started | Method::Matched | Method::Unmatched,
+                ..
+            }
+            | Request::Invalid {
+                method: Method::Chat,
+                error: HeaderError::Invalid(Header::Ticket, _),
+            } if !self.registry.is_v2(i) => assert_eq!(status, Status::NOT_IMPLEMENTED),
             Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
             Request::Chat(..)
             | Request::Message(_)
@@ -124,17 +201,18 @@ impl Transport<ServerEvent> for ServerModel {
         let s = &mut self.slots[i];
         assert!(s.open, "transmit on {conn} after it closed");
         let mut input = bytes;
-        let mut responses = Vec::new();
         loop {
-            match s.answers.decode_response(&mut input) {
-                Ok(Some(response)) => responses.push(response),
-                Ok(None) => break,
-                Err(error) => panic!("the server sent a malformed response: {error}"),
-            }
-        }
-        for response in responses {
-            self.statuses.push(response.status);
             let s = &mut self.slots[i];
+            let response = match s.answers.decode_message(&mut input) {
+                Ok(Some(Inbound::Response(response))) => response,
+                Ok(Some(Inbound::Request(note))) => {
+                    self.notified(i, note);
+                    continue;
+                }
+                Ok(None) => break,
+                Err(error) => panic!("the server sent a malformed message: {error}"),
+            };
+            self.statuses.push(response.status);
             match s.unanswered.pop_front() {
                 Some(request) => self.answered(i, request, &response),
                 None => {
@@ -176,8 +254,12 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
     let config = ServerConfig {
         max_connections: 6,
         max_per_ip: 4,
-        // The model has one waiting slot; fall-through re-queueing is tested in tests/server.rs.
+        // Time is not in the model: matches fall through by the asker's doing only, and
+        // the fall-through limit (tested in tests/server.rs) never refuses.
+        match_timeout: Duration::ZERO,
         introduction_deadline: Duration::ZERO,
+        fallthrough_limit: 0,
+        fallthrough_limit_per_ip: 0,
         ..ServerConfig::default()
     };
     let limits = config.limits;
@@ -187,6 +269,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         slots: Vec::new(),
         registry: RegistryModel::default(),
         statuses: Vec::new(),
+        tickets: HashSet::new(),
         exited: false,
         outcomes: Outcomes::default(),
     };
@@ -229,15 +312,28 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                         unanswered: VecDeque::new(),
                         answers: Decoder::default(),
                         unprompted: 0,
+                        notes: Vec::new(),
+                        last_ticket: None,
                     });
                 }
             }
-            2 | 3 => {
+            2 => {
                 let mut out = Vec::new();
                 codec::write_register(&mut out, &fuzz_contact(ops.arg()));
                 send(&mut server, &mut model, &out);
             }
-            4 | 5 => {
+            3 => {
+                let mut out = Vec::new();
+                codec::write_register_v2(&mut out, &fuzz_contact(ops.arg()));
+                send(&mut server, &mut model, &out);
+            }
+            5 => {
+                // Version 2: meet one person.
+                let mut out = Vec::new();
+                codec::write_bridge_for(&mut out, None, Some(&fuzz_name(ops.arg())));
+                send(&mut server, &mut model, &out);
+            }
+            4 => {
                 let arg = ops.arg();
                 let name = match arg % 3 {
                     0 => None,
@@ -280,9 +376,21 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                 codec::write_bridge(&mut out, None);
                 send(&mut server, &mut model, &out);
             }
-            12 | 13 => {
+            12 => {
                 now += Duration::from_millis(250) * u32::from(ops.arg());
                 model.now = now;
+            }
+            13 => {
+                // STARTED with the last MATCHED's ticket, none, or a stranger's.
+                let arg = ops.arg();
+                let ticket = match arg % 3 {
+                    0 => live.and_then(|i| model.slots[i].last_ticket),
+                    1 => None,
+                    _ => Some(Ticket::from_bytes([arg; 16])),
+                };
+                let mut out = Vec::new();
+                codec::write_started(&mut out, ticket.as_ref());
+                send(&mut server, &mut model, &out);
             }
             14 => {
                 // Bytes on a connection the server never handed out, or closed already.
@@ -322,6 +430,13 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
 /// Carries out the server's outputs against the model; true once it asked to exit.
 fn drain_server(server: &mut Server, model: &mut ServerModel) -> bool {
     let exited = drive(server, model);
+    for i in 0..model.slots.len() {
+        let got = std::mem::take(&mut model.slots[i].notes);
+        let owed = model.registry.take_notes(i);
+        if model.slots[i].open {
+            assert_eq!(got, owed, "notifications to {}", model.slots[i].conn);
+        }
+    }
     for s in &model.slots {
         if s.open {
             assert!(
@@ -347,6 +462,18 @@ fn check_server_stats(server: &Server, model: &ServerModel) {
     assert_eq!(stats.registered, registered);
     assert_eq!(stats.waiting, model.registry.waiting().is_some());
     assert_eq!(server.waiting(), model.registry.waiting());
+    // A waiter is handed to at most one peer at a time; a fallen-through one waits again.
+    assert_eq!(server.waiting_clients(), model.registry.waiting_clients());
+    assert_eq!(stats.waiting_for_someone, model.registry.named_count());
+    assert_eq!(stats.pending_matches, model.registry.pending_count());
+    for name in NAMES {
+        let name = crate::contact::Name::new(name.as_bytes()).expect("a valid name");
+        assert_eq!(
+            server.waiting_for(&name),
+            model.registry.waiting_for(name),
+            "waiting for {name}"
+        );
+    }
 }
 #[cfg(test)]
 mod tests {

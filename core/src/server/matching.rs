@@ -13,8 +13,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use chacha20::rand_core::{Rng, SeedableRng};
-use chacha20::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 
 use crate::codec::{self, HeaderError, Introduction, Ticket, Version};
 use crate::contact::{self, Contact, Name};
@@ -401,7 +401,7 @@ impl Server {
         let Some(pending) = self.conns.get(&conn).and_then(|c| c.pending) else {
             return;
         };
-        if pending.deadline.is_none_or(|d| d > now) {
+        if !pending.deadline.is_some_and(|d| d <= now) {
             return; // a newer match, with its own timer
         }
         if let Some(a) = self.conns.get_mut(&pending.asker) {

@@ -650,7 +650,7 @@ pub mod wire {
     }
 
     /// What the bridgechat client sends: REGISTER asking for protocol version 2.
-    pub fn register_v2(name: &str, ip: &str, port: u16) -> String {
+    pub fn client_register(name: &str, ip: &str, port: u16) -> String {
         format!("REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: {ip}\r\nPort: {port}\r\nBridgechat: 2\r\n\r\n")
     }
 
