@@ -22,6 +22,7 @@ Commands typed once it runs:
   /register   register NAME, IP and PORT with the server
   /name NAME  register under a new name (after a taken name, say)
   /bridge     ask the server for a peer: WAIT MODE if nobody waits, else READY MODE
+  /bridge NAME  meet NAME only: READY MODE if NAME waits, else WAIT MODE for NAME
   /chat       (READY MODE) connect to the peer; you write first
   /quit       leave the chat (the peer is told) and exit; Ctrl+C and end of input too
   /help       list the commands
@@ -311,11 +312,15 @@ pub fn read_lines(inputs: &Inputs<ClientInput>) {
 
 /// The line a mode change is shown as: always starts with the mode's name.
 pub fn mode_line(mode: Mode, peer: Option<Name>) -> String {
+    let waiting_for = peer;
     let peer = peer.map_or_else(|| "your peer".to_owned(), |p| p.to_string());
     match mode {
         Mode::Unregistered => "UNREGISTERED: type /register to register with the server".into(),
         Mode::Registered => "REGISTERED: type /bridge to find a peer".into(),
-        Mode::Wait => "WAIT MODE: waiting for a peer...".into(),
+        Mode::Wait => match waiting_for {
+            None => "WAIT MODE: waiting for a peer...".into(),
+            Some(name) => format!("WAIT MODE: waiting for {name}..."),
+        },
         Mode::Ready => format!("READY MODE: peer {peer} is waiting — type /chat"),
         Mode::Write => "WRITE MODE: your turn".into(),
         Mode::Read => format!("READ MODE: waiting for {peer}"),
@@ -357,6 +362,43 @@ pub fn styled(event: &ClientEvent) -> (Tone, Line) {
         ClientEvent::Info(text) => (Tone::Plain, out(text.clone())),
         ClientEvent::NameChanged(name) => (Tone::Plain, out(format!("your name is now {name}"))),
         ClientEvent::Reconnecting(attempt) => (Tone::Hint, out(attempt.to_string())),
+        ClientEvent::ServerVersion2 { observed } => (
+            Tone::Hint,
+            out(match observed {
+                Some(addr) => format!("server speaks protocol version 2; it sees you at {addr}"),
+                None => "server speaks protocol version 2".to_owned(),
+            }),
+        ),
+        ClientEvent::Matched { peer, .. } => (
+            Tone::Plain,
+            out(format!(
+                "matched with {peer} — waiting for {peer} to connect"
+            )),
+        ),
+        ClientEvent::Unmatched {
+            peer,
+            reason,
+            waiting_for,
+        } => {
+            let whom = waiting_for.map_or_else(|| "a peer".to_owned(), |n| n.to_string());
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            };
+            (
+                Tone::Mode(Mode::Wait),
+                out(format!(
+                    "{peer} did not come{why} — WAIT MODE: waiting again for {whom}..."
+                )),
+            )
+        }
+        ClientEvent::NotProtected { peer, why } => (
+            Tone::Hint,
+            out(format!(
+                "this chat with {peer} is not protected: {why}, so nothing proves who connected"
+            )),
+        ),
         ClientEvent::Error(error) => (Tone::Plain, Line::Error(error.to_string())),
         ClientEvent::Trace {
             conn,

@@ -33,6 +33,11 @@ pub const COMMANDS: &[Command] = &[
         "/bridge",
         "find a peer: WAIT MODE if nobody waits, else READY MODE",
     ),
+    Command {
+        name: "/bridge",
+        argument: Some("NAME"),
+        what: "meet NAME only: READY MODE if NAME waits, else WAIT MODE for NAME",
+    },
     command("/chat", "(READY MODE) connect to the peer; you write first"),
     command("/quit", "leave the chat and exit (Ctrl+C and Ctrl+D too)"),
     command("/help", "this list"),
@@ -59,7 +64,13 @@ pub fn classify(text: &str) -> Typed {
 }
 
 fn classify_among(commands: &'static [Command], text: &str) -> Typed {
-    let find = |name: &str| commands.iter().find(|c| c.name == name);
+    // A command may have a row without and a row with an argument (`/bridge`, `/bridge NAME`).
+    let find_as = |name: &str, with_argument: bool| {
+        let mut rows = commands.iter().filter(|c| c.name == name);
+        rows.clone()
+            .find(|c| c.argument.is_some() == with_argument)
+            .or_else(|| rows.next())
+    };
     // Blank lines around a paste are not part of the message.
     let lines: Vec<&str> = text.lines().collect();
     let first = lines.iter().position(|l| !l.trim().is_empty());
@@ -81,7 +92,7 @@ fn classify_among(commands: &'static [Command], text: &str) -> Typed {
     };
     let name = rest.split_whitespace().next().unwrap_or("");
     let argument = rest[name.len()..].trim();
-    match find(&format!("/{name}")) {
+    match find_as(&format!("/{name}"), !argument.is_empty()) {
         Some(command) if command.name == "/help" && argument.is_empty() => Typed::Help,
         Some(command) => match (command.argument, argument.is_empty()) {
             (None, true) => Typed::Send(command.name.to_owned()),
@@ -89,13 +100,22 @@ fn classify_among(commands: &'static [Command], text: &str) -> Typed {
             (None, false) => Typed::Refused(format!("{} takes nothing after it", command.name)),
             (Some(needed), true) => Typed::Refused(format!("usage: {} {needed}", command.name)),
         },
-        None => {
-            Typed::Refused(format!(
+        None => Typed::Refused(format!(
             "unknown command /{name} (not sent); commands: {}; start a message with // to send a /",
-            COMMANDS.iter().map(|c| c.name).collect::<Vec<_>>().join(" ")
-        ))
+            names(commands).join(" ")
+        )),
+    }
+}
+
+/// Each command's name once, in table order.
+fn names(commands: &[Command]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for c in commands {
+        if !names.contains(&c.name) {
+            names.push(c.name);
         }
     }
+    names
 }
 
 /// `/help`: one aligned row per command.
@@ -129,6 +149,10 @@ mod tests {
         assert_eq!(classify("  spaced  "), Typed::Text("  spaced  ".into()));
         assert_eq!(classify("/name bob"), Typed::Send("/name bob".into()));
         assert_eq!(classify("/help"), Typed::Help);
+        assert_eq!(
+            classify(" /bridge  bob "),
+            Typed::Send("/bridge bob".into())
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ const TURNS: [(Who, &str); 4] = [
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Runs a server on 127.0.0.1 and two clients, alice and bob, on ports chosen by
-the system: register -> bridge -> chat -> four turns -> quit. Every line is
+the system: register -> bridge (the server tells waiting alice she is matched
+with bob) -> chat -> four turns -> quit. Every line is
 prefixed with who printed it. Exits 0 when the script completes, 1 with the
 step that failed otherwise (each step has 5 s).
 
@@ -97,6 +98,11 @@ fn received(who: Who, wanted: &'static str) -> Expect {
 
 fn peer_left(who: Who) -> Expect {
     Box::new(move |note| matches!(note, Note::Client(w, ClientEvent::PeerLeft { .. }) if *w == who))
+}
+
+/// The server's notification that `who`, waiting, has been handed to a peer.
+fn matched(who: Who) -> Expect {
+    Box::new(move |note| matches!(note, Note::Client(w, ClientEvent::Matched { .. }) if *w == who))
 }
 
 fn listening(who: Who) -> Expect {
@@ -176,6 +182,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         vec![
             mode(Who::Bob, Mode::Ready),
             server_saw(|e| matches!(e, ServerEvent::Paired { .. })),
+            matched(Who::Alice),
         ],
     )?;
     demo.type_line(

@@ -68,6 +68,9 @@ fn ok_contact(name: &str, ip: &str, port: u16) -> String {
     )
 }
 
+/// The bridgechat client asks for protocol version 2 on REGISTER; a v1 server
+/// ignores the header and the rest of the exchange is version 1's, byte for byte.
+const OPT_IN: &str = "Bridgechat: 2\r\n";
 const OK_EMPTY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 const BRIDGE: &str = "BRIDGE / HTTP/1.1\r\n\r\n";
 const QUIT: &str = "QUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
@@ -100,7 +103,9 @@ fn waiting_client_writes_the_section_7_bytes(transport: &str) {
     let register = read_message(&mut to_alice);
     assert_bytes(
         &register,
-        &format!("REGISTER / HTTP/1.1\r\nName: alice\r\nIP: {local_ip}\r\nPort: {port}\r\n\r\n"),
+        &format!(
+            "REGISTER / HTTP/1.1\r\nName: alice\r\nIP: {local_ip}\r\nPort: {port}\r\n{OPT_IN}\r\n"
+        ),
     );
     assert_nothing_for(
         &mut to_alice,
@@ -173,7 +178,7 @@ fn initiating_client_writes_the_section_7_bytes(transport: &str) {
     bob.send("/register");
     assert_bytes(
         &read_message(&mut to_bob),
-        &format!("REGISTER / HTTP/1.1\r\nName: bob\r\nIP: {ip}\r\nPort: {port}\r\n\r\n"),
+        &format!("REGISTER / HTTP/1.1\r\nName: bob\r\nIP: {ip}\r\nPort: {port}\r\n{OPT_IN}\r\n"),
     );
     write(&mut to_bob, &ok_contact("bob", ip, port));
     bob.expect("REGISTERED");
@@ -352,7 +357,7 @@ fn an_ipv6_server_connection_registers_a_reachable_ipv6_contact(transport: &str)
     alice.send("/register");
     assert_bytes(
         &read_message(&mut to_alice),
-        &format!("REGISTER / HTTP/1.1\r\nName: alice\r\nIP: ::1\r\nPort: {port}\r\n\r\n"),
+        &format!("REGISTER / HTTP/1.1\r\nName: alice\r\nIP: ::1\r\nPort: {port}\r\n{OPT_IN}\r\n"),
     );
     let at: SocketAddr = format!("[::1]:{port}").parse().expect("addr");
     TcpStream::connect_timeout(&at, WAIT).expect("chat port reachable at the registered IP");
@@ -376,28 +381,33 @@ fn an_ipv6_ip_flag_is_reachable_over_an_ipv4_server(transport: &str) {
 /// "the server cannot be reached (within 5 s) ... exit non-zero" is for
 /// start-up: when `/register` reconnects after the server connection was
 /// lost, the client retries, then says so on one error line and stays.
-/// A socket bound to `addr` that never listens: connecting to it is refused.
-fn hold_port(addr: &str) -> socket2::Socket {
-    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
-    socket.set_reuse_address(true).expect("SO_REUSEADDR");
-    socket
-        .bind(&addr.into())
-        .expect("bind the freed port again");
-    socket
+/// A listener, and a socket bound to the same port that never listens: once the
+/// listener is gone, connecting there is refused, and no test running alongside can
+/// take the freed port and answer.
+fn listener_with_held_port() -> (TcpListener, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let reusable = || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        socket
+    };
+    let hold = reusable();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    hold.bind(&any.into()).expect("bind");
+    let port = hold.local_addr().expect("addr").as_socket().expect("inet");
+    let listener = reusable();
+    listener.bind(&port.into()).expect("bind the held port");
+    listener.listen(8).expect("listen");
+    (listener.into(), hold)
 }
 
 fn an_unreachable_server_on_reconnect_is_an_error_not_an_exit(transport: &str) {
-    let fake = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (fake, _held) = listener_with_held_port();
     let server = fake.local_addr().expect("addr").to_string();
     let (mut alice, _) = Proc::client("alice", &server, transport, &[]);
     drop(accept(&fake));
     drop(fake);
     alice.expect_err("lost the server");
-    // Hold the port without listening, so connects are refused and no test running
-    // alongside can take the freed port and answer alice's reconnects.
-    let _hold = hold_port(&server);
     alice.send("/register");
     for attempt in 1..=5 {
         alice.expect_on(Stream::Out, "a reconnect attempt", |l| {

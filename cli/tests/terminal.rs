@@ -239,6 +239,21 @@ fn server() -> (Proc, String) {
     (server, addr)
 }
 
+/// `name` asks the server for a peer as a v1 client would, so the server
+/// introduces it to the client waiting there (who then lets its CHAT in).
+/// The connection stays open until the chat has started.
+fn introduced(server: &str, name: &str) -> TcpStream {
+    let mut asker = TcpStream::connect(server).expect("connect to the server");
+    asker.set_read_timeout(Some(WAIT)).unwrap();
+    let ask = format!(
+        "REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: 127.0.0.1\r\nPort: 9\r\n\r\nBRIDGE / HTTP/1.1\r\n\r\n"
+    );
+    asker.write_all(ask.as_bytes()).unwrap();
+    assert!(read_message(&mut asker).starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(read_message(&mut asker).starts_with(b"HTTP/1.1 200 OK\r\nName: "));
+    asker
+}
+
 /// A client at a terminal, registered and waiting for a peer.
 fn waiting_at_a_terminal(name: &str, server: &str) -> Tty {
     let tty = Tty::spawn(name, &["client", "--name", name, "--server", server]);
@@ -418,6 +433,7 @@ fn a_peer_cannot_forge_status_lines() {
     alice.expect_mode("REGISTERED");
     alice.send("/bridge");
     alice.expect_mode("WAIT MODE");
+    let _introduced = introduced(&addr, "evil");
     let mut evil = TcpStream::connect(("127.0.0.1", port)).expect("connect to alice");
     let chat = format!("CHAT / HTTP/1.1\r\nName: evil\r\nIP: 127.0.0.1\r\nPort: {port}\r\n\r\n");
     evil.write_all(chat.as_bytes()).unwrap();
@@ -644,6 +660,7 @@ fn at_a_terminal_a_peer_cannot_forge_lines_or_drive_the_terminal() {
         .find_map(|l| l.strip_prefix("listening on 0.0.0.0:"))
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no chat port on the screen:\n{screen}"));
+    let _introduced = introduced(&addr, "evil");
     let mut evil = TcpStream::connect(("127.0.0.1", port)).expect("connect to alice");
     let chat = format!("CHAT / HTTP/1.1\r\nName: evil\r\nIP: 127.0.0.1\r\nPort: {port}\r\n\r\n");
     evil.write_all(chat.as_bytes()).unwrap();
@@ -703,10 +720,10 @@ fn help_is_an_aligned_list_and_up_recalls_the_last_line() {
     let screen = alice.expect("  text ");
     let rows: Vec<&str> = screen.lines().filter(|r| r.starts_with("  /")).collect();
     assert!(rows.len() >= 5, "{screen}");
-    // Where the description starts: past the command and the spaces after it.
-    // (A usage such as `/name NEWNAME` has one space in it; the gap is two.)
+    // Where the description starts: past the command (and its argument, as in
+    // `/bridge NAME`) and the two or more spaces after it.
     let column = |row: &str| {
-        let gap = 2 + row[2..].find("  ").unwrap_or(0);
+        let gap = row[2..].find("  ").map_or(0, |i| i + 2);
         gap + row[gap..].find(|c| c != ' ').unwrap_or(0)
     };
     assert!(

@@ -34,6 +34,20 @@ fn message(text: &str) -> String {
     )
 }
 
+/// The raw `peer` asks the server for a peer as a v1 client named `who` would,
+/// so the server introduces it to the client waiting there: only then does a
+/// (version 2) waiter let its CHAT in. Returns the raw server connection.
+fn introduce(net: &mut Net, server: NodeId, peer: NodeId, who: &str) -> ConnId {
+    let to_server = net.addr_of(server, 7070);
+    let conn = net
+        .connect_raw(peer, to_server)
+        .expect("the server listens");
+    let ask = format!("{}{}", wire::register(who, "127.0.0.9", 9), wire::bridge());
+    net.send_raw(peer, conn, ask.as_bytes());
+    net.run();
+    conn
+}
+
 const QUIT: &str = "QUIT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
 
 /// The modes a client announced, in order.
@@ -250,6 +264,7 @@ fn a_message_out_of_turn_closes_the_chat_and_is_reported() {
         let alice = net.add_named_client("alice", server);
         send_lines(&mut net, alice, &["/register", "/bridge"]);
         let peer = net.add_raw();
+        introduce(&mut net, server, peer, "mallory");
         let to_alice = chat_addr(&net, alice);
         let conn = net.connect_raw(peer, to_alice).expect("alice listens");
         net.send_raw(
@@ -322,6 +337,7 @@ fn a_message_that_arrives_with_the_rest_of_a_split_chat_is_not_left_behind() {
     let alice = net.add_named_client("alice", server);
     send_lines(&mut net, alice, &["/register", "/bridge"]);
     let peer = net.add_raw();
+    introduce(&mut net, server, peer, "bob");
     let conn = net.connect_raw(peer, chat_addr(&net, alice)).unwrap();
     let chat = chat_request("bob", "127.0.0.9", 9);
     let (head, tail) = chat.split_at(20);
@@ -344,6 +360,7 @@ fn quit_sends_quit_on_the_wire_before_closing() {
     let alice = net.add_named_client("alice", server);
     send_lines(&mut net, alice, &["/register", "/bridge"]);
     let peer = net.add_raw();
+    introduce(&mut net, server, peer, "bob");
     let conn = net.connect_raw(peer, chat_addr(&net, alice)).unwrap();
     net.send_raw(peer, conn, chat_request("bob", "127.0.0.9", 9).as_bytes());
     net.run();
@@ -414,6 +431,7 @@ fn silent_connections_at_the_chat_port_cannot_lock_out_the_real_peer() {
         .collect();
     net.run();
     let peer = net.add_raw();
+    introduce(&mut net, server, peer, "bob");
     let conn = net.connect_raw(peer, chat_addr(&net, alice)).unwrap();
     net.send_raw(peer, conn, chat_request("bob", "127.0.0.9", 9).as_bytes());
     net.run();
@@ -623,7 +641,10 @@ fn server_answering_403_keeps_the_mode_and_reports_the_reason() {
     send_lines(&mut net, alice, &["/register"]);
     let ip = net.nodes[alice.0].ip.to_string();
     let port = chat_addr(&net, alice).port();
-    assert_eq!(net.raw_text(fake, conn), wire::register("alice", &ip, port));
+    assert_eq!(
+        net.raw_text(fake, conn),
+        wire::client_register("alice", &ip, port)
+    );
     net.send_raw(fake, conn, wire::ok_contact("alice", &ip, port).as_bytes());
     send_lines(&mut net, alice, &["/bridge"]);
     net.send_raw(
@@ -765,11 +786,17 @@ fn end_of_input_quits_after_the_lines_before_it() {
 
 #[test]
 fn bridge_again_in_wait_mode_recovers_from_a_peer_who_never_came() {
+    // Version 1's recovery (version 2 tells alice and queues her again by itself).
     let mut net = Net::new(5, Chunking::Random);
     let server = net.add_default_server();
-    let alice = net.add_named_client("alice", server);
-    let bob = net.add_named_client("bob", server);
-    let carol = net.add_named_client("carol", server);
+    let v1_client = |net: &mut Net, who: &str| {
+        let mut config = ClientConfig::new(name(who), net.addr_of(server, 7070));
+        config.version2 = false;
+        net.add_client(config)
+    };
+    let alice = v1_client(&mut net, "alice");
+    let bob = v1_client(&mut net, "bob");
+    let carol = v1_client(&mut net, "carol");
     send_lines(&mut net, alice, &["/register", "/bridge"]);
     send_lines(&mut net, bob, &["/register", "/bridge"]);
     assert_eq!(net.mode(bob), Mode::Ready);
@@ -902,6 +929,7 @@ fn invalid_utf8_is_shown_as_replacement_characters() {
     let alice = net.add_named_client("alice", server);
     send_lines(&mut net, alice, &["/register", "/bridge"]);
     let peer = net.add_raw();
+    introduce(&mut net, server, peer, "bob");
     let conn = net.connect_raw(peer, chat_addr(&net, alice)).unwrap();
     net.send_raw(peer, conn, chat_request("bob", "127.0.0.9", 9).as_bytes());
     net.send_raw(
@@ -1138,7 +1166,7 @@ fn the_registered_ip_is_the_advertised_one_when_given() {
     let port = chat_addr(&net, alice).port();
     assert_eq!(
         net.raw_text(fake, conn),
-        wire::register("alice", "203.0.113.7", port)
+        wire::client_register("alice", "203.0.113.7", port)
     );
 }
 
@@ -1149,6 +1177,8 @@ fn trace_reports_every_chunk_sent_and_received() {
     let addr = net.addr_of(server, 7070);
     let mut config = ClientConfig::new(name("alice"), addr);
     config.trace = true;
+    // Version 1, so the server's answer is known byte for byte.
+    config.version2 = false;
     let alice = net.add_client(config);
     send_lines(&mut net, alice, &["/register"]);
     let (mut sent, mut got) = (Vec::new(), Vec::new());

@@ -296,6 +296,15 @@ impl Proc {
         port.unwrap_or_else(|| self.fail(&format!("no port in {addr:?}")))
     }
 
+    /// Once it has exited: every output line no `expect` consumed, to the end.
+    pub fn rest_of_output(&mut self) -> Vec<String> {
+        let mut rest: Vec<String> = self.pending.drain(..).map(|(_, line)| line).collect();
+        while let Ok((_, line)) = self.lines.recv_timeout(WAIT) {
+            rest.push(line);
+        }
+        rest
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -25,7 +25,8 @@ use bridgechat_core::{ConnId, Direction};
 
 use crate::suite::{
     assert_error, assert_ok_contact, assert_ok_empty, config_on, loopback_v4, message_request,
-    raw_chat_with, register_request, Raw, Resp, TestClient, TestServer, Transport, WAIT,
+    raw_chat_after_bridge, raw_chat_with, register_request, Raw, Resp, TestClient, TestServer,
+    Transport, WAIT,
 };
 
 /// Instantiates the hardening suite for a transport crate exposing `Runner` and `Controller`.
@@ -1753,7 +1754,7 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
                 asker.register(&b, "127.0.0.1", 9);
                 let handed = asker.bridge();
                 assert_eq!(handed.header("Name"), Some(a.name.as_str()), "{handed:?}");
-                let peer = raw_chat_with(&a, &b);
+                let peer = raw_chat_after_bridge(&a, &b);
                 others.push((a, Err(Some(peer))));
                 askers.push(asker);
             }

@@ -1117,6 +1117,8 @@ pub struct TestClient {
     pub name: String,
     /// Where its chat listener is bound (as reported; may be a wildcard address).
     pub listening: SocketAddr,
+    /// The server it talks to.
+    pub server: SocketAddr,
     pub events: Receiver<ClientEvent>,
     running: Option<Running<ClientInput>>,
 }
@@ -1130,11 +1132,13 @@ impl TestClient {
 
     pub fn start_with<T: Transport>(config: ClientConfig) -> TestClient {
         let name = config.name.as_str().to_string();
+        let server = config.server;
         let (events_tx, events) = mpsc::channel();
         let running = T::spawn(Client::new(config, Instant::now()), events_tx);
         let mut client = TestClient {
             name,
             listening: loopback_v4(),
+            server,
             events,
             running: Some(running),
         };
@@ -1217,8 +1221,23 @@ impl Drop for TestClient {
     }
 }
 
-/// A hand-driven chat initiator: CHATs `waiter` and returns the open chat connection.
+/// A hand-driven version 1 chat initiator: registers `name`, is handed `waiter`
+/// (who waits for anyone) by the server, CHATs it and returns the open chat
+/// connection. A v2 waiter lets in only the peer the server introduced.
 pub fn raw_chat_with(waiter: &TestClient, name: &str) -> Raw {
+    let mut asker = Raw::connect(waiter.server);
+    assert_eq!(asker.register(name, "127.0.0.1", 9).status, 200);
+    let handed = asker.bridge();
+    assert_eq!(
+        handed.header("Name"),
+        Some(waiter.name.as_str()),
+        "{handed:?}"
+    );
+    raw_chat_after_bridge(waiter, name)
+}
+
+/// CHATs `waiter` as `name`, who has already been handed `waiter` by the server.
+pub fn raw_chat_after_bridge(waiter: &TestClient, name: &str) -> Raw {
     let mut peer = Raw::connect(waiter.chat_addr());
     let answer = peer.request(&format!(
         "CHAT / HTTP/1.1\r\nName: {name}\r\nIP: 127.0.0.1\r\nPort: 9\r\n\r\n"

@@ -14,14 +14,19 @@
 //! READ MODE; the peer's MESSAGE moves READ MODE to WRITE MODE, and one out of
 //! turn ends the chat. Lines typed while it is not our turn are held, and the
 //! oldest goes out as soon as WRITE MODE is entered.
+//!
+//! Version 2: the BRIDGE answer's ticket goes in our CHAT (with
+//! `Bridgechat: 2`); without one (a v1 server or a v1 waiter) the CHAT is
+//! version 1's and the chat is shown as not protected when it opens.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{Client, ClientError, ClientEvent, Ctx, LostReason, Mode, NoContact, Trigger};
-use crate::codec::{self, Decoder, Request, Response};
+use crate::codec::{self, Decoder, Request, Response, Ticket};
 use crate::contact::{Contact, Name};
 use crate::{ConnId, IoFailure};
 
@@ -44,12 +49,24 @@ struct Session {
     addr: Option<SocketAddr>,
     decoder: Decoder,
     stage: Stage,
+    /// Our CHAT's ticket, from the BRIDGE answer.
+    ticket: Option<Ticket>,
+    /// Why no ticket protects this chat, said when it opens.
+    unprotected: Option<Unprotected>,
+}
+
+/// The peer the server handed us, in READY MODE, and how to ask it.
+#[derive(Debug, Clone, Copy)]
+struct ReadyPeer {
+    contact: Contact,
+    ticket: Option<Ticket>,
+    unprotected: Option<Unprotected>,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Chat {
     /// The peer the server handed us, in READY MODE.
-    ready_peer: Option<Contact>,
+    ready_peer: Option<ReadyPeer>,
     session: Option<Session>,
     /// Messages typed out of turn, oldest first.
     held: VecDeque<Vec<u8>>,
@@ -90,11 +107,20 @@ impl Chat {
     }
 
     pub(super) fn ready_peer(&self) -> Option<Name> {
-        self.ready_peer.map(|c| c.name)
+        self.ready_peer.map(|p| p.contact.name)
     }
 
-    pub(super) fn set_ready_peer(&mut self, peer: Contact) {
-        self.ready_peer = Some(peer);
+    pub(super) fn set_ready_peer(
+        &mut self,
+        contact: Contact,
+        ticket: Option<Ticket>,
+        unprotected: Option<Unprotected>,
+    ) {
+        self.ready_peer = Some(ReadyPeer {
+            contact,
+            ticket,
+            unprotected,
+        });
     }
 
     pub(super) fn forget_ready_peer(&mut self) {
@@ -114,7 +140,12 @@ impl Chat {
 
     /// `/chat`, allowed by the table: connect to the READY peer.
     fn start(&mut self, ctx: &mut Ctx) {
-        let Some(peer) = self.ready_peer else {
+        let Some(ReadyPeer {
+            contact: peer,
+            ticket,
+            unprotected,
+        }) = self.ready_peer
+        else {
             return ctx.error(ClientError::NoPeer);
         };
         let conn = ctx.new_conn();
@@ -126,6 +157,8 @@ impl Chat {
             stage: Stage::Connecting {
                 deadline: ctx.now + ctx.config.connect_timeout,
             },
+            ticket,
+            unprotected,
         });
         ctx.outputs.connect(conn, peer.socket_addr());
     }
@@ -138,6 +171,7 @@ impl Chat {
         peer: Name,
         decoder: Decoder,
         me: Contact,
+        unprotected: Option<Unprotected>,
     ) {
         ctx.send(conn, |out| codec::write_ok(out, Some(&me)));
         self.session = Some(Session {
@@ -146,7 +180,10 @@ impl Chat {
             addr: None,
             decoder,
             stage: Stage::Open,
+            ticket: None,
+            unprotected,
         });
+        not_protected(ctx, peer, unprotected);
     }
 
     /// `conn` is established: send CHAT with `me`. `None` if `conn` is not ours.
@@ -167,7 +204,8 @@ impl Chat {
         session.stage = Stage::Asked {
             deadline: ctx.now + ctx.config.request_timeout,
         };
-        ctx.send(conn, |out| codec::write_chat(out, &me));
+        let ticket = session.ticket;
+        ctx.send(conn, |out| codec::write_chat_v2(out, &me, ticket.as_ref()));
         Some(ChatNews::Quiet)
     }
 
@@ -262,6 +300,7 @@ impl Chat {
             session.peer = contact.name;
         }
         session.stage = Stage::Open;
+        not_protected(ctx, session.peer, session.unprotected);
         ChatNews::Accepted
     }
 
@@ -346,6 +385,13 @@ impl Chat {
         if let Some(session) = self.session.take() {
             ctx.outputs.close(session.conn);
         }
+    }
+}
+
+/// A chat opening without a ticket says so, before its first mode line.
+fn not_protected(ctx: &mut Ctx, peer: Name, why: Option<Unprotected>) {
+    if let Some(why) = why {
+        ctx.outputs.event(ClientEvent::NotProtected { peer, why });
     }
 }
 

@@ -23,6 +23,13 @@ pub enum ClientError {
     NotConnected,
     /// `/chat` with no peer handed out.
     NoPeer,
+    /// `/bridge NAME` with a NAME that is not a valid name.
+    BadPeerName(InvalidValue),
+    /// `/bridge NAME` while the server speaks version 1, which has no named meetings.
+    NamedBridgeNeedsVersion2,
+    /// The server sent a request other than a notification we can take now
+    /// (MATCHED while not waiting, for instance); ignored.
+    UnexpectedNotification(&'static str),
     MessageTooLong {
         len: usize,
         max: usize,
@@ -175,6 +182,17 @@ impl fmt::Display for ClientError {
             E::Refused(refusal) => refusal.fmt(f),
             E::NotConnected => f.write_str("not connected to the server: type /register"),
             E::NoPeer => f.write_str("no peer to chat with: type /bridge"),
+            E::BadPeerName(why) => write!(f, "/bridge NAME needs a valid name: {why}"),
+            E::NamedBridgeNeedsVersion2 => f.write_str(
+                "/bridge NAME is not supported by this server (it speaks protocol version 1): \
+                 type /bridge to meet whoever comes",
+            ),
+            E::UnexpectedNotification(method) => {
+                write!(
+                    f,
+                    "the server sent {method}, which was not expected now; ignored"
+                )
+            }
             E::MessageTooLong { len, max } => {
                 write!(f, "message too long: {len} bytes, at most {max}")
             }

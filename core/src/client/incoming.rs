@@ -1,10 +1,15 @@
 //! Incoming connections until they are decided: each must send CHAT; a CHAT
-//! is accepted (it becomes the chat), refused (409), or parked while our
-//! BRIDGE is in flight. Everything that moves [`Incoming`] is in this file.
+//! is accepted (it becomes the chat), refused (409, or 403 for a wrong ticket),
+//! or parked while our BRIDGE is in flight or, through a version 2 server,
+//! until MATCHED says whom we expect. Everything that moves [`Incoming`] is in
+//! this file.
 //!
 //! ```text
-//! accepted ──CHAT, in WAIT MODE──▶ decided: the chat (200)
+//! accepted ──CHAT, in WAIT MODE (v2: the match's ticket)──▶ decided: the chat (200)
 //!    │   ╲──CHAT, BRIDGE in flight──▶ parked ──BRIDGE over──▶ decided
+//!    │   ╲──CHAT, v2 and no MATCHED yet──▶ parked ──MATCHED──▶ decided
+//!    │   │                                  └──no MATCHED in 10 s──▶ refused (403)
+//!    │   ╲──CHAT, v2 and not the match's ticket──▶ refused (403)
 //!    │    ╲─CHAT, not waiting──▶ refused (409)
 //!    ├──anything else, malformed, or no CHAT in 10 s──▶ refused (4xx and close)
 //!    └──closed by the peer, or pushed out as the oldest silent one──▶ gone
@@ -14,22 +19,36 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
-use super::{request_name, Client, Ctx, Mode, Trigger};
-use crate::codec::{self, AfterError, Decoder, Request, Status};
+use super::matching::Admission;
+use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
+use crate::codec::{self, AfterError, Decoder, Request, Status, Ticket, Version};
 use crate::contact::Contact;
 use crate::ConnId;
 
 /// Incoming connections that have not yet sent their CHAT, at most.
 pub const MAX_INCOMING: usize = 8;
 
+/// A CHAT as it came: the caller's contact and, version 2, its ticket.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ChatAsk {
+    contact: Contact,
+    ticket: Option<Ticket>,
+}
+
+/// A CHAT waiting to be decided, and the bytes after it.
+type Parked = (ChatAsk, Vec<u8>);
+
 /// An accepted connection that has not sent its CHAT yet.
 #[derive(Debug)]
 struct Caller {
     decoder: Decoder,
-    /// When it must have sent CHAT; `None` once parked.
+    /// When it must have sent CHAT; once parked, when MATCHED must have come
+    /// (`None` while parked for our BRIDGE's answer).
     deadline: Option<Instant>,
-    /// A CHAT that arrived while our BRIDGE was in flight, and the bytes after it.
-    parked: Option<(Contact, Vec<u8>)>,
+    /// A CHAT that arrived while it could not be decided yet.
+    parked: Option<Parked>,
+    /// Parked for MATCHED at least once: its deadline is that one's.
+    awaits_match: bool,
 }
 
 #[derive(Debug, Default)]
@@ -51,10 +70,13 @@ impl Incoming {
         if self.callers.len() >= MAX_INCOMING {
             // Full of connections that have not said CHAT: drop the oldest silent one, so
             // strangers idling at our port cannot lock out the peer the server sent us.
+            // A CHAT parked for MATCHED goes next: the real peer's CHAT rarely beats
+            // MATCHED, so those are most likely strangers.
             let oldest_silent = self
                 .callers
                 .iter()
                 .find(|(_, caller)| caller.parked.is_none())
+                .or_else(|| self.callers.iter().find(|(_, caller)| caller.awaits_match))
                 .map(|(id, _)| *id);
             match oldest_silent {
                 Some(oldest) => {
@@ -70,12 +92,13 @@ impl Incoming {
                 decoder: Decoder::new(ctx.config.limits),
                 deadline: Some(ctx.now + ctx.config.request_timeout),
                 parked: None,
+                awaits_match: false,
             },
         );
     }
 
     /// Bytes from a caller; returns its CHAT (and the bytes after it) to decide.
-    fn receive(&mut self, ctx: &mut Ctx, conn: ConnId, bytes: &[u8]) -> Option<(Contact, Vec<u8>)> {
+    fn receive(&mut self, ctx: &mut Ctx, conn: ConnId, bytes: &[u8]) -> Option<Parked> {
         let limit = ctx.config.limits.max_head + ctx.config.limits.max_body;
         let caller = self.callers.get_mut(&conn)?;
         if let Some((_, early)) = &mut caller.parked {
@@ -94,7 +117,9 @@ impl Incoming {
         let mut input = bytes;
         match caller.decoder.decode_request(&mut input) {
             Ok(None) => {}
-            Ok(Some(Request::Chat(contact, _))) => return Some((contact, input.to_vec())),
+            Ok(Some(Request::Chat(contact, ticket))) => {
+                return Some((ChatAsk { contact, ticket }, input.to_vec()))
+            }
             Ok(Some(Request::Invalid { error, .. })) => {
                 self.refuse(ctx, conn, Status::BAD_REQUEST, &error)
             }
@@ -125,10 +150,23 @@ impl Incoming {
     }
 
     /// The server may already have handed us out: decide once BRIDGE is over.
-    fn park(&mut self, conn: ConnId, contact: Contact, rest: Vec<u8>) {
+    fn park(&mut self, conn: ConnId, chat: Parked) {
         if let Some(caller) = self.callers.get_mut(&conn) {
-            caller.deadline = None;
-            caller.parked = Some((contact, rest));
+            if !caller.awaits_match {
+                caller.deadline = None;
+            }
+            caller.parked = Some(chat);
+        }
+    }
+
+    /// Version 2, no MATCHED yet: decide when it comes, refuse if it does not in time.
+    fn park_for_match(&mut self, ctx: &Ctx, conn: ConnId, chat: Parked) {
+        if let Some(caller) = self.callers.get_mut(&conn) {
+            if !caller.awaits_match {
+                caller.awaits_match = true;
+                caller.deadline = Some(ctx.now + ctx.config.request_timeout);
+            }
+            caller.parked = Some(chat);
         }
     }
 
@@ -140,7 +178,7 @@ impl Incoming {
             .collect()
     }
 
-    fn unpark(&mut self, conn: ConnId) -> Option<(Contact, Vec<u8>)> {
+    fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
         self.callers.get_mut(&conn)?.parked.take()
     }
 
@@ -159,18 +197,24 @@ impl Incoming {
         ctx.outputs.close(conn);
     }
 
-    /// A caller silent past `request_timeout` gets 408.
+    /// A caller silent past `request_timeout` gets 408; a CHAT the server never
+    /// introduced (no MATCHED in time) gets 403.
     pub(super) fn expire(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
-        let expired: Vec<ConnId> = self
+        let expired: Vec<(ConnId, bool)> = self
             .callers
             .iter()
             .filter(|(_, caller)| caller.deadline.is_some_and(|d| d <= now))
-            .map(|(conn, _)| *conn)
+            .map(|(conn, caller)| (*conn, caller.parked.is_some()))
             .collect();
-        let reason = format!("no CHAT within {:?}", ctx.config.request_timeout);
-        for conn in expired {
-            self.refuse(ctx, conn, Status::REQUEST_TIMEOUT, &reason);
+        let silent = format!("no CHAT within {:?}", ctx.config.request_timeout);
+        for (conn, parked) in expired {
+            if parked {
+                let reason = "the server introduced nobody with this CHAT";
+                self.refuse(ctx, conn, Status::FORBIDDEN, &reason);
+            } else {
+                self.refuse(ctx, conn, Status::REQUEST_TIMEOUT, &silent);
+            }
         }
     }
 
@@ -188,15 +232,16 @@ impl Incoming {
 
 impl Client {
     pub(super) fn incoming_data(&mut self, conn: ConnId, bytes: &[u8]) {
-        if let Some((contact, rest)) = self.incoming.receive(&mut self.ctx, conn, bytes) {
-            self.incoming_chat(conn, contact, rest);
+        if let Some((chat, rest)) = self.incoming.receive(&mut self.ctx, conn, bytes) {
+            self.incoming_chat(conn, chat, rest);
         }
     }
 
-    /// A peer's CHAT: answer 200 and chat if we are waiting, else 409 and close.
-    fn incoming_chat(&mut self, conn: ConnId, contact: Contact, rest: Vec<u8>) {
+    /// A peer's CHAT: answer 200 and chat if we are waiting (version 2: for this
+    /// peer), else 409 (403: a wrong ticket) and close.
+    fn incoming_chat(&mut self, conn: ConnId, chat: ChatAsk, rest: Vec<u8>) {
         if self.mode != Mode::Wait && self.server.bridging() {
-            return self.incoming.park(conn, contact, rest);
+            return self.incoming.park(conn, (chat, rest));
         }
         // A refusal here is the peer's to read: it gets 409 with the table's reason.
         let next = self.check(Trigger::ChatRequested);
@@ -216,11 +261,34 @@ impl Client {
                 )
             }
         };
+        let version = self.server.version();
+        let (ticket, unprotected) = match version {
+            Version::V1 => (None, Unprotected::of(&self.ctx, version, None)),
+            Version::V2 => match self.matching.admit(chat.contact.name, chat.ticket) {
+                Admission::Accept {
+                    ticket,
+                    unprotected,
+                } => (ticket, unprotected),
+                Admission::Park => {
+                    return self.incoming.park_for_match(&self.ctx, conn, (chat, rest))
+                }
+                Admission::Refuse(reason) => {
+                    return self
+                        .incoming
+                        .refuse(&mut self.ctx, conn, Status::FORBIDDEN, &reason)
+                }
+            },
+        };
         let Some(decoder) = self.incoming.admit(conn) else {
             return;
         };
+        if version == Version::V2 {
+            self.matching.started();
+            self.server.started(&mut self.ctx, ticket);
+        }
+        let peer = chat.contact.name;
         self.chat
-            .accept(&mut self.ctx, conn, contact.name, decoder, me);
+            .accept(&mut self.ctx, conn, peer, decoder, me, unprotected);
         self.set_mode(next);
         // Also when `rest` is empty: the decoder may hold a message that came with the CHAT.
         self.chat_data(&rest);
@@ -229,8 +297,8 @@ impl Client {
     /// Decides the CHATs that arrived while BRIDGE was in flight.
     pub(super) fn decide_parked(&mut self) {
         for conn in self.incoming.parked() {
-            if let Some((contact, rest)) = self.incoming.unpark(conn) {
-                self.incoming_chat(conn, contact, rest);
+            if let Some((chat, rest)) = self.incoming.unpark(conn) {
+                self.incoming_chat(conn, chat, rest);
             }
         }
     }

@@ -14,6 +14,8 @@
 //! - `chat`: the READY peer, our `/chat`, the open chat, turns, held messages
 //!   and QUIT;
 //! - `incoming`: connections on the chat port until their CHAT is decided;
+//! - `matching`: version 2's match as the waiter sees it (MATCHED, UNMATCHED,
+//!   which CHAT a ticket lets in);
 //! - `modes`: the mode table that combines them.
 //!
 //! A sub-machine reports what happened (a "news" value); [`Client`] turns it
@@ -45,7 +47,9 @@
 //! | any but chatting | the server connection closes | UNREGISTERED |
 //!
 //! A chat that ends while the server connection is down ends in UNREGISTERED,
-//! since the registration died with that connection.
+//! since the registration died with that connection. Version 2's MATCHED and
+//! UNMATCHED notifications keep WAIT MODE (they are shown as lines); only the
+//! matched peer's CHAT moves it on.
 //!
 //! # Inputs
 //!
@@ -58,6 +62,8 @@
 //!   on the same connection when registered, which replaces the registration);
 //!   from its 200 on, `NEWNAME` is our name ([`ClientEvent::NameChanged`]).
 //! - `/bridge` (REGISTERED, or again in WAIT MODE when a peer never came): BRIDGE.
+//! - `/bridge NAME` (as `/bridge`, on a version 2 server only): BRIDGE with
+//!   `Peer: NAME`, to meet NAME only; answered "wait", WAIT MODE for NAME.
 //! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
 //! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
 //! - `/quit`, end of input (in order) and Ctrl+C (at once, from any mode):
@@ -95,6 +101,7 @@
 mod chat;
 mod error;
 mod incoming;
+mod matching;
 mod modes;
 mod server_link;
 
@@ -104,7 +111,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::codec::{Limits, Request};
-use crate::contact::Name;
+use crate::contact::{InvalidValue, Name};
 use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
@@ -112,6 +119,8 @@ use chat::Chat;
 pub use error::{ClientError, LostReason, NoContact, Reconnecting, Unreachable};
 use incoming::Incoming;
 pub use incoming::MAX_INCOMING;
+use matching::Matching;
+pub use matching::Unprotected;
 use modes::Trigger;
 pub use modes::{Mode, Refusal};
 use server_link::ServerLink;
@@ -136,6 +145,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Emit `ClientEvent::Trace` for every chunk sent and received.
     pub trace: bool,
+    /// Ask the server for protocol version 2 (`Bridgechat: 2` on REGISTER); a
+    /// version 1 server ignores the ask and the client speaks version 1 to it.
+    /// False speaks version 1 only.
+    pub version2: bool,
 }
 
 impl ClientConfig {
@@ -149,6 +162,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             trace: false,
+            version2: true,
         }
     }
 }
@@ -189,6 +203,26 @@ pub enum ClientEvent {
     Reconnecting(Reconnecting),
     /// Something went wrong; one line. Not fatal: fatal errors come as `Output::Exit(Err)`.
     Error(ClientError),
+    /// The server answered REGISTER speaking protocol version 2; it sees our
+    /// server connection coming from `observed`.
+    ServerVersion2 { observed: Option<SocketAddr> },
+    /// WAIT MODE (version 2): the server has just handed us to `peer`, whose CHAT
+    /// should come now. `observed` is where the server sees the peer's server connection.
+    Matched {
+        peer: Name,
+        peer_version: u8,
+        observed: Option<SocketAddr>,
+    },
+    /// WAIT MODE (version 2): the match with `peer` fell through for `reason`; the
+    /// server put us back in our waiting place (for `waiting_for`, or anyone).
+    Unmatched {
+        peer: Name,
+        reason: String,
+        waiting_for: Option<Name>,
+    },
+    /// A chat started without a ticket the server vouched for: the peer or the
+    /// server speaks version 1.
+    NotProtected { peer: Name, why: Unprotected },
     /// With `trace` on: bytes that went over `conn`.
     Trace {
         conn: ConnId,
@@ -199,7 +233,8 @@ pub enum ClientEvent {
 
 /// The help text for `/help`.
 pub const HELP: &str = "commands: /register (register with the server), \
-/name NEWNAME (register under a new name), /bridge (find a peer), /chat (start the chat with the READY peer), \
+/name NEWNAME (register under a new name), /bridge (find a peer), /bridge NAME (meet NAME only), \
+/chat (start the chat with the READY peer), \
 /quit (leave the chat and exit), /help (this list); any other line is a message";
 
 /// What every sub-machine acts through: the config, the time of the input
@@ -257,6 +292,9 @@ pub struct Client {
     server: ServerLink,
     chat: Chat,
     incoming: Incoming,
+    matching: Matching,
+    /// The peer the last `ModeChanged` named: WAIT MODE is announced again when it changes.
+    announced_peer: Option<Name>,
     queue: VecDeque<Queued>,
     exited: bool,
 }
@@ -285,6 +323,8 @@ impl Client {
             server: ServerLink::new(config_name),
             chat: Chat::default(),
             incoming: Incoming::default(),
+            matching: Matching::default(),
+            announced_peer: None,
             queue: VecDeque::new(),
             exited: false,
         };
@@ -306,9 +346,10 @@ impl Client {
         self.server.name()
     }
 
-    /// The peer in READY, WRITE or READ MODE.
+    /// The peer in READY, WRITE or READ MODE; in WAIT MODE the one `/bridge NAME` waits for.
     pub fn peer(&self) -> Option<Name> {
         match self.mode {
+            Mode::Wait => self.matching.waiting_for(),
             Mode::Ready => self.chat.ready_peer(),
             Mode::Write | Mode::Read => self.chat.peer(),
             _ => None,
@@ -358,20 +399,23 @@ impl Client {
         }
         match line.trim() {
             "/register" => self.command_register(),
-            "/bridge" => self.command_bridge(),
+            "/bridge" => self.command_bridge(None),
             "/chat" => self.command_chat(),
             "/quit" => self.quit(),
             "/help" => self.ctx.info(HELP.to_owned()),
-            _ => self.message_line(line.into_bytes()),
+            other => match bridge_argument(other) {
+                Some(Ok(peer)) => self.command_bridge(Some(peer)),
+                Some(Err(why)) => self.ctx.error(ClientError::BadPeerName(why)),
+                None => self.message_line(line.into_bytes()),
+            },
         }
     }
 
     fn is_command(line: &str) -> bool {
-        name_argument(line).is_some()
-            || matches!(
-                line.trim(),
-                "/register" | "/bridge" | "/chat" | "/quit" | "/help"
-            )
+        let line = line.trim();
+        matches!(line, "/register" | "/bridge" | "/chat" | "/quit" | "/help")
+            || name_argument(line).is_some()
+            || bridge_argument(line).is_some()
     }
 
     /// `/quit`, end of input and Ctrl+C: QUIT to the peer if chatting, close all, exit.
@@ -410,6 +454,12 @@ impl Client {
 fn name_argument(line: &str) -> Option<&str> {
     let rest = line.trim().strip_prefix("/name")?;
     (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim())
+}
+
+/// The NAME of `/bridge NAME` (a trimmed line); `None` if the line is not one.
+fn bridge_argument(line: &str) -> Option<Result<Name, InvalidValue>> {
+    let (word, argument) = line.split_once(char::is_whitespace)?;
+    (word == "/bridge").then(|| argument.trim().parse())
 }
 
 /// The method of a decoded request, for error messages.

@@ -257,15 +257,21 @@ impl Client {
 
     /// The one place the mode changes.
     pub(super) fn set_mode(&mut self, next: Mode) {
-        if next == self.mode {
+        // WAIT MODE is announced again when whom we wait for changed (`/bridge NAME`).
+        let peer_changed = next == Mode::Wait && self.matching.waiting_for() != self.announced_peer;
+        if next == self.mode && !peer_changed {
             return;
         }
         if matches!(next, Mode::Unregistered | Mode::Registered) {
             self.chat.forget_ready_peer();
             self.chat.drop_held(&mut self.ctx);
         }
+        if next != Mode::Wait {
+            self.matching.leave();
+        }
         self.mode = next;
         let peer = self.peer();
+        self.announced_peer = peer;
         self.ctx
             .outputs
             .event(ClientEvent::ModeChanged { mode: next, peer });

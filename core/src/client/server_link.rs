@@ -13,17 +13,28 @@
 //!           none ──/bridge──▶ Bridge ──answer / 10 s / link lost──▶ none
 //! ```
 //!
-//! An answer after a timeout is skipped (`stale_answers`). Only the first
-//! connect (Startup) is fatal when it fails: the contract makes an unreachable
-//! server at start fatal. Reconnecting tries [`RECONNECT_ATTEMPTS`] times,
-//! waiting [`RECONNECT_BACKOFF`], then twice as long each time, within
+//! Answers come in the order of the requests (`unanswered`): an answer to a
+//! request that timed out is skipped, and so is the one to STARTED. Only the
+//! first connect (Startup) is fatal when it fails: the contract makes an
+//! unreachable server at start fatal. Reconnecting tries [`RECONNECT_ATTEMPTS`]
+//! times, waiting [`RECONNECT_BACKOFF`], then twice as long each time, within
 //! [`RECONNECT_WINDOW`], and then gives up with an error; the person may try again.
+//!
+//! Version 2: REGISTER asks for it (`Bridgechat: 2`); an answer that says
+//! `Bridgechat: 2` makes this connection v2, and from then on the server may
+//! also send notifications (MATCHED, UNMATCHED) between its answers.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::{Client, ClientError, ClientEvent, Ctx, NoContact, Reconnecting, Trigger, Unreachable};
-use crate::codec::{self, Decoder, Response, Status};
+use super::{
+    Client, ClientError, ClientEvent, Ctx, Mode, NoContact, Reconnecting, Trigger, Unprotected,
+    Unreachable,
+};
+use crate::codec::{
+    self, Decoder, Inbound, Introduction, Request, Response, Status, Ticket, Unmatched, Version,
+};
 use crate::contact::{Contact, Name};
 use crate::{ConnId, IoFailure};
 
@@ -50,12 +61,11 @@ enum Pending {
         retry_at: Option<Instant>,
     },
     /// REGISTER sent with this contact.
-    Register {
-        contact: Contact,
-        deadline: Instant,
-    },
+    Register { contact: Contact, deadline: Instant },
     Bridge {
         deadline: Instant,
+        /// Whom `/bridge NAME` asked for.
+        peer: Option<Name>,
     },
 }
 
@@ -64,7 +74,9 @@ impl Pending {
         match self {
             Pending::Startup => None,
             Pending::Reconnect { retry_at, .. } => *retry_at,
-            Pending::Register { deadline, .. } | Pending::Bridge { deadline } => Some(*deadline),
+            Pending::Register { deadline, .. } | Pending::Bridge { deadline, .. } => {
+                Some(*deadline)
+            }
         }
     }
 }
@@ -80,19 +92,45 @@ enum Link {
         conn: ConnId,
         decoder: Decoder,
         local_ip: IpAddr,
+        /// V2 once the server's REGISTER answer said so.
+        version: Version,
     },
+}
+
+/// A request sent on the server connection and not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The one in `pending`.
+    Pending,
+    /// It timed out: its answer, if it comes, is skipped.
+    TimedOut,
+    /// STARTED: nobody waits for its answer.
+    Started,
 }
 
 #[derive(Debug)]
 pub(super) struct ServerLink {
     link: Link,
     pending: Option<Pending>,
-    /// Server answers to skip: requests that timed out may still be answered.
-    stale_answers: usize,
+    /// Requests sent and not answered yet, oldest first: answers come in this order.
+    unanswered: VecDeque<Sent>,
     /// What the server last accepted in REGISTER; we send it in CHAT and its answer.
     me: Option<Contact>,
     /// Our name: the configured one until the server accepts another (`/name`).
     name: Name,
+}
+
+/// The answer to BRIDGE.
+#[derive(Debug)]
+pub(super) enum Bridged {
+    /// Nobody to meet yet: we wait, for `peer` or for anyone.
+    Waiting { peer: Option<Name> },
+    /// The waiter to chat with; `ticket` goes in our CHAT.
+    Paired {
+        contact: Contact,
+        ticket: Option<Ticket>,
+        unprotected: Option<Unprotected>,
+    },
 }
 
 /// What the rest of the client has to do after the link moved.
@@ -105,7 +143,11 @@ pub(super) enum ServerNews {
     /// REGISTER answered 200; `renamed` if under another name than before.
     Registered { renamed: bool },
     /// BRIDGE answered: the peer waiting, or none (we wait now).
-    Bridged(Option<Contact>),
+    Bridged(Bridged),
+    /// Version 2: the server handed us (waiting) to a peer.
+    Matched(Introduction),
+    /// Version 2: our match fell through; the server queued us again.
+    Unmatched(Unmatched),
     /// The connection is gone, and the request that waited for it; `malformed`
     /// if the server sent bytes that are no answer.
     Lost {
@@ -120,7 +162,7 @@ impl ServerLink {
         ServerLink {
             link: Link::Down,
             pending: Some(Pending::Startup),
-            stale_answers: 0,
+            unanswered: VecDeque::new(),
             me: None,
             name,
         }
@@ -139,6 +181,14 @@ impl ServerLink {
 
     pub(super) fn is_up(&self) -> bool {
         matches!(self.link, Link::Up { .. })
+    }
+
+    /// The protocol this server connection speaks (V1 until REGISTER says otherwise).
+    pub(super) fn version(&self) -> Version {
+        match self.link {
+            Link::Up { version, .. } => version,
+            _ => Version::V1,
+        }
     }
 
     /// A request (or start-up) is in flight.
@@ -217,15 +267,35 @@ impl ServerLink {
         }
     }
 
-    /// `/bridge`, allowed by the table.
-    pub(super) fn bridge(&mut self, ctx: &mut Ctx) {
+    /// `/bridge` (or `/bridge NAME`, `peer`), allowed by the table.
+    pub(super) fn bridge(&mut self, ctx: &mut Ctx, peer: Option<Name>) {
         let Some(conn) = self.conn() else {
             return ctx.error(ClientError::NotConnected);
         };
-        ctx.send(conn, |out| codec::write_bridge(out, None));
-        self.pending = Some(Pending::Bridge {
-            deadline: ctx.now + ctx.config.request_timeout,
+        if peer.is_some() && self.version() != Version::V2 {
+            return ctx.error(ClientError::NamedBridgeNeedsVersion2);
+        }
+        ctx.send(conn, |out| {
+            codec::write_bridge_for(out, None, peer.as_ref())
         });
+        self.sent(Pending::Bridge {
+            deadline: ctx.now + ctx.config.request_timeout,
+            peer,
+        });
+    }
+
+    fn sent(&mut self, pending: Pending) {
+        self.pending = Some(pending);
+        self.unanswered.push_back(Sent::Pending);
+    }
+
+    /// Version 2: the waiter tells the server the chat with its match started.
+    pub(super) fn started(&mut self, ctx: &mut Ctx, ticket: Option<Ticket>) {
+        let Some(conn) = self.conn().filter(|_| self.version() == Version::V2) else {
+            return;
+        };
+        ctx.send(conn, |out| codec::write_started(out, ticket.as_ref()));
+        self.unanswered.push_back(Sent::Started);
     }
 
     /// The contact to register: our name, the advertised or local IP, the bound port.
@@ -256,8 +326,13 @@ impl ServerLink {
         let Some(conn) = self.conn() else {
             return;
         };
-        ctx.send(conn, |out| codec::write_register(out, &contact));
-        self.pending = Some(Pending::Register {
+        let version = if ctx.config.version2 {
+            Version::V2
+        } else {
+            Version::V1
+        };
+        ctx.send(conn, |out| codec::write_register_as(out, &contact, version));
+        self.sent(Pending::Register {
             contact,
             deadline: ctx.now + ctx.config.request_timeout,
         });
@@ -278,6 +353,7 @@ impl ServerLink {
             conn,
             decoder: Decoder::new(ctx.config.limits),
             local_ip: local.ip(),
+            version: Version::V1,
         };
         if let Some(Pending::Reconnect { name, .. }) = self.pending {
             self.pending = None;
@@ -337,12 +413,14 @@ impl ServerLink {
     /// A request unanswered past `request_timeout` is over; its answer will be skipped.
     pub(super) fn request_expired(&mut self, ctx: &mut Ctx) -> Option<ServerNews> {
         let request = match self.pending? {
-            Pending::Bridge { deadline } if deadline <= ctx.now => "BRIDGE",
+            Pending::Bridge { deadline, .. } if deadline <= ctx.now => "BRIDGE",
             Pending::Register { deadline, .. } if deadline <= ctx.now => "REGISTER",
             _ => return None,
         };
         self.pending = None;
-        self.stale_answers += 1;
+        if let Some(sent) = self.unanswered.iter_mut().find(|s| **s == Sent::Pending) {
+            *sent = Sent::TimedOut;
+        }
         ctx.error(ClientError::ServerSilent {
             request,
             after: ctx.config.request_timeout,
@@ -350,13 +428,27 @@ impl ServerLink {
         Some(ServerNews::RequestOver)
     }
 
-    /// Decodes the next answer from `input`; `None` when more bytes are needed.
+    /// Decodes the next answer (or, on a v2 connection, notification) from `input`;
+    /// `None` when more bytes are needed.
     pub(super) fn receive(&mut self, ctx: &mut Ctx, input: &mut &[u8]) -> Option<ServerNews> {
-        let Link::Up { conn, decoder, .. } = &mut self.link else {
+        let Link::Up {
+            conn,
+            decoder,
+            version,
+            ..
+        } = &mut self.link
+        else {
             return None;
         };
-        match decoder.decode_response(input) {
-            Ok(Some(response)) => Some(self.answer(ctx, response)),
+        let decoded = match version {
+            Version::V1 => decoder
+                .decode_response(input)
+                .map(|r| r.map(Inbound::Response)),
+            Version::V2 => decoder.decode_message(input),
+        };
+        match decoded {
+            Ok(Some(Inbound::Response(response))) => Some(self.answer(ctx, response)),
+            Ok(Some(Inbound::Request(request))) => Some(notification(ctx, request)),
             Ok(None) => None,
             Err(e) => {
                 ctx.outputs.close(*conn);
@@ -366,15 +458,31 @@ impl ServerLink {
     }
 
     fn answer(&mut self, ctx: &mut Ctx, response: Response) -> ServerNews {
-        if self.stale_answers > 0 {
-            self.stale_answers -= 1;
-            return ServerNews::Quiet;
+        match self.unanswered.pop_front() {
+            Some(Sent::TimedOut) => return ServerNews::Quiet,
+            Some(Sent::Started) => {
+                if !response.status.is_success() {
+                    refused(ctx, &response);
+                }
+                return ServerNews::Quiet;
+            }
+            Some(Sent::Pending) | None => {}
         }
         match self.pending {
             Some(Pending::Register { contact, .. }) => {
                 self.pending = None;
                 if response.status.is_success() {
                     self.me = Some(contact);
+                    if let (Link::Up { version, .. }, Version::V2) =
+                        (&mut self.link, response.version)
+                    {
+                        if *version != Version::V2 {
+                            *version = Version::V2;
+                            ctx.outputs.event(ClientEvent::ServerVersion2 {
+                                observed: response.observed,
+                            });
+                        }
+                    }
                     let renamed = contact.name != self.name;
                     self.name = contact.name;
                     ServerNews::Registered { renamed }
@@ -387,10 +495,21 @@ impl ServerLink {
                     ServerNews::RequestOver
                 }
             }
-            Some(Pending::Bridge { .. }) => {
+            Some(Pending::Bridge { peer, .. }) => {
                 self.pending = None;
                 if response.status.is_success() {
-                    ServerNews::Bridged(response.contact)
+                    ServerNews::Bridged(match response.contact {
+                        None => Bridged::Waiting { peer },
+                        Some(contact) => Bridged::Paired {
+                            contact,
+                            ticket: response.ticket,
+                            unprotected: Unprotected::of(
+                                ctx,
+                                self.version(),
+                                response.ticket.as_ref(),
+                            ),
+                        },
+                    })
                 } else {
                     refused(ctx, &response);
                     ServerNews::RequestOver
@@ -452,7 +571,7 @@ impl ServerLink {
     /// client says so, knowing whether a chat goes on.
     fn gone(&mut self, malformed: Option<crate::DecodeError>) -> ServerNews {
         self.link = Link::Down;
-        self.stale_answers = 0;
+        self.unanswered.clear();
         if matches!(
             self.pending,
             Some(Pending::Reconnect { .. } | Pending::Register { .. } | Pending::Bridge { .. })
@@ -469,6 +588,20 @@ impl ServerLink {
         }
         self.link = Link::Down;
         self.pending = None;
+    }
+}
+
+/// A request the server sent on a v2 connection: only notifications are expected.
+fn notification(ctx: &mut Ctx, request: Request) -> ServerNews {
+    match request {
+        Request::Matched(intro) => ServerNews::Matched(intro),
+        Request::Unmatched(unmatched) => ServerNews::Unmatched(unmatched),
+        other => {
+            ctx.error(ClientError::UnexpectedNotification(super::request_name(
+                &other,
+            )));
+            ServerNews::Quiet
+        }
     }
 }
 
@@ -505,9 +638,9 @@ impl Client {
         }
     }
 
-    pub(super) fn command_bridge(&mut self) {
+    pub(super) fn command_bridge(&mut self, peer: Option<Name>) {
         if self.allowed(Trigger::BridgeCommand) {
-            self.server.bridge(&mut self.ctx);
+            self.server.bridge(&mut self.ctx, peer);
         }
     }
 
@@ -547,11 +680,22 @@ impl Client {
                 }
                 self.enter(Trigger::Registered);
             }
-            ServerNews::Bridged(Some(peer)) => {
-                self.chat.set_ready_peer(peer);
+            ServerNews::Bridged(Bridged::Paired {
+                contact,
+                ticket,
+                unprotected,
+            }) => {
+                self.chat.set_ready_peer(contact, ticket, unprotected);
                 self.enter(Trigger::PeerWaiting);
             }
-            ServerNews::Bridged(None) => self.enter(Trigger::NoPeerWaiting),
+            ServerNews::Bridged(Bridged::Waiting { peer }) => {
+                if self.mode != Mode::Write && self.mode != Mode::Read {
+                    self.matching.wait(peer);
+                }
+                self.enter(Trigger::NoPeerWaiting);
+            }
+            ServerNews::Matched(intro) => return self.matched(intro),
+            ServerNews::Unmatched(unmatched) => return self.unmatched(unmatched),
             ServerNews::Lost { malformed } => {
                 let chat_goes_on = self.chat.has_link();
                 self.ctx.error(match malformed {

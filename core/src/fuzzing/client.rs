@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{fuzz_contact, fuzz_name, OpReader};
 use crate::client::{Client, ClientConfig, ClientEvent, ClientInput};
-use crate::codec::{self, Decoder, Request, Status};
+use crate::codec::{self, Decoder, Introduction, Request, Status, Ticket, Version};
 use crate::contact::{Contact, Name};
 use crate::driver::{drive, Outcome, Outcomes, Transport};
 use crate::{ConnId, Endpoint};
@@ -31,9 +31,11 @@ pub fn client(data: &[u8], start: Instant) {
     while let Some(op) = ops.byte() {
         match op % 16 {
             0..=2 => {
-                const LINES: [&str; 9] = [
+                const LINES: [&str; 11] = [
                     "/register",
                     "/bridge",
+                    "/bridge peer1",
+                    "/bridge b@d",
                     "/chat",
                     "/quit",
                     "/help",
@@ -148,10 +150,40 @@ pub fn client(data: &[u8], start: Instant) {
     }
 }
 
-/// What the server might answer, chosen by `i`.
+/// The ticket of the fuzzer's introductions (`n` = 7); peers may send it or another.
+fn ticket(n: u8) -> Ticket {
+    Ticket::from_bytes([n; 16])
+}
+
+/// An introduction of `fuzz_contact(1)`: v2 with the ticket, or v1 without.
+fn introduction(v2: bool) -> Introduction {
+    Introduction {
+        peer: fuzz_contact(1),
+        peer_version: if v2 { Version::V2 } else { Version::V1 },
+        observed: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 51234),
+        ticket: v2.then(|| ticket(7)),
+    }
+}
+
+/// What the server might answer or, version 2, notify, chosen by `i`.
 fn server_says(i: u8, me: Name) -> Vec<u8> {
     let mut out = Vec::new();
-    match i % 8 {
+    match i % 14 {
+        8 => codec::write_registered_v2(
+            &mut out,
+            &Contact::new(me, IpAddr::V4(Ipv4Addr::LOCALHOST), 9000).expect("a valid contact"),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000),
+        ),
+        9 => codec::write_matched(&mut out, &introduction(true)),
+        10 => codec::write_matched(&mut out, &introduction(false)),
+        11 => codec::write_unmatched(
+            &mut out,
+            &fuzz_contact(1).name,
+            Some(&ticket(7)),
+            &"peer1 left the server",
+        ),
+        12 => codec::write_paired(&mut out, &introduction(i / 14 % 2 == 0)),
+        13 => codec::write_started(&mut out, Some(&ticket(7))),
         0 => codec::write_ok(&mut out, None),
         1 => codec::write_ok(&mut out, Some(&fuzz_contact(1))),
         2 => codec::write_ok(
@@ -187,8 +219,10 @@ fn server_says(i: u8, me: Name) -> Vec<u8> {
 /// What a peer might send on a chat connection, chosen by `i`.
 fn peer_says(i: u8) -> Vec<u8> {
     let mut out = Vec::new();
-    match i % 7 {
+    match i % 9 {
         0 => codec::write_chat(&mut out, &fuzz_contact(1)),
+        7 => codec::write_chat_v2(&mut out, &fuzz_contact(1), Some(&ticket(7))),
+        8 => codec::write_chat_v2(&mut out, &fuzz_contact(1), Some(&ticket(8))),
         1 => codec::write_message(&mut out, b"hi there"),
         2 => codec::write_message(&mut out, b"\xff\xfe not utf-8\nsecond line"),
         3 => codec::write_quit(&mut out),

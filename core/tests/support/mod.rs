@@ -664,6 +664,11 @@ pub mod wire {
         format!("REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: {ip}\r\nPort: {port}\r\n\r\n")
     }
 
+    /// What the bridgechat client sends: REGISTER asking for protocol version 2.
+    pub fn client_register(name: &str, ip: &str, port: u16) -> String {
+        format!("REGISTER / HTTP/1.1\r\nName: {name}\r\nIP: {ip}\r\nPort: {port}\r\nBridgechat: 2\r\n\r\n")
+    }
+
     pub fn bridge() -> String {
         "BRIDGE / HTTP/1.1\r\n\r\n".to_owned()
     }
