@@ -56,6 +56,9 @@
 //!     fn close(&mut self, _conn: ConnId) {
 //!         // Send what is queued on it, then close it.
 //!     }
+//!     fn abort(&mut self, _conn: ConnId) {
+//!         // Close it now with a reset, dropping what is queued.
+//!     }
 //!     fn show(&mut self, event: ServerEvent) {
 //!         println!("{event:?}");
 //!     }
@@ -146,6 +149,10 @@ pub enum Output<'a, E> {
     Transmit { conn: ConnId, bytes: &'a [u8] },
     /// Send what is queued on `conn`, then close it. The core has already forgotten it.
     Close { conn: ConnId },
+    /// Close `conn` at once with a reset (`SO_LINGER` 0), dropping what is queued and
+    /// freeing its socket now rather than after a graceful close. The core has already
+    /// forgotten it. For a connection nothing is owed to, such as a silent stranger.
+    Abort { conn: ConnId },
     /// Something to show or log.
     Event(E),
     /// Stop: flush what is queued, close everything, and end the loop with this result.

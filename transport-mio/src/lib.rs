@@ -47,7 +47,7 @@ use std::time::Instant;
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::bind_listener;
+use bridgechat_transport_common::{bind_listener, reset_on_close};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
@@ -330,6 +330,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
                     let id = self.endpoint.handle_accept(Instant::now(), peer);
                     self.io.adopt(token, id, State::Open);
                     self.drain();
+                    // What it already sent reaches the core before the next accept: a peer
+                    // that spoke at once is heard before newer silent ones can push it out.
+                    self.read_all(token);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -490,6 +493,16 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
     fn close(&mut self, conn: ConnId) {
         if let Some(&token) = self.tokens.get(&conn) {
             self.start_closing(token, false);
+        }
+    }
+
+    fn abort(&mut self, conn: ConnId) {
+        let Some(token) = self.tokens.remove(&conn) else {
+            return;
+        };
+        if let Some(conn) = self.remove(token) {
+            // Dropping the stream closes it: with a reset, and nothing to wait for.
+            let _ = reset_on_close(&conn.stream);
         }
     }
 

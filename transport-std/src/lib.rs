@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::bind_listener;
+use bridgechat_transport_common::{bind_listener, reset_on_close};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
@@ -78,10 +78,13 @@ const READ_CHUNK: usize = 16 * 1024;
 enum Msg {
     /// An input is waiting in the controller's channel.
     Wake,
-    Accepted(TcpStream, SocketAddr),
-    /// A connect finished: a handle on the stream and its local address, or the error.
-    Connected(ConnId, io::Result<(TcpStream, SocketAddr)>),
-    Data(ConnId, Vec<u8>),
+    /// A new connection, with what it had already sent when accepted.
+    Accepted(TcpStream, SocketAddr, Vec<u8>),
+    /// A connect finished: the stream and its local address, or the error.
+    Connected(ConnId, io::Result<(Arc<TcpStream>, SocketAddr)>),
+    /// Bytes read. The reader reads no more until the core has taken them and
+    /// carried out what they caused (see [`Backlog::taken`]).
+    Data(ConnId, Vec<u8>, Arc<Backlog>),
     /// The peer closed, the connection broke, or a write failed.
     Closed(ConnId),
     /// Everything queued is written and the write side shut down; the writer
@@ -161,6 +164,7 @@ impl<E: Endpoint> Runner<E> {
                 to_core,
                 live: HashMap::new(),
                 closing: HashMap::new(),
+                taken: Vec::new(),
                 grace: VecDeque::new(),
                 acceptors: Vec::new(),
                 outcomes: Outcomes::default(),
@@ -185,6 +189,10 @@ impl<E: Endpoint> Runner<E> {
             if drive(&mut self.endpoint, &mut transport) {
                 let result = self.net.exit.take().unwrap_or(Ok(()));
                 return self.finish(result);
+            }
+            // What the last chunks caused is queued now: their readers may go on.
+            for backlog in self.net.taken.drain(..) {
+                backlog.taken();
             }
             let now = Instant::now();
             let deadline = self.endpoint.poll_timeout();
@@ -227,9 +235,11 @@ impl<E: Endpoint> Runner<E> {
         let net = &mut self.net;
         match msg {
             Msg::Wake => {} // the input is taken on the next turn
-            Msg::Accepted(stream, peer) => {
+            Msg::Accepted(stream, peer, first) => {
                 let conn = endpoint.handle_accept(now, peer);
-                net.adopt(conn, stream);
+                if net.adopt(conn, stream) && !first.is_empty() {
+                    endpoint.handle_data(now, conn, &first);
+                }
             }
             Msg::Connected(conn, Ok((stream, local))) => {
                 if let Some(c) = net.live.get_mut(&conn) {
@@ -246,10 +256,13 @@ impl<E: Endpoint> Runner<E> {
                     net.outcomes.push(Outcome::ConnectFailed(conn, error));
                 }
             }
-            Msg::Data(conn, bytes) => {
+            Msg::Data(conn, bytes, backlog) => {
                 // Bytes for a connection the core already closed are dropped.
                 if net.live.contains_key(&conn) {
                     endpoint.handle_data(now, conn, &bytes);
+                    net.taken.push(backlog);
+                } else {
+                    backlog.taken();
                 }
             }
             Msg::Closed(conn) => {
@@ -314,7 +327,9 @@ struct Net {
     to_core: SyncSender<Msg>,
     live: HashMap<ConnId, Conn>,
     /// Connections the core is done with whose writer has not finished yet.
-    closing: HashMap<ConnId, Option<TcpStream>>,
+    closing: HashMap<ConnId, Option<Arc<TcpStream>>>,
+    /// Readers whose chunk the core has taken: released once its outputs are carried out.
+    taken: Vec<Arc<Backlog>>,
     /// When each closing connection's [`CLOSE_GRACE`] ends, oldest first.
     grace: VecDeque<(Instant, ConnId)>,
     acceptors: Vec<Acceptor>,
@@ -351,6 +366,10 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Shown<'_, F> {
         self.net.close(conn);
     }
 
+    fn abort(&mut self, conn: ConnId) {
+        self.net.abort(conn);
+    }
+
     fn show(&mut self, event: Ev) {
         (self.on_event)(event);
     }
@@ -367,11 +386,15 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Shown<'_, F> {
 struct Conn {
     outbox: Sender<Vec<u8>>,
     backlog: Arc<Backlog>,
-    /// A handle to shut the socket down with; `None` while connecting.
-    stream: Option<TcpStream>,
+    /// The socket, shared with the reader and the writer (one descriptor for
+    /// all three); `None` while connecting.
+    stream: Option<Arc<TcpStream>>,
 }
 
-/// Bytes in a connection's outbox, shared by the core, the writer and the reader.
+/// A connection's flow control, shared by the core, the writer and the reader:
+/// the reader reads only when the core has taken its last chunk and the
+/// outbox is below [`HIGH_WATER`], so a pipelining peer's answers cannot pile
+/// up past that by more than what one chunk asks for.
 #[derive(Default)]
 struct Backlog {
     state: Mutex<Queued>,
@@ -380,8 +403,15 @@ struct Backlog {
 
 #[derive(Default)]
 struct Queued {
+    /// Bytes in the outbox, not yet written.
     bytes: usize,
+    /// A chunk read is on its way to the core, or its outputs are not carried out yet.
+    with_core: bool,
     writer_done: bool,
+    /// The core is done with the connection: the reader only discards now.
+    closed: bool,
+    /// Closed with a reset: the writer neither flushes nor lingers.
+    aborted: bool,
 }
 
 impl Backlog {
@@ -407,13 +437,39 @@ impl Backlog {
         self.changed.notify_all();
     }
 
-    /// The reader waits here while the peer has too many answers unread.
-    fn wait_for_room(&self) {
+    /// The core has carried out what the last chunk caused.
+    fn taken(&self) {
+        self.lock().with_core = false;
+        self.changed.notify_all();
+    }
+
+    /// The core is done with the connection; `aborted` if with a reset.
+    fn close(&self, aborted: bool) {
+        let mut queued = self.lock();
+        queued.closed = true;
+        queued.aborted |= aborted;
+        self.changed.notify_all();
+    }
+
+    fn aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    fn queued(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The reader waits here until the core has taken its last chunk and the
+    /// peer has read enough answers; true if the chunk it reads next goes to the core.
+    fn wait_for_room(&self) -> bool {
         let queued = self.lock();
-        let wait = self
-            .changed
-            .wait_while(queued, |q| q.bytes >= HIGH_WATER && !q.writer_done);
-        drop(wait.unwrap_or_else(PoisonError::into_inner));
+        let wait = self.changed.wait_while(queued, |q| {
+            !q.writer_done && !q.closed && (q.with_core || q.bytes >= HIGH_WATER)
+        });
+        let mut queued = wait.unwrap_or_else(PoisonError::into_inner);
+        let to_core = !queued.closed;
+        queued.with_core = to_core;
+        to_core
     }
 }
 
@@ -443,20 +499,23 @@ impl Net {
         }
     }
 
-    /// Starts the threads of a connection the core has just named `conn`.
-    fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
+    /// Starts the threads of a connection the core has just named `conn`;
+    /// false (and `Closed` queued) if they could not start.
+    fn adopt(&mut self, conn: ConnId, stream: TcpStream) -> bool {
         let _ = stream.set_nodelay(true);
+        let stream = Arc::new(stream);
         let (mut outbox, writer) = self.writer(conn);
-        let started = stream.try_clone().and_then(|handle| {
-            spawn("bridgechat-write", move || writer.run(stream))?;
-            Ok(handle)
-        });
-        match started {
-            Ok(handle) => {
+        let handle = Arc::clone(&stream);
+        match spawn("bridgechat-write", move || writer.run(stream)) {
+            Ok(_) => {
                 outbox.stream = Some(handle);
                 self.live.insert(conn, outbox);
+                true
             }
-            Err(_) => self.outcomes.push(Outcome::Closed(conn)),
+            Err(_) => {
+                self.outcomes.push(Outcome::Closed(conn));
+                false
+            }
         }
     }
 
@@ -492,6 +551,7 @@ impl Net {
         }
         // The peer has stopped reading: drop it rather than buffer without limit.
         if let Some(c) = self.live.remove(&conn) {
+            c.backlog.close(false);
             if let Some(stream) = &c.stream {
                 let _ = stream.shutdown(Shutdown::Both);
             }
@@ -502,13 +562,48 @@ impl Net {
 
     /// Lets `conn`'s writer send what is queued and close; false if it was not live.
     fn close(&mut self, conn: ConnId) -> bool {
-        let Some(Conn { outbox, stream, .. }) = self.live.remove(&conn) else {
+        let Some(Conn {
+            outbox,
+            stream,
+            backlog,
+        }) = self.live.remove(&conn)
+        else {
             return false;
         };
+        backlog.close(false);
         drop(outbox); // the writer ends after the last queued chunk
         self.closing.insert(conn, stream);
         self.grace.push_back((Instant::now() + CLOSE_GRACE, conn));
         true
+    }
+
+    /// Closes `conn` now with a reset: its threads end at once and the last of
+    /// them to drop the socket frees the descriptor.
+    fn abort(&mut self, conn: ConnId) {
+        let Some(c) = self.live.get(&conn) else {
+            return;
+        };
+        let Some(stream) = c.stream.clone() else {
+            // Still connecting: closed when the connect completes.
+            self.close(conn);
+            return;
+        };
+        let Some(Conn {
+            outbox, backlog, ..
+        }) = self.live.remove(&conn)
+        else {
+            return;
+        };
+        let _ = reset_on_close(&*stream);
+        // Wakes the reader; a writer stuck on a peer that does not read needs the write side too.
+        let how = if backlog.queued() > 0 {
+            Shutdown::Both
+        } else {
+            Shutdown::Read
+        };
+        backlog.close(true);
+        drop(outbox);
+        let _ = stream.shutdown(how);
     }
 
     fn next_grace_end(&self) -> Option<Instant> {
@@ -575,7 +670,8 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg
         }
         match accepted {
             Ok((stream, peer)) => {
-                if to_core.send(Msg::Accepted(stream, peer)).is_err() {
+                let first = already_sent(&stream);
+                if to_core.send(Msg::Accepted(stream, peer, first)).is_err() {
                     return;
                 }
             }
@@ -588,6 +684,21 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg
             Err(_) => thread::sleep(ACCEPT_BACKOFF),
         }
     }
+}
+
+/// What a just-accepted connection has already sent, read without waiting.
+/// It reaches the core with the accept, ahead of connections accepted after
+/// it: a peer that spoke at once is heard before newer silent ones can push it out.
+fn already_sent(stream: &TcpStream) -> Vec<u8> {
+    let mut first = Vec::new();
+    if stream.set_nonblocking(true).is_ok() {
+        let mut buf = [0; 4096];
+        if let Ok(n) = (&*stream).read(&mut buf) {
+            first.extend_from_slice(&buf[..n]);
+        }
+        let _ = stream.set_nonblocking(false);
+    }
+    first
 }
 
 /// A connection's writer thread: sends what the outbox holds, then closes.
@@ -604,11 +715,11 @@ impl Writer {
         let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|stream| {
             stream.set_nodelay(true)?;
             let local = stream.local_addr()?;
-            Ok((stream.try_clone()?, local, stream))
+            Ok((local, Arc::new(stream)))
         });
         match connected {
-            Ok((handle, local, stream)) => {
-                let connected = Msg::Connected(self.conn, Ok((handle, local)));
+            Ok((local, stream)) => {
+                let connected = Msg::Connected(self.conn, Ok((Arc::clone(&stream), local)));
                 if self.to_core.send(connected).is_ok() {
                     self.run(stream);
                 }
@@ -622,7 +733,7 @@ impl Writer {
     }
 
     /// Starts the reader, writes until the core drops the outbox, and closes.
-    fn run(self, mut stream: TcpStream) {
+    fn run(self, stream: Arc<TcpStream>) {
         let Writer {
             conn,
             queued,
@@ -631,20 +742,23 @@ impl Writer {
         } = self;
         // `reader_gone` disconnects when the reader ends.
         let (reader_alive, reader_gone) = mpsc::channel::<()>();
-        let reader = stream.try_clone().and_then(|stream| {
-            let (backlog, to_core) = (Arc::clone(&backlog), to_core.clone());
+        let reader = {
+            let (stream, backlog, to_core) =
+                (Arc::clone(&stream), Arc::clone(&backlog), to_core.clone());
             spawn("bridgechat-read", move || {
-                read_loop(conn, stream, &backlog, to_core, reader_alive)
+                read_loop(conn, &stream, &backlog, to_core, reader_alive)
             })
-        });
+        };
         let wrote_all = reader.is_ok()
             && queued.iter().all(|bytes| {
-                let sent = stream.write_all(&bytes).is_ok();
+                let sent = (&*stream).write_all(&bytes).is_ok();
                 backlog.sent(bytes.len());
                 sent
             });
         backlog.writer_done();
-        if wrote_all {
+        if backlog.aborted() {
+            // No flush, no linger: the last handle dropped sends the reset.
+        } else if wrote_all {
             // Lingering close: the peer reads our last bytes and closes first
             // (or the core shuts the socket down after `CLOSE_GRACE`).
             let _ = stream.shutdown(Shutdown::Write);
@@ -660,18 +774,21 @@ impl Writer {
 
 fn read_loop(
     conn: ConnId,
-    mut stream: TcpStream,
-    backlog: &Backlog,
+    stream: &TcpStream,
+    backlog: &Arc<Backlog>,
     to_core: SyncSender<Msg>,
     _alive: Sender<()>,
 ) {
     let mut buf = vec![0; READ_CHUNK];
+    let mut stream = stream;
     loop {
-        backlog.wait_for_room();
+        let to_core_next = backlog.wait_for_room();
         match stream.read(&mut buf) {
             Ok(0) => break,
+            Ok(_) if !to_core_next => {} // closing: discarded until the peer's end
             Ok(n) => {
-                if to_core.send(Msg::Data(conn, buf[..n].to_vec())).is_err() {
+                let data = Msg::Data(conn, buf[..n].to_vec(), Arc::clone(backlog));
+                if to_core.send(data).is_err() {
                     return;
                 }
             }

@@ -51,6 +51,7 @@ impl Incoming {
         if self.callers.len() >= MAX_INCOMING {
             // Full of connections that have not said CHAT: drop the oldest silent one, so
             // strangers idling at our port cannot lock out the peer the server sent us.
+            // Nothing is owed to a silent stranger: a reset frees its descriptor at once.
             let oldest_silent = self
                 .callers
                 .iter()
@@ -59,9 +60,9 @@ impl Incoming {
             match oldest_silent {
                 Some(oldest) => {
                     self.callers.remove(&oldest);
-                    ctx.outputs.close(oldest);
+                    ctx.outputs.abort(oldest);
                 }
-                None => return ctx.outputs.close(conn),
+                None => return ctx.outputs.abort(conn),
             }
         }
         self.callers.insert(
