@@ -69,6 +69,8 @@ pub use bridgechat_transport_common::{
 pub const THREAD_STACK: usize = 64 * 1024;
 /// Messages waiting for the core thread before readers block (backpressure).
 pub const CHANNEL_CAPACITY: usize = 1024;
+/// Aborted connections whose threads may still be ending before acceptors wait.
+pub const MAX_ABORTING: usize = 16;
 /// A backstop for connects; the core times them out sooner itself.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -78,8 +80,11 @@ const READ_CHUNK: usize = 16 * 1024;
 enum Msg {
     /// An input is waiting in the controller's channel.
     Wake,
-    /// A new connection, with what it had already sent when accepted.
-    Accepted(TcpStream, SocketAddr, Vec<u8>),
+    /// A new connection, with what it had already sent when accepted. The
+    /// acceptor accepts no more until the core has taken it (its `Backlog`
+    /// counts no bytes, only that one is on its way), so accepted sockets
+    /// never pile up in the channel.
+    Accepted(TcpStream, SocketAddr, Vec<u8>, Arc<Backlog>),
     /// A connect finished: the stream and its local address, or the error.
     Connected(ConnId, io::Result<(Arc<TcpStream>, SocketAddr)>),
     /// Bytes read. The reader reads no more until the core has taken them and
@@ -165,6 +170,7 @@ impl<E: Endpoint> Runner<E> {
                 live: HashMap::new(),
                 closing: HashMap::new(),
                 taken: Vec::new(),
+                aborting: Arc::default(),
                 grace: VecDeque::new(),
                 acceptors: Vec::new(),
                 outcomes: Outcomes::default(),
@@ -235,11 +241,12 @@ impl<E: Endpoint> Runner<E> {
         let net = &mut self.net;
         match msg {
             Msg::Wake => {} // the input is taken on the next turn
-            Msg::Accepted(stream, peer, first) => {
+            Msg::Accepted(stream, peer, first, accepting) => {
                 let conn = endpoint.handle_accept(now, peer);
                 if net.adopt(conn, stream) && !first.is_empty() {
                     endpoint.handle_data(now, conn, &first);
                 }
+                net.taken.push(accepting);
             }
             Msg::Connected(conn, Ok((stream, local))) => {
                 if let Some(c) = net.live.get_mut(&conn) {
@@ -330,6 +337,7 @@ struct Net {
     closing: HashMap<ConnId, Option<Arc<TcpStream>>>,
     /// Readers whose chunk the core has taken: released once its outputs are carried out.
     taken: Vec<Arc<Backlog>>,
+    aborting: Arc<Aborting>,
     /// When each closing connection's [`CLOSE_GRACE`] ends, oldest first.
     grace: VecDeque<(Instant, ConnId)>,
     acceptors: Vec<Acceptor>,
@@ -412,6 +420,34 @@ struct Queued {
     closed: bool,
     /// Closed with a reset: the writer neither flushes nor lingers.
     aborted: bool,
+    /// The reader and the writer have ended.
+    finished: bool,
+}
+
+/// Aborted connections whose threads have not ended yet. Acceptors wait while
+/// there are [`MAX_ABORTING`]: a flood of strangers the core resets as fast as
+/// they come cannot pile up threads faster than they end.
+#[derive(Default)]
+struct Aborting {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Aborting {
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ended(&self) {
+        *self.lock() -= 1;
+        self.ended.notify_all();
+    }
+
+    fn wait_for_room(&self) {
+        let count = self.lock();
+        let wait = self.ended.wait_while(count, |n| *n >= MAX_ABORTING);
+        drop(wait.unwrap_or_else(PoisonError::into_inner));
+    }
 }
 
 impl Backlog {
@@ -443,16 +479,35 @@ impl Backlog {
         self.changed.notify_all();
     }
 
-    /// The core is done with the connection; `aborted` if with a reset.
-    fn close(&self, aborted: bool) {
+    /// The core is done with the connection.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The core is done with the connection and resets it: counted in
+    /// `aborting` until its threads have ended.
+    fn abort(&self, aborting: &Aborting) {
         let mut queued = self.lock();
         queued.closed = true;
-        queued.aborted |= aborted;
+        if !queued.aborted && !queued.finished {
+            queued.aborted = true;
+            *aborting.lock() += 1;
+        }
         self.changed.notify_all();
     }
 
     fn aborted(&self) -> bool {
         self.lock().aborted
+    }
+
+    /// The connection's threads have ended.
+    fn finished(&self, aborting: &Aborting) {
+        let mut queued = self.lock();
+        queued.finished = true;
+        if queued.aborted {
+            aborting.ended();
+        }
     }
 
     fn queued(&self) -> usize {
@@ -477,7 +532,8 @@ impl Net {
     fn listen(&mut self, addr: SocketAddr) {
         let started = bind_listener(addr).and_then(|listener| {
             let bound = listener.local_addr()?;
-            let acceptor = Acceptor::start(listener, bound, self.to_core.clone())?;
+            let aborting = Arc::clone(&self.aborting);
+            let acceptor = Acceptor::start(listener, bound, aborting, self.to_core.clone())?;
             Ok((bound, acceptor))
         });
         match started {
@@ -527,6 +583,7 @@ impl Net {
             conn,
             queued,
             backlog: Arc::clone(&backlog),
+            aborting: Arc::clone(&self.aborting),
             to_core: self.to_core.clone(),
         };
         let stream = None;
@@ -551,7 +608,7 @@ impl Net {
         }
         // The peer has stopped reading: drop it rather than buffer without limit.
         if let Some(c) = self.live.remove(&conn) {
-            c.backlog.close(false);
+            c.backlog.close();
             if let Some(stream) = &c.stream {
                 let _ = stream.shutdown(Shutdown::Both);
             }
@@ -570,7 +627,7 @@ impl Net {
         else {
             return false;
         };
-        backlog.close(false);
+        backlog.close();
         drop(outbox); // the writer ends after the last queued chunk
         self.closing.insert(conn, stream);
         self.grace.push_back((Instant::now() + CLOSE_GRACE, conn));
@@ -601,7 +658,7 @@ impl Net {
         } else {
             Shutdown::Read
         };
-        backlog.close(true);
+        backlog.abort(&self.aborting);
         drop(outbox);
         let _ = stream.shutdown(how);
     }
@@ -628,6 +685,8 @@ impl Net {
 struct Acceptor {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Whether the last connection accepted is still on its way to the core.
+    accepting: Arc<Backlog>,
     thread: JoinHandle<()>,
 }
 
@@ -635,19 +694,27 @@ impl Acceptor {
     fn start(
         listener: TcpListener,
         addr: SocketAddr,
+        aborting: Arc<Aborting>,
         to_core: SyncSender<Msg>,
     ) -> io::Result<Acceptor> {
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
+        let accepting = Arc::new(Backlog::default());
+        let (stopped, credit) = (Arc::clone(&stop), Arc::clone(&accepting));
         let thread = spawn("bridgechat-accept", move || {
-            accept_loop(listener, &stopped, to_core)
+            accept_loop(listener, &stopped, &credit, &aborting, to_core)
         })?;
-        Ok(Acceptor { addr, stop, thread })
+        Ok(Acceptor {
+            addr,
+            stop,
+            accepting,
+            thread,
+        })
     }
 
     /// Asks the thread to end; returns it to join if it could be woken.
     fn stop(self) -> Option<JoinHandle<()>> {
         self.stop.store(true, Ordering::SeqCst);
+        self.accepting.close();
         // `accept` has no timeout: a connection to ourselves wakes it to see the flag.
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -662,8 +729,16 @@ impl Acceptor {
     }
 }
 
-fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg>) {
+fn accept_loop(
+    listener: TcpListener,
+    stop: &AtomicBool,
+    accepting: &Arc<Backlog>,
+    aborting: &Aborting,
+    to_core: SyncSender<Msg>,
+) {
     loop {
+        accepting.wait_for_room();
+        aborting.wait_for_room();
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
             return; // drops the listener: new connections are refused
@@ -671,7 +746,8 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg
         match accepted {
             Ok((stream, peer)) => {
                 let first = already_sent(&stream);
-                if to_core.send(Msg::Accepted(stream, peer, first)).is_err() {
+                let msg = Msg::Accepted(stream, peer, first, Arc::clone(accepting));
+                if to_core.send(msg).is_err() {
                     return;
                 }
             }
@@ -679,9 +755,15 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg
                 if matches!(
                     e.kind(),
                     ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
+                ) =>
+            {
+                accepting.taken();
+            }
             // Out of file descriptors or memory: the connection waits in the backlog.
-            Err(_) => thread::sleep(ACCEPT_BACKOFF),
+            Err(_) => {
+                accepting.taken();
+                thread::sleep(ACCEPT_BACKOFF);
+            }
         }
     }
 }
@@ -706,6 +788,7 @@ struct Writer {
     conn: ConnId,
     queued: Receiver<Vec<u8>>,
     backlog: Arc<Backlog>,
+    aborting: Arc<Aborting>,
     to_core: SyncSender<Msg>,
 }
 
@@ -738,6 +821,7 @@ impl Writer {
             conn,
             queued,
             backlog,
+            aborting,
             to_core,
         } = self;
         // `reader_gone` disconnects when the reader ends.
@@ -758,6 +842,7 @@ impl Writer {
         backlog.writer_done();
         if backlog.aborted() {
             // No flush, no linger: the last handle dropped sends the reset.
+            let _ = reader_gone.recv();
         } else if wrote_all {
             // Lingering close: the peer reads our last bytes and closes first
             // (or the core shuts the socket down after `CLOSE_GRACE`).
@@ -768,6 +853,7 @@ impl Writer {
             let _ = stream.shutdown(Shutdown::Both);
             let _ = to_core.send(Msg::Closed(conn));
         }
+        backlog.finished(&aborting);
         let _ = to_core.send(Msg::Finished(conn));
     }
 }
