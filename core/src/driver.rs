@@ -38,8 +38,11 @@ pub enum Outcome {
     /// `Output::Connect` could not establish the connection.
     ConnectFailed(ConnId, io::Error),
     /// A connection the endpoint knows ended: the peer closed it, it broke, or a
-    /// write failed or would have queued without bound.
+    /// write failed.
     Closed(ConnId),
+    /// A connection the endpoint knows was dropped because its peer left more
+    /// than the transport's limit of output unread.
+    NotReading(ConnId),
 }
 
 /// Outcomes waiting to be fed back, oldest first. A transport owns one.
@@ -146,6 +149,7 @@ where
                 endpoint.handle_connect_failed(now, conn, &error)
             }
             Outcome::Closed(conn) => endpoint.handle_closed(now, conn),
+            Outcome::NotReading(conn) => endpoint.handle_not_reading(now, conn),
         }
     }
 }

@@ -180,6 +180,11 @@ pub trait Endpoint {
     fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]);
     /// The other side closed `conn` (end of stream, reset, or a failed write).
     fn handle_closed(&mut self, now: Instant, conn: ConnId);
+    /// The transport dropped `conn`: its peer left more than the transport's
+    /// limit of output unread. By default the same as a close by the peer.
+    fn handle_not_reading(&mut self, now: Instant, conn: ConnId) {
+        self.handle_closed(now, conn);
+    }
     /// An input from outside the network.
     fn handle_input(&mut self, now: Instant, input: Self::Input);
     /// Time has reached (or passed) the deadline from `poll_timeout`.

@@ -56,6 +56,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 // Tokens and ids are handed out here and by the core, never by peers: a fast hash is safe.
 use rustc_hash::FxHashMap as HashMap;
 
+/// File descriptors one connection costs: its socket.
+pub const FDS_PER_CONNECTION: u64 = 1;
+
 /// How much a closed connection may still send us before we drop it outright.
 pub const MAX_DISCARD: usize = 1024 * 1024;
 
@@ -484,7 +487,11 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
             return;
         };
         if c.queued() + bytes.len() > MAX_QUEUED {
-            return self.broken(token);
+            // The peer has stopped reading: drop it rather than buffer without limit.
+            if let Some(conn) = self.remove(token) {
+                self.outcomes.push(Outcome::NotReading(conn.id));
+            }
+            return;
         }
         c.out.extend_from_slice(bytes);
         self.write_out(token);

@@ -65,6 +65,10 @@ pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
 
+/// File descriptors one connection costs: its socket, shared by the core, its
+/// reader and its writer.
+pub const FDS_PER_CONNECTION: u64 = 1;
+
 /// Stack size of reader, writer, connector and acceptor threads.
 pub const THREAD_STACK: usize = 64 * 1024;
 /// Messages waiting for the core thread before readers block (backpressure).
@@ -614,7 +618,7 @@ impl Net {
             }
             self.closing.insert(conn, c.stream);
         }
-        self.outcomes.push(Outcome::Closed(conn));
+        self.outcomes.push(Outcome::NotReading(conn));
     }
 
     /// Lets `conn`'s writer send what is queued and close; false if it was not live.

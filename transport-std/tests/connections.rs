@@ -1,6 +1,6 @@
-//! A pipelining peer that reads its answers is never cut off: the reader reads
-//! no further ahead than the core and the writer have absorbed, so the queued
-//! answers stay bounded even when the core is slower than the network.
+//! What one connection costs the std transport, and its flow control: a
+//! pipelining peer that reads its answers is never cut off, because the reader
+//! reads no further ahead than the core and the writer have absorbed.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -9,8 +9,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bridgechat_core::{ConnId, Endpoint, Output};
-use bridgechat_transport_std::Runner;
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+
+use bridgechat_core::{ConnId, Endpoint, ExitError, Output};
+use bridgechat_transport_std::{Controller, Runner, FDS_PER_CONNECTION};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Each byte received is answered with this many.
@@ -34,6 +37,7 @@ enum Item {
 struct Amplifier {
     queue: VecDeque<Item>,
     answer: Vec<u8>,
+    accepted: u64,
 }
 
 impl Endpoint for Amplifier {
@@ -46,7 +50,8 @@ impl Endpoint for Amplifier {
         panic!("cannot listen: {error}");
     }
     fn handle_accept(&mut self, _: Instant, _: SocketAddr) -> ConnId {
-        ConnId(1)
+        self.accepted += 1;
+        ConnId(self.accepted)
     }
     fn handle_connected(&mut self, _: Instant, _: ConnId, _: SocketAddr) {}
     fn handle_connect_failed(&mut self, _: Instant, _: ConnId, _: &std::io::Error) {}
@@ -84,12 +89,19 @@ impl Endpoint for Amplifier {
     }
 }
 
-/// 4 MiB of requests in one write, answered with 32 MiB, read from `read_after` on.
-fn pipelined_and_read_after(read_after: Duration) {
-    const SENT: usize = 4 * 1024 * 1024;
+/// A running amplifier: its address, a way to stop it, its events and its thread.
+type Running = (
+    SocketAddr,
+    Controller<()>,
+    Receiver<Seen>,
+    JoinHandle<Result<(), ExitError>>,
+);
+
+fn start() -> Running {
     let amplifier = Amplifier {
         queue: VecDeque::from([Item::Listen]),
         answer: Vec::new(),
+        accepted: 0,
     };
     let runner = Runner::new(amplifier).expect("a runner");
     let controller = runner.controller();
@@ -103,6 +115,13 @@ fn pipelined_and_read_after(read_after: Duration) {
         Seen::Listening(addr) => addr,
         other => panic!("expected Listening, got {other:?}"),
     };
+    (addr, controller, seen, looping)
+}
+
+/// 4 MiB of requests in one write, answered with 32 MiB, read from `read_after` on.
+fn pipelined_and_read_after(read_after: Duration) {
+    const SENT: usize = 4 * 1024 * 1024;
+    let (addr, controller, seen, looping) = start();
     let mut peer = TcpStream::connect(addr).expect("connect");
     let mut writer = peer.try_clone().expect("clone the stream");
     let sender = thread::spawn(move || writer.write_all(&vec![b'r'; SENT]));
@@ -136,4 +155,37 @@ fn a_pipelining_peer_that_reads_as_it_goes_is_answered_in_full() {
 #[test]
 fn a_pipelining_peer_that_reads_a_second_late_is_answered_in_full() {
     pipelined_and_read_after(Duration::from_secs(1));
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// What `FDS_PER_CONNECTION` says (and the server's default connection limit
+/// relies on) is what a connection really costs.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_connection_costs_fds_per_connection_descriptors() {
+    const PEERS: usize = 200;
+    let (addr, controller, _seen, looping) = start();
+    let before = open_fds();
+    let peers: Vec<TcpStream> = (0..PEERS)
+        .map(|_| {
+            let mut peer = TcpStream::connect(addr).expect("connect");
+            peer.set_read_timeout(Some(WAIT)).expect("a read timeout");
+            // Answered: the transport has taken the connection on.
+            peer.write_all(b"x").expect("send");
+            let mut answer = [0; AMPLIFY];
+            peer.read_exact(&mut answer).expect("an answer");
+            peer
+        })
+        .collect();
+    let spent = open_fds() - before - PEERS; // the peers' own sockets are ours too
+    assert!(
+        spent <= PEERS * FDS_PER_CONNECTION as usize + 8,
+        "{PEERS} connections cost {spent} descriptors"
+    );
+    drop(peers);
+    assert!(controller.send(()));
+    looping.join().expect("the loop").expect("a clean exit");
 }
