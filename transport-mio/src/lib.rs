@@ -31,6 +31,11 @@
 //!   and [`MAX_DISCARD`] bytes. Without that, unread input would make the
 //!   kernel answer with a reset that can destroy the final response (say a
 //!   413) before the peer reads it.
+//! - **Aborting.** `Abort` sets `SO_LINGER` 0 and drops the socket at once: the
+//!   peer sees a reset, nothing is flushed and the descriptor is free now.
+//! - **Accepting.** A new connection is read at once, before the next accept,
+//!   so what a peer sent right after connecting reaches the core before newer
+//!   silent connections can push it out.
 //! - **Out of file descriptors.** When `accept` fails for any reason other
 //!   than `WouldBlock`, `Interrupted` or an aborted handshake (in practice
 //!   `EMFILE`, `ENFILE`, `ENOBUFS`), accepting pauses for [`ACCEPT_BACKOFF`];

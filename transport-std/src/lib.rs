@@ -18,14 +18,26 @@
 //!   [`drive`], which hands each output to this crate's [`Transport`] and feeds
 //!   back the queued outcomes (a listener bound, a connect that completed or
 //!   failed, a connection that closed) one at a time.
-//! - **Readers** block in `read` and forward each chunk. The channel to the
-//!   core is bounded, so a peer that sends faster than the core digests is
-//!   slowed down by TCP flow control, not buffered without limit.
+//! - **One socket per connection.** The core, the reader and the writer share
+//!   one `Arc<TcpStream>` (`&TcpStream` reads and writes), so a connection
+//!   costs [`FDS_PER_CONNECTION`] descriptor and two threads.
+//! - **Readers** block in `read` and forward each chunk, then wait until the
+//!   core has taken it and carried out what it caused: a peer that sends
+//!   faster than the core digests is slowed down by TCP flow control, and a
+//!   pipelining peer's answers cannot outrun the [`HIGH_WATER`] pause.
+//! - **Acceptors** hand each connection to the core with what it has already
+//!   sent (read without waiting), and accept the next only once the core has
+//!   taken it, so accepted sockets never pile up in the channel.
 //! - **Writers** block in `write_all` on what their outbox holds, so a slow
 //!   reader blocks only its own writer. The bytes in an outbox are counted:
 //!   at [`HIGH_WATER`] the connection's reader pauses (its requests would only
 //!   pile up more answers) until the writer drains below the mark; past
 //!   [`MAX_QUEUED`] the core shuts the socket down and reports it closed.
+//! - **Aborting** (`Output::Abort`) sets `SO_LINGER` 0 and shuts the read side
+//!   down: the reader ends, the writer neither flushes nor lingers, and the
+//!   last of them to drop the socket sends the reset. Acceptors wait while
+//!   [`MAX_ABORTING`] aborted connections still have threads, so a flood the
+//!   core resets as fast as it comes costs a bounded number of threads.
 //! - **Closing** is dropping the outbox: the writer sends what is queued,
 //!   shuts down its write side, then waits for the peer to close its side (the
 //!   reader ending). Without that wait, unread input would make the kernel
@@ -46,7 +58,7 @@
 //!   still running (a connect in progress) end on their own.
 //!
 //! Every thread but the core's gets a [`THREAD_STACK`] stack, so 1,000 clients
-//! (2,000 threads) cost a few tens of MiB.
+//! (2,000 threads, 1,000 descriptors) cost a few tens of MiB.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
