@@ -34,8 +34,8 @@
 //!   pile up more answers) until the writer drains below the mark; past
 //!   [`MAX_QUEUED`] the core shuts the socket down and reports it closed.
 //! - **Aborting** (`Output::Abort`) sets `SO_LINGER` 0 and shuts the read side
-//!   down: the reader ends, the writer neither flushes nor lingers, and the
-//!   last of them to drop the socket sends the reset. Acceptors wait while
+//!   down: the reader ends, the writer stops before its next 64 KiB and does
+//!   not linger, and the last of them to drop the socket sends the reset. Acceptors wait while
 //!   [`MAX_ABORTING`] aborted connections still have threads, so a flood the
 //!   core resets as fast as it comes costs a bounded number of threads.
 //! - **Closing** is dropping the outbox: the writer sends what is queued,
@@ -91,6 +91,7 @@ pub const MAX_ABORTING: usize = 16;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READ_CHUNK: usize = 16 * 1024;
+const WRITE_PIECE: usize = 64 * 1024;
 
 /// What the other threads tell the core thread.
 enum Msg {
@@ -526,10 +527,6 @@ impl Backlog {
         }
     }
 
-    fn queued(&self) -> usize {
-        self.lock().bytes
-    }
-
     /// The reader waits here until the core has taken its last chunk and the
     /// peer has read enough answers; true if the chunk it reads next goes to the core.
     fn wait_for_room(&self) -> bool {
@@ -668,15 +665,14 @@ impl Net {
             return;
         };
         let _ = reset_on_close(&*stream);
-        // Wakes the reader; a writer stuck on a peer that does not read needs the write side too.
-        let how = if backlog.queued() > 0 {
-            Shutdown::Both
-        } else {
-            Shutdown::Read
-        };
         backlog.abort(&self.aborting);
         drop(outbox);
-        let _ = stream.shutdown(how);
+        // Wakes the reader without sending anything (shutting the write side would
+        // send a FIN first); the writer stops at its next piece. A writer blocked on
+        // a peer that reads nothing is shut down at the end of the grace period.
+        let _ = stream.shutdown(Shutdown::Read);
+        self.closing.insert(conn, Some(stream));
+        self.grace.push_back((Instant::now() + CLOSE_GRACE, conn));
     }
 
     fn next_grace_end(&self) -> Option<Instant> {
@@ -851,7 +847,10 @@ impl Writer {
         };
         let wrote_all = reader.is_ok()
             && queued.iter().all(|bytes| {
-                let sent = (&*stream).write_all(&bytes).is_ok();
+                // In pieces, so that an abort stops the writer between two of them.
+                let sent = bytes
+                    .chunks(WRITE_PIECE)
+                    .all(|piece| !backlog.aborted() && (&*stream).write_all(piece).is_ok());
                 backlog.sent(bytes.len());
                 sent
             });
