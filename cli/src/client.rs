@@ -139,6 +139,9 @@ impl ClientArgs {
 
 pub fn run(args: ClientArgs) -> Result<(), String> {
     let server = args.server.resolve()?;
+    // Strangers at the chat port each hold a descriptor until reset: take the
+    // hard limit, as the server does, so a desktop's 1,024 is not the ceiling.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let client = Client::new(args.config(server), Instant::now());
     let result = if console::is_interactive() {
         run_at_terminal(&args, client)

@@ -162,7 +162,9 @@ impl ServerArgs {
         let defaults = ServerConfig::default();
         let max_connections = self
             .max_connections
-            .or(open_files.map(|n| n.saturating_sub(RESERVED_FDS).max(1)))
+            .or(open_files.map(|n| {
+                (n.saturating_sub(RESERVED_FDS) / self.transport.fds_per_connection()).max(1)
+            }))
             .map_or(defaults.max_connections, saturating_usize);
         ServerConfig {
             listen: self.listen,
@@ -193,7 +195,7 @@ fn saturating_usize(n: u64) -> usize {
 
 pub fn run(args: ServerArgs) -> Result<(), String> {
     let quiet = args.quiet;
-    // Each client holds one descriptor: take all the system allows (the hard limit).
+    // Take all the descriptors the system allows (the hard limit).
     let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
     logging::init(args.log_format);
     let server = Server::new(args.config(open_files), os_seed()?);

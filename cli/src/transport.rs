@@ -25,6 +25,16 @@ impl fmt::Display for Transport {
     }
 }
 
+impl Transport {
+    /// File descriptors each connection costs on this transport.
+    pub fn fds_per_connection(self) -> u64 {
+        match self {
+            Transport::Mio => bridgechat_transport_mio::FDS_PER_CONNECTION,
+            Transport::Std => bridgechat_transport_std::FDS_PER_CONNECTION,
+        }
+    }
+}
+
 /// Feeds a running loop from any thread (stdin, Ctrl+C, the demo's script).
 pub enum Inputs<I> {
     Mio(bridgechat_transport_mio::Controller<I>),

@@ -79,6 +79,9 @@ impl Transport<ServerEvent> for Wire {
     fn close(&mut self, conn: ConnId) {
         black_box(conn);
     }
+    fn abort(&mut self, conn: ConnId) {
+        black_box(conn);
+    }
     fn show(&mut self, event: ServerEvent) {
         drop(black_box(event));
     }

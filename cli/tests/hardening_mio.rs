@@ -1,5 +1,6 @@
 //! The hardening suite, run on the mio transport.
 
+mod common;
 mod hardening;
 mod suite;
 

@@ -1,5 +1,6 @@
 //! The hardening suite, run on the blocking std transport.
 
+mod common;
 mod hardening;
 mod suite;
 

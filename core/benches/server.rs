@@ -91,6 +91,7 @@ impl Transport<ServerEvent> for Wire {
         self.sent += bytes.len();
     }
     fn close(&mut self, _conn: ConnId) {}
+    fn abort(&mut self, _conn: ConnId) {}
     fn show(&mut self, _event: ServerEvent) {}
     fn exit(&mut self, _result: Result<(), bridgechat_core::ExitError>) {}
     fn outcomes(&mut self) -> &mut Outcomes {

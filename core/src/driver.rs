@@ -2,7 +2,7 @@
 //! what became of its outputs.
 //!
 //! A transport implements [`Transport`]: it carries out each [`Output`] (bind,
-//! connect, send, close, show, exit) and queues what came of it as an
+//! connect, send, close, abort, show, exit) and queues what came of it as an
 //! [`Outcome`]. [`drive`] does the rest, in one fixed order:
 //!
 //! 1. Drain `poll_output` until it returns `None`, handing every output to the
@@ -38,8 +38,11 @@ pub enum Outcome {
     /// `Output::Connect` could not establish the connection.
     ConnectFailed(ConnId, io::Error),
     /// A connection the endpoint knows ended: the peer closed it, it broke, or a
-    /// write failed or would have queued without bound.
+    /// write failed.
     Closed(ConnId),
+    /// A connection the endpoint knows was dropped because its peer left more
+    /// than the transport's limit of output unread.
+    NotReading(ConnId),
 }
 
 /// Outcomes waiting to be fed back, oldest first. A transport owns one.
@@ -94,6 +97,9 @@ pub trait Transport<Event> {
     fn transmit(&mut self, conn: ConnId, bytes: &[u8]);
     /// Send what is queued on `conn`, then close it. The endpoint has already forgotten it.
     fn close(&mut self, conn: ConnId);
+    /// Close `conn` now with a reset (`SO_LINGER` 0), dropping what is queued, so its
+    /// descriptor is free at once. The endpoint has already forgotten it.
+    fn abort(&mut self, conn: ConnId);
     /// Show or log an event.
     fn show(&mut self, event: Event);
     /// Stop: flush what is queued, close everything, and end the loop with `result`.
@@ -118,6 +124,7 @@ where
                 Output::Connect { conn, addr } => transport.connect(conn, addr),
                 Output::Transmit { conn, bytes } => transport.transmit(conn, bytes),
                 Output::Close { conn } => transport.close(conn),
+                Output::Abort { conn } => transport.abort(conn),
                 Output::Event(event) => transport.show(event),
                 Output::Exit(result) => {
                     if !transport.outcomes().exited() {
@@ -142,6 +149,7 @@ where
                 endpoint.handle_connect_failed(now, conn, &error)
             }
             Outcome::Closed(conn) => endpoint.handle_closed(now, conn),
+            Outcome::NotReading(conn) => endpoint.handle_not_reading(now, conn),
         }
     }
 }
@@ -265,6 +273,9 @@ mod tests {
         }
         fn close(&mut self, conn: ConnId) {
             self.log.borrow_mut().push(format!("out close {conn}"));
+        }
+        fn abort(&mut self, conn: ConnId) {
+            self.log.borrow_mut().push(format!("out abort {conn}"));
         }
         fn show(&mut self, event: &'static str) {
             self.log.borrow_mut().push(format!("out show {event}"));

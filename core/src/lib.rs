@@ -56,6 +56,9 @@
 //!     fn close(&mut self, _conn: ConnId) {
 //!         // Send what is queued on it, then close it.
 //!     }
+//!     fn abort(&mut self, _conn: ConnId) {
+//!         // Close it now with a reset, dropping what is queued.
+//!     }
 //!     fn show(&mut self, event: ServerEvent) {
 //!         println!("{event:?}");
 //!     }
@@ -148,6 +151,10 @@ pub enum Output<'a, E> {
     Transmit { conn: ConnId, bytes: &'a [u8] },
     /// Send what is queued on `conn`, then close it. The core has already forgotten it.
     Close { conn: ConnId },
+    /// Close `conn` at once with a reset (`SO_LINGER` 0), dropping what is queued and
+    /// freeing its socket now rather than after a graceful close. The core has already
+    /// forgotten it. For a connection nothing is owed to, such as a silent stranger.
+    Abort { conn: ConnId },
     /// Something to show or log.
     Event(E),
     /// Stop: flush what is queued, close everything, and end the loop with this result.
@@ -175,6 +182,11 @@ pub trait Endpoint {
     fn handle_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]);
     /// The other side closed `conn` (end of stream, reset, or a failed write).
     fn handle_closed(&mut self, now: Instant, conn: ConnId);
+    /// The transport dropped `conn`: its peer left more than the transport's
+    /// limit of output unread. By default the same as a close by the peer.
+    fn handle_not_reading(&mut self, now: Instant, conn: ConnId) {
+        self.handle_closed(now, conn);
+    }
     /// An input from outside the network.
     fn handle_input(&mut self, now: Instant, input: Self::Input);
     /// Time has reached (or passed) the deadline from `poll_timeout`.

@@ -470,8 +470,9 @@ pub(crate) fn method_label(request: &Request) -> MethodLabel {
     })
 }
 
-const CLOSE_REASONS: [&str; 7] = [
+const CLOSE_REASONS: [&str; 8] = [
     "peer_closed",
+    "not_reading",
     "rejected",
     "register_timeout",
     "idle_timeout",
@@ -483,6 +484,7 @@ const CLOSE_REASONS: [&str; 7] = [
 fn close_label(reason: &CloseReason) -> &'static str {
     match reason {
         CloseReason::PeerClosed => "peer_closed",
+        CloseReason::NotReading => "not_reading",
         CloseReason::Rejected(_) => "rejected",
         CloseReason::RegisterTimeout => "register_timeout",
         CloseReason::IdleTimeout => "idle_timeout",

@@ -19,6 +19,7 @@ enum Item<E> {
         end: usize,
     },
     Close(ConnId),
+    Abort(ConnId),
     Event(E),
     Exit(Result<(), ExitError>),
 }
@@ -86,6 +87,10 @@ impl<E, O: Observe<E>> OutputQueue<E, O> {
         self.items.push_back(Item::Close(conn));
     }
 
+    pub(crate) fn abort(&mut self, conn: ConnId) {
+        self.items.push_back(Item::Abort(conn));
+    }
+
     pub(crate) fn event(&mut self, event: E) {
         self.observer.observe(&event);
         self.items.push_back(Item::Event(event));
@@ -109,6 +114,7 @@ impl<E, O: Observe<E>> OutputQueue<E, O> {
                 bytes: &self.tx[start..end],
             },
             Item::Close(conn) => Output::Close { conn },
+            Item::Abort(conn) => Output::Abort { conn },
             Item::Event(e) => Output::Event(e),
             Item::Exit(result) => Output::Exit(result),
         })

@@ -1219,6 +1219,7 @@ fn drain(client: &mut Client) -> Vec<String> {
                 format!("send {conn} {}", String::from_utf8_lossy(bytes))
             }
             Output::Close { conn } => format!("close {conn}"),
+            Output::Abort { conn } => format!("abort {conn}"),
             // Errors as the person reads them.
             Output::Event(ClientEvent::Error(e)) => format!("error {e}"),
             Output::Event(ClientEvent::Reconnecting(r)) => format!("reconnecting {r}"),

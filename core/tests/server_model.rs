@@ -460,6 +460,10 @@ impl Transport<ServerEvent> for Wire<'_> {
         }
     }
 
+    fn abort(&mut self, conn: ConnId) {
+        self.close(conn);
+    }
+
     fn show(&mut self, _event: ServerEvent) {}
 
     fn exit(&mut self, result: Result<(), bridgechat_core::ExitError>) {

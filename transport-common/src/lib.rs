@@ -37,6 +37,20 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Makes closing `socket` send a reset at once (`SO_LINGER` 0) instead of a
+/// graceful end: queued output is dropped and the descriptor is free on close.
+#[cfg(unix)]
+pub fn reset_on_close<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO))
+}
+
+/// Makes closing `socket` send a reset at once (`SO_LINGER` 0) instead of a
+/// graceful end: queued output is dropped and the descriptor is free on close.
+#[cfg(windows)]
+pub fn reset_on_close<S: std::os::windows::io::AsSocket>(socket: &S) -> io::Result<()> {
+    socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +68,20 @@ mod tests {
         let mut buf = [0; 2];
         server.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hi");
+    }
+
+    #[test]
+    fn a_socket_set_to_reset_on_close_resets_its_peer() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        reset_on_close(&server).unwrap();
+        drop(server);
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let error = client.read(&mut [0; 1]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
     }
 
     #[test]

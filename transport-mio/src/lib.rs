@@ -31,6 +31,11 @@
 //!   and [`MAX_DISCARD`] bytes. Without that, unread input would make the
 //!   kernel answer with a reset that can destroy the final response (say a
 //!   413) before the peer reads it.
+//! - **Aborting.** `Abort` sets `SO_LINGER` 0 and drops the socket at once: the
+//!   peer sees a reset, nothing is flushed and the descriptor is free now.
+//! - **Accepting.** A new connection is read at once, before the next accept,
+//!   so what a peer sent right after connecting reaches the core before newer
+//!   silent connections can push it out.
 //! - **Out of file descriptors.** When `accept` fails for any reason other
 //!   than `WouldBlock`, `Interrupted` or an aborted handshake (in practice
 //!   `EMFILE`, `ENFILE`, `ENOBUFS`), accepting pauses for [`ACCEPT_BACKOFF`];
@@ -47,7 +52,7 @@ use std::time::Instant;
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::bind_listener;
+use bridgechat_transport_common::{bind_listener, reset_on_close};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
@@ -55,6 +60,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 // Tokens and ids are handed out here and by the core, never by peers: a fast hash is safe.
 use rustc_hash::FxHashMap as HashMap;
+
+/// File descriptors one connection costs: its socket.
+pub const FDS_PER_CONNECTION: u64 = 1;
 
 /// How much a closed connection may still send us before we drop it outright.
 pub const MAX_DISCARD: usize = 1024 * 1024;
@@ -330,6 +338,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
                     let id = self.endpoint.handle_accept(Instant::now(), peer);
                     self.io.adopt(token, id, State::Open);
                     self.drain();
+                    // What it already sent reaches the core before the next accept: a peer
+                    // that spoke at once is heard before newer silent ones can push it out.
+                    self.read_all(token);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -481,7 +492,11 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
             return;
         };
         if c.queued() + bytes.len() > MAX_QUEUED {
-            return self.broken(token);
+            // The peer has stopped reading: drop it rather than buffer without limit.
+            if let Some(conn) = self.remove(token) {
+                self.outcomes.push(Outcome::NotReading(conn.id));
+            }
+            return;
         }
         c.out.extend_from_slice(bytes);
         self.write_out(token);
@@ -490,6 +505,16 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
     fn close(&mut self, conn: ConnId) {
         if let Some(&token) = self.tokens.get(&conn) {
             self.start_closing(token, false);
+        }
+    }
+
+    fn abort(&mut self, conn: ConnId) {
+        let Some(token) = self.tokens.remove(&conn) else {
+            return;
+        };
+        if let Some(conn) = self.remove(token) {
+            // Dropping the stream closes it: with a reset, and nothing to wait for.
+            let _ = reset_on_close(&conn.stream);
         }
     }
 

@@ -19,6 +19,7 @@ const WAIT: Duration = Duration::from_secs(10);
 enum Do {
     Transmit(ConnId, Vec<u8>),
     Close(ConnId),
+    Abort(ConnId),
     Exit,
 }
 
@@ -86,6 +87,7 @@ impl Endpoint for Scripted {
                 }
             }
             Step::Do(Do::Close(conn)) => Output::Close { conn },
+            Step::Do(Do::Abort(conn)) => Output::Abort { conn },
             Step::Do(Do::Exit) => Output::Exit(Ok(())),
         })
     }
@@ -180,6 +182,28 @@ fn close_sends_everything_queued_first() {
         read_to_close(&mut client) == bytes,
         "bytes lost or reordered"
     );
+    running.exit();
+}
+
+#[test]
+fn abort_resets_the_peer_instead_of_ending_the_stream() {
+    let running = Running::start();
+    let (mut client, conn) = running.accept();
+    // Under MAX_QUEUED: queued, not dropped, when the abort comes.
+    running.send(Do::Transmit(conn, pattern(512 * 1024)));
+    running.send(Do::Abort(conn));
+    client
+        .set_read_timeout(Some(WAIT))
+        .expect("set a read timeout");
+    let mut buf = [0; 64 * 1024];
+    let ended = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(_) => {}
+            Err(e) => break Some(e.kind()),
+        }
+    };
+    assert_eq!(ended, Some(io::ErrorKind::ConnectionReset), "not a reset");
     running.exit();
 }
 

@@ -18,14 +18,26 @@
 //!   [`drive`], which hands each output to this crate's [`Transport`] and feeds
 //!   back the queued outcomes (a listener bound, a connect that completed or
 //!   failed, a connection that closed) one at a time.
-//! - **Readers** block in `read` and forward each chunk. The channel to the
-//!   core is bounded, so a peer that sends faster than the core digests is
-//!   slowed down by TCP flow control, not buffered without limit.
+//! - **One socket per connection.** The core, the reader and the writer share
+//!   one `Arc<TcpStream>` (`&TcpStream` reads and writes), so a connection
+//!   costs [`FDS_PER_CONNECTION`] descriptor and two threads.
+//! - **Readers** block in `read` and forward each chunk, then wait until the
+//!   core has taken it and carried out what it caused: a peer that sends
+//!   faster than the core digests is slowed down by TCP flow control, and a
+//!   pipelining peer's answers cannot outrun the [`HIGH_WATER`] pause.
+//! - **Acceptors** hand each connection to the core with what it has already
+//!   sent (read without waiting), and accept the next only once the core has
+//!   taken it, so accepted sockets never pile up in the channel.
 //! - **Writers** block in `write_all` on what their outbox holds, so a slow
 //!   reader blocks only its own writer. The bytes in an outbox are counted:
 //!   at [`HIGH_WATER`] the connection's reader pauses (its requests would only
 //!   pile up more answers) until the writer drains below the mark; past
 //!   [`MAX_QUEUED`] the core shuts the socket down and reports it closed.
+//! - **Aborting** (`Output::Abort`) sets `SO_LINGER` 0 and shuts the read side
+//!   down: the reader ends, the writer stops before its next 64 KiB and does
+//!   not linger, and the last of them to drop the socket sends the reset. Acceptors wait while
+//!   [`MAX_ABORTING`] aborted connections still have threads, so a flood the
+//!   core resets as fast as it comes costs a bounded number of threads.
 //! - **Closing** is dropping the outbox: the writer sends what is queued,
 //!   shuts down its write side, then waits for the peer to close its side (the
 //!   reader ending). Without that wait, unread input would make the kernel
@@ -46,7 +58,7 @@
 //!   still running (a connect in progress) end on their own.
 //!
 //! Every thread but the core's gets a [`THREAD_STACK`] stack, so 1,000 clients
-//! (2,000 threads) cost a few tens of MiB.
+//! (2,000 threads, 1,000 descriptors) cost a few tens of MiB.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -60,28 +72,41 @@ use std::time::{Duration, Instant};
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::bind_listener;
+use bridgechat_transport_common::{bind_listener, reset_on_close};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
+
+/// File descriptors one connection costs: its socket, shared by the core, its
+/// reader and its writer.
+pub const FDS_PER_CONNECTION: u64 = 1;
 
 /// Stack size of reader, writer, connector and acceptor threads.
 pub const THREAD_STACK: usize = 64 * 1024;
 /// Messages waiting for the core thread before readers block (backpressure).
 pub const CHANNEL_CAPACITY: usize = 1024;
+/// Aborted connections whose threads may still be ending before acceptors wait.
+pub const MAX_ABORTING: usize = 16;
 /// A backstop for connects; the core times them out sooner itself.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const READ_CHUNK: usize = 16 * 1024;
+const WRITE_PIECE: usize = 64 * 1024;
 
 /// What the other threads tell the core thread.
 enum Msg {
     /// An input is waiting in the controller's channel.
     Wake,
-    Accepted(TcpStream, SocketAddr),
-    /// A connect finished: a handle on the stream and its local address, or the error.
-    Connected(ConnId, io::Result<(TcpStream, SocketAddr)>),
-    Data(ConnId, Vec<u8>),
+    /// A new connection, with what it had already sent when accepted. The
+    /// acceptor accepts no more until the core has taken it (its `Backlog`
+    /// counts no bytes, only that one is on its way), so accepted sockets
+    /// never pile up in the channel.
+    Accepted(TcpStream, SocketAddr, Vec<u8>, Arc<Backlog>),
+    /// A connect finished: the stream and its local address, or the error.
+    Connected(ConnId, io::Result<(Arc<TcpStream>, SocketAddr)>),
+    /// Bytes read. The reader reads no more until the core has taken them and
+    /// carried out what they caused (see [`Backlog::taken`]).
+    Data(ConnId, Vec<u8>, Arc<Backlog>),
     /// The peer closed, the connection broke, or a write failed.
     Closed(ConnId),
     /// Everything queued is written and the write side shut down; the writer
@@ -161,6 +186,8 @@ impl<E: Endpoint> Runner<E> {
                 to_core,
                 live: HashMap::new(),
                 closing: HashMap::new(),
+                taken: Vec::new(),
+                aborting: Arc::default(),
                 grace: VecDeque::new(),
                 acceptors: Vec::new(),
                 outcomes: Outcomes::default(),
@@ -185,6 +212,10 @@ impl<E: Endpoint> Runner<E> {
             if drive(&mut self.endpoint, &mut transport) {
                 let result = self.net.exit.take().unwrap_or(Ok(()));
                 return self.finish(result);
+            }
+            // What the last chunks caused is queued now: their readers may go on.
+            for backlog in self.net.taken.drain(..) {
+                backlog.taken();
             }
             let now = Instant::now();
             let deadline = self.endpoint.poll_timeout();
@@ -227,9 +258,12 @@ impl<E: Endpoint> Runner<E> {
         let net = &mut self.net;
         match msg {
             Msg::Wake => {} // the input is taken on the next turn
-            Msg::Accepted(stream, peer) => {
+            Msg::Accepted(stream, peer, first, accepting) => {
                 let conn = endpoint.handle_accept(now, peer);
-                net.adopt(conn, stream);
+                if net.adopt(conn, stream) && !first.is_empty() {
+                    endpoint.handle_data(now, conn, &first);
+                }
+                net.taken.push(accepting);
             }
             Msg::Connected(conn, Ok((stream, local))) => {
                 if let Some(c) = net.live.get_mut(&conn) {
@@ -246,10 +280,13 @@ impl<E: Endpoint> Runner<E> {
                     net.outcomes.push(Outcome::ConnectFailed(conn, error));
                 }
             }
-            Msg::Data(conn, bytes) => {
+            Msg::Data(conn, bytes, backlog) => {
                 // Bytes for a connection the core already closed are dropped.
                 if net.live.contains_key(&conn) {
                     endpoint.handle_data(now, conn, &bytes);
+                    net.taken.push(backlog);
+                } else {
+                    backlog.taken();
                 }
             }
             Msg::Closed(conn) => {
@@ -314,7 +351,10 @@ struct Net {
     to_core: SyncSender<Msg>,
     live: HashMap<ConnId, Conn>,
     /// Connections the core is done with whose writer has not finished yet.
-    closing: HashMap<ConnId, Option<TcpStream>>,
+    closing: HashMap<ConnId, Option<Arc<TcpStream>>>,
+    /// Readers whose chunk the core has taken: released once its outputs are carried out.
+    taken: Vec<Arc<Backlog>>,
+    aborting: Arc<Aborting>,
     /// When each closing connection's [`CLOSE_GRACE`] ends, oldest first.
     grace: VecDeque<(Instant, ConnId)>,
     acceptors: Vec<Acceptor>,
@@ -351,6 +391,10 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Shown<'_, F> {
         self.net.close(conn);
     }
 
+    fn abort(&mut self, conn: ConnId) {
+        self.net.abort(conn);
+    }
+
     fn show(&mut self, event: Ev) {
         (self.on_event)(event);
     }
@@ -367,11 +411,15 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Shown<'_, F> {
 struct Conn {
     outbox: Sender<Vec<u8>>,
     backlog: Arc<Backlog>,
-    /// A handle to shut the socket down with; `None` while connecting.
-    stream: Option<TcpStream>,
+    /// The socket, shared with the reader and the writer (one descriptor for
+    /// all three); `None` while connecting.
+    stream: Option<Arc<TcpStream>>,
 }
 
-/// Bytes in a connection's outbox, shared by the core, the writer and the reader.
+/// A connection's flow control, shared by the core, the writer and the reader:
+/// the reader reads only when the core has taken its last chunk and the
+/// outbox is below [`HIGH_WATER`], so a pipelining peer's answers cannot pile
+/// up past that by more than what one chunk asks for.
 #[derive(Default)]
 struct Backlog {
     state: Mutex<Queued>,
@@ -380,8 +428,43 @@ struct Backlog {
 
 #[derive(Default)]
 struct Queued {
+    /// Bytes in the outbox, not yet written.
     bytes: usize,
+    /// A chunk read is on its way to the core, or its outputs are not carried out yet.
+    with_core: bool,
     writer_done: bool,
+    /// The core is done with the connection: the reader only discards now.
+    closed: bool,
+    /// Closed with a reset: the writer neither flushes nor lingers.
+    aborted: bool,
+    /// The reader and the writer have ended.
+    finished: bool,
+}
+
+/// Aborted connections whose threads have not ended yet. Acceptors wait while
+/// there are [`MAX_ABORTING`]: a flood of strangers the core resets as fast as
+/// they come cannot pile up threads faster than they end.
+#[derive(Default)]
+struct Aborting {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Aborting {
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        self.count.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ended(&self) {
+        *self.lock() -= 1;
+        self.ended.notify_all();
+    }
+
+    fn wait_for_room(&self) {
+        let count = self.lock();
+        let wait = self.ended.wait_while(count, |n| *n >= MAX_ABORTING);
+        drop(wait.unwrap_or_else(PoisonError::into_inner));
+    }
 }
 
 impl Backlog {
@@ -407,13 +490,54 @@ impl Backlog {
         self.changed.notify_all();
     }
 
-    /// The reader waits here while the peer has too many answers unread.
-    fn wait_for_room(&self) {
+    /// The core has carried out what the last chunk caused.
+    fn taken(&self) {
+        self.lock().with_core = false;
+        self.changed.notify_all();
+    }
+
+    /// The core is done with the connection.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The core is done with the connection and resets it: counted in
+    /// `aborting` until its threads have ended.
+    fn abort(&self, aborting: &Aborting) {
+        let mut queued = self.lock();
+        queued.closed = true;
+        if !queued.aborted && !queued.finished {
+            queued.aborted = true;
+            *aborting.lock() += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    fn aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    /// The connection's threads have ended.
+    fn finished(&self, aborting: &Aborting) {
+        let mut queued = self.lock();
+        queued.finished = true;
+        if queued.aborted {
+            aborting.ended();
+        }
+    }
+
+    /// The reader waits here until the core has taken its last chunk and the
+    /// peer has read enough answers; true if the chunk it reads next goes to the core.
+    fn wait_for_room(&self) -> bool {
         let queued = self.lock();
-        let wait = self
-            .changed
-            .wait_while(queued, |q| q.bytes >= HIGH_WATER && !q.writer_done);
-        drop(wait.unwrap_or_else(PoisonError::into_inner));
+        let wait = self.changed.wait_while(queued, |q| {
+            !q.writer_done && !q.closed && (q.with_core || q.bytes >= HIGH_WATER)
+        });
+        let mut queued = wait.unwrap_or_else(PoisonError::into_inner);
+        let to_core = !queued.closed;
+        queued.with_core = to_core;
+        to_core
     }
 }
 
@@ -421,7 +545,8 @@ impl Net {
     fn listen(&mut self, addr: SocketAddr) {
         let started = bind_listener(addr).and_then(|listener| {
             let bound = listener.local_addr()?;
-            let acceptor = Acceptor::start(listener, bound, self.to_core.clone())?;
+            let aborting = Arc::clone(&self.aborting);
+            let acceptor = Acceptor::start(listener, bound, aborting, self.to_core.clone())?;
             Ok((bound, acceptor))
         });
         match started {
@@ -443,20 +568,23 @@ impl Net {
         }
     }
 
-    /// Starts the threads of a connection the core has just named `conn`.
-    fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
+    /// Starts the threads of a connection the core has just named `conn`;
+    /// false (and `Closed` queued) if they could not start.
+    fn adopt(&mut self, conn: ConnId, stream: TcpStream) -> bool {
         let _ = stream.set_nodelay(true);
+        let stream = Arc::new(stream);
         let (mut outbox, writer) = self.writer(conn);
-        let started = stream.try_clone().and_then(|handle| {
-            spawn("bridgechat-write", move || writer.run(stream))?;
-            Ok(handle)
-        });
-        match started {
-            Ok(handle) => {
+        let handle = Arc::clone(&stream);
+        match spawn("bridgechat-write", move || writer.run(stream)) {
+            Ok(_) => {
                 outbox.stream = Some(handle);
                 self.live.insert(conn, outbox);
+                true
             }
-            Err(_) => self.outcomes.push(Outcome::Closed(conn)),
+            Err(_) => {
+                self.outcomes.push(Outcome::Closed(conn));
+                false
+            }
         }
     }
 
@@ -468,6 +596,7 @@ impl Net {
             conn,
             queued,
             backlog: Arc::clone(&backlog),
+            aborting: Arc::clone(&self.aborting),
             to_core: self.to_core.clone(),
         };
         let stream = None;
@@ -492,23 +621,58 @@ impl Net {
         }
         // The peer has stopped reading: drop it rather than buffer without limit.
         if let Some(c) = self.live.remove(&conn) {
+            c.backlog.close();
             if let Some(stream) = &c.stream {
                 let _ = stream.shutdown(Shutdown::Both);
             }
             self.closing.insert(conn, c.stream);
         }
-        self.outcomes.push(Outcome::Closed(conn));
+        self.outcomes.push(Outcome::NotReading(conn));
     }
 
     /// Lets `conn`'s writer send what is queued and close; false if it was not live.
     fn close(&mut self, conn: ConnId) -> bool {
-        let Some(Conn { outbox, stream, .. }) = self.live.remove(&conn) else {
+        let Some(Conn {
+            outbox,
+            stream,
+            backlog,
+        }) = self.live.remove(&conn)
+        else {
             return false;
         };
+        backlog.close();
         drop(outbox); // the writer ends after the last queued chunk
         self.closing.insert(conn, stream);
         self.grace.push_back((Instant::now() + CLOSE_GRACE, conn));
         true
+    }
+
+    /// Closes `conn` now with a reset: its threads end at once and the last of
+    /// them to drop the socket frees the descriptor.
+    fn abort(&mut self, conn: ConnId) {
+        let Some(c) = self.live.get(&conn) else {
+            return;
+        };
+        let Some(stream) = c.stream.clone() else {
+            // Still connecting: closed when the connect completes.
+            self.close(conn);
+            return;
+        };
+        let Some(Conn {
+            outbox, backlog, ..
+        }) = self.live.remove(&conn)
+        else {
+            return;
+        };
+        let _ = reset_on_close(&*stream);
+        backlog.abort(&self.aborting);
+        drop(outbox);
+        // Wakes the reader without sending anything (shutting the write side would
+        // send a FIN first); the writer stops at its next piece. A writer blocked on
+        // a peer that reads nothing is shut down at the end of the grace period.
+        let _ = stream.shutdown(Shutdown::Read);
+        self.closing.insert(conn, Some(stream));
+        self.grace.push_back((Instant::now() + CLOSE_GRACE, conn));
     }
 
     fn next_grace_end(&self) -> Option<Instant> {
@@ -533,6 +697,8 @@ impl Net {
 struct Acceptor {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Whether the last connection accepted is still on its way to the core.
+    accepting: Arc<Backlog>,
     thread: JoinHandle<()>,
 }
 
@@ -540,19 +706,27 @@ impl Acceptor {
     fn start(
         listener: TcpListener,
         addr: SocketAddr,
+        aborting: Arc<Aborting>,
         to_core: SyncSender<Msg>,
     ) -> io::Result<Acceptor> {
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
+        let accepting = Arc::new(Backlog::default());
+        let (stopped, credit) = (Arc::clone(&stop), Arc::clone(&accepting));
         let thread = spawn("bridgechat-accept", move || {
-            accept_loop(listener, &stopped, to_core)
+            accept_loop(listener, &stopped, &credit, &aborting, to_core)
         })?;
-        Ok(Acceptor { addr, stop, thread })
+        Ok(Acceptor {
+            addr,
+            stop,
+            accepting,
+            thread,
+        })
     }
 
     /// Asks the thread to end; returns it to join if it could be woken.
     fn stop(self) -> Option<JoinHandle<()>> {
         self.stop.store(true, Ordering::SeqCst);
+        self.accepting.close();
         // `accept` has no timeout: a connection to ourselves wakes it to see the flag.
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -567,15 +741,25 @@ impl Acceptor {
     }
 }
 
-fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg>) {
+fn accept_loop(
+    listener: TcpListener,
+    stop: &AtomicBool,
+    accepting: &Arc<Backlog>,
+    aborting: &Aborting,
+    to_core: SyncSender<Msg>,
+) {
     loop {
+        accepting.wait_for_room();
+        aborting.wait_for_room();
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
             return; // drops the listener: new connections are refused
         }
         match accepted {
             Ok((stream, peer)) => {
-                if to_core.send(Msg::Accepted(stream, peer)).is_err() {
+                let first = already_sent(&stream);
+                let msg = Msg::Accepted(stream, peer, first, Arc::clone(accepting));
+                if to_core.send(msg).is_err() {
                     return;
                 }
             }
@@ -583,11 +767,32 @@ fn accept_loop(listener: TcpListener, stop: &AtomicBool, to_core: SyncSender<Msg
                 if matches!(
                     e.kind(),
                     ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
+                ) =>
+            {
+                accepting.taken();
+            }
             // Out of file descriptors or memory: the connection waits in the backlog.
-            Err(_) => thread::sleep(ACCEPT_BACKOFF),
+            Err(_) => {
+                accepting.taken();
+                thread::sleep(ACCEPT_BACKOFF);
+            }
         }
     }
+}
+
+/// What a just-accepted connection has already sent, read without waiting.
+/// It reaches the core with the accept, ahead of connections accepted after
+/// it: a peer that spoke at once is heard before newer silent ones can push it out.
+fn already_sent(stream: &TcpStream) -> Vec<u8> {
+    let mut first = Vec::new();
+    if stream.set_nonblocking(true).is_ok() {
+        let mut buf = [0; 4096];
+        if let Ok(n) = (&*stream).read(&mut buf) {
+            first.extend_from_slice(&buf[..n]);
+        }
+        let _ = stream.set_nonblocking(false);
+    }
+    first
 }
 
 /// A connection's writer thread: sends what the outbox holds, then closes.
@@ -595,6 +800,7 @@ struct Writer {
     conn: ConnId,
     queued: Receiver<Vec<u8>>,
     backlog: Arc<Backlog>,
+    aborting: Arc<Aborting>,
     to_core: SyncSender<Msg>,
 }
 
@@ -604,11 +810,11 @@ impl Writer {
         let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|stream| {
             stream.set_nodelay(true)?;
             let local = stream.local_addr()?;
-            Ok((stream.try_clone()?, local, stream))
+            Ok((local, Arc::new(stream)))
         });
         match connected {
-            Ok((handle, local, stream)) => {
-                let connected = Msg::Connected(self.conn, Ok((handle, local)));
+            Ok((local, stream)) => {
+                let connected = Msg::Connected(self.conn, Ok((Arc::clone(&stream), local)));
                 if self.to_core.send(connected).is_ok() {
                     self.run(stream);
                 }
@@ -622,29 +828,37 @@ impl Writer {
     }
 
     /// Starts the reader, writes until the core drops the outbox, and closes.
-    fn run(self, mut stream: TcpStream) {
+    fn run(self, stream: Arc<TcpStream>) {
         let Writer {
             conn,
             queued,
             backlog,
+            aborting,
             to_core,
         } = self;
         // `reader_gone` disconnects when the reader ends.
         let (reader_alive, reader_gone) = mpsc::channel::<()>();
-        let reader = stream.try_clone().and_then(|stream| {
-            let (backlog, to_core) = (Arc::clone(&backlog), to_core.clone());
+        let reader = {
+            let (stream, backlog, to_core) =
+                (Arc::clone(&stream), Arc::clone(&backlog), to_core.clone());
             spawn("bridgechat-read", move || {
-                read_loop(conn, stream, &backlog, to_core, reader_alive)
+                read_loop(conn, &stream, &backlog, to_core, reader_alive)
             })
-        });
+        };
         let wrote_all = reader.is_ok()
             && queued.iter().all(|bytes| {
-                let sent = stream.write_all(&bytes).is_ok();
+                // In pieces, so that an abort stops the writer between two of them.
+                let sent = bytes
+                    .chunks(WRITE_PIECE)
+                    .all(|piece| !backlog.aborted() && (&*stream).write_all(piece).is_ok());
                 backlog.sent(bytes.len());
                 sent
             });
         backlog.writer_done();
-        if wrote_all {
+        if backlog.aborted() {
+            // No flush, no linger: the last handle dropped sends the reset.
+            let _ = reader_gone.recv();
+        } else if wrote_all {
             // Lingering close: the peer reads our last bytes and closes first
             // (or the core shuts the socket down after `CLOSE_GRACE`).
             let _ = stream.shutdown(Shutdown::Write);
@@ -654,24 +868,28 @@ impl Writer {
             let _ = stream.shutdown(Shutdown::Both);
             let _ = to_core.send(Msg::Closed(conn));
         }
+        backlog.finished(&aborting);
         let _ = to_core.send(Msg::Finished(conn));
     }
 }
 
 fn read_loop(
     conn: ConnId,
-    mut stream: TcpStream,
-    backlog: &Backlog,
+    stream: &TcpStream,
+    backlog: &Arc<Backlog>,
     to_core: SyncSender<Msg>,
     _alive: Sender<()>,
 ) {
     let mut buf = vec![0; READ_CHUNK];
+    let mut stream = stream;
     loop {
-        backlog.wait_for_room();
+        let to_core_next = backlog.wait_for_room();
         match stream.read(&mut buf) {
             Ok(0) => break,
+            Ok(_) if !to_core_next => {} // closing: discarded until the peer's end
             Ok(n) => {
-                if to_core.send(Msg::Data(conn, buf[..n].to_vec())).is_err() {
+                let data = Msg::Data(conn, buf[..n].to_vec(), Arc::clone(backlog));
+                if to_core.send(data).is_err() {
                     return;
                 }
             }

@@ -22,6 +22,7 @@ enum Step {
     Connect(u64, SocketAddr),
     Transmit(u64, Vec<u8>),
     Close(u64),
+    Abort(u64),
     Exit,
 }
 
@@ -44,6 +45,7 @@ enum Item {
     Connect(u64, SocketAddr),
     Transmit(u64, Vec<u8>),
     Close(u64),
+    Abort(u64),
     Seen(Seen),
     Exit,
 }
@@ -111,6 +113,10 @@ impl Endpoint for Scripted {
                     self.closed.insert(conn);
                     Item::Close(conn)
                 }
+                Step::Abort(conn) => {
+                    self.closed.insert(conn);
+                    Item::Abort(conn)
+                }
                 Step::Exit => Item::Exit,
             });
         }
@@ -131,6 +137,7 @@ impl Endpoint for Scripted {
                 }
             }
             Item::Close(conn) => Output::Close { conn: ConnId(conn) },
+            Item::Abort(conn) => Output::Abort { conn: ConnId(conn) },
             Item::Seen(seen) => Output::Event(seen),
             Item::Exit => Output::Exit(Ok(())),
         })
@@ -274,6 +281,23 @@ fn data_arrives_in_order_and_close_flushes_what_is_queued() {
     );
     assert!(clean, "closed with a reset instead of an end of stream");
     // Bytes sent after the close never reach the endpoint (checked at exit).
+    let _ = peer.write_all(b"too late");
+    h.exit();
+}
+
+#[test]
+fn abort_resets_the_peer_instead_of_ending_the_stream() {
+    let mut h = Harness::start();
+    let addr = h.listen();
+    let (conn, mut peer) = h.accept_from(addr);
+    // Under MAX_QUEUED: queued, not dropped, when the abort comes.
+    h.run(vec![
+        Step::Transmit(conn, pattern(512 * 1024)),
+        Step::Abort(conn),
+    ]);
+    let (_, clean) = read_to_end(&mut peer);
+    assert!(!clean, "closed with an end of stream instead of a reset");
+    // Whatever the peer sends now never reaches the endpoint (checked at exit).
     let _ = peer.write_all(b"too late");
     h.exit();
 }

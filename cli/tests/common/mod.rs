@@ -73,7 +73,31 @@ impl Proc {
     }
 
     pub fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bridgechat"));
+        Proc::spawn_command(
+            name,
+            Command::new(env!("CARGO_BIN_EXE_bridgechat")),
+            args,
+            env,
+        )
+    }
+
+    /// Runs it after `ulimit` with `limit` (say `-Sn 1024`), as a shell would.
+    pub fn spawn_with_ulimit(name: &str, limit: &str, args: &[&str]) -> Proc {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_bridgechat"),
+        ]);
+        Proc::spawn_command(name, command, args, &[])
+    }
+
+    fn spawn_command(
+        name: &str,
+        mut command: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         command
             .args(args)
             .env_remove("BRIDGECHAT_SERVER")

@@ -51,6 +51,8 @@ macro_rules! hardening_suite {
             nul_bytes_in_a_request_are_400_and_close,
             a_1_mib_line_without_crlf_is_431_and_closes,
             ten_thousand_pipelined_requests_in_one_write_are_answered_in_order,
+            a_hundred_thousand_pipelined_bridges_are_answered_in_order_while_read,
+            a_hundred_thousand_pipelined_bridges_are_answered_in_order_read_a_second_late,
             a_request_written_one_byte_at_a_time_with_pauses_is_served,
             a_tls_client_hello_is_400_and_closes,
             an_http2_preface_is_400_and_closes,
@@ -66,6 +68,13 @@ macro_rules! hardening_suite {
             connections_past_max_connections_get_503_and_the_server_recovers,
             connections_past_max_per_ip_get_503_and_the_server_recovers,
             turn_integrity_100_pairs_1000_turns_while_other_pairs_quit_or_reset,
+        );
+
+        $crate::hardening_binary_tests!(
+            $crate::hardening::transport_flag(stringify!($transport));
+            a_flood_at_a_waiting_clients_chat_port_does_not_lock_out_the_real_peer,
+            thousands_of_strangers_at_a_chat_port_cost_a_bounded_amount,
+            idle_connections_past_the_fd_limit_are_served_or_get_503,
         );
 
         $crate::hardening_ignored_tests!(
@@ -84,6 +93,20 @@ macro_rules! hardening_tests {
             #[test]
             fn $name() {
                 $crate::hardening::$name::<$transport>()
+            }
+        )*
+    };
+}
+
+/// Tests that run the `bridgechat` binary with `--transport <flag>`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! hardening_binary_tests {
+    ($flag:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::hardening::$name($flag)
             }
         )*
     };
@@ -656,6 +679,51 @@ pub fn ten_thousand_pipelined_requests_in_one_write_are_answered_in_order<T: Tra
     assert_ok_empty(&client.request("UNREGISTER / HTTP/1.1\r\n\r\n"));
     a_fresh_pair_is_served(&server);
     server.stop().expect("clean shutdown");
+}
+
+/// REGISTER and 100,000 BRIDGEs in one write: every one is answered, in
+/// order, on the same connection, whether the answers are read as they come
+/// or only after `read_after`. The transport reads no faster than the answers
+/// drain, so none of this comes near the limit on unread answers.
+fn hundred_thousand_pipelined_bridges<T: Transport>(read_after: Duration) {
+    const BRIDGES: usize = 100_000;
+    let _heavy = heavy();
+    let server = TestServer::start::<T>();
+    let mut client = server.client();
+    let mut burst = register_request("piper", "127.0.0.1", 7).into_bytes();
+    for _ in 0..BRIDGES {
+        burst.extend_from_slice(b"BRIDGE / HTTP/1.1\r\n\r\n");
+    }
+    let mut writer = client.stream.try_clone().expect("clone the stream");
+    let sender = thread::spawn(move || writer.write_all(&burst));
+    // The scenario: a client that does not read for a while (no event to wait on).
+    thread::sleep(read_after);
+    assert_ok_contact(&client.response(), "piper", "127.0.0.1", 7);
+    let first = client.response();
+    for i in 1..BRIDGES {
+        let resp = client.response();
+        assert_eq!(
+            (resp.status, &resp.body),
+            (first.status, &first.body),
+            "BRIDGE {i} was answered differently from the first"
+        );
+    }
+    sender
+        .join()
+        .expect("the writer thread panicked")
+        .expect("the burst was written");
+    assert_ok_empty(&client.request("UNREGISTER / HTTP/1.1\r\n\r\n"));
+    server.stop().expect("clean shutdown");
+}
+
+pub fn a_hundred_thousand_pipelined_bridges_are_answered_in_order_while_read<T: Transport>() {
+    hundred_thousand_pipelined_bridges::<T>(Duration::ZERO);
+}
+
+pub fn a_hundred_thousand_pipelined_bridges_are_answered_in_order_read_a_second_late<
+    T: Transport,
+>() {
+    hundred_thousand_pipelined_bridges::<T>(Duration::from_secs(1));
 }
 
 pub fn a_request_written_one_byte_at_a_time_with_pauses_is_served<T: Transport>() {
@@ -1884,4 +1952,206 @@ fn turn_integrity<T: Transport>(pairs: usize, turns: usize) {
 
 pub fn turn_integrity_100_pairs_1000_turns_while_other_pairs_quit_or_reset<T: Transport>() {
     turn_integrity::<T>(100, 1_000);
+}
+
+// ---------------------------------------------------------------- the binary under a low fd limit
+
+/// The transport's `--transport` name, from its crate's name.
+pub fn transport_flag(krate: &str) -> &str {
+    krate
+        .strip_prefix("bridgechat_transport_")
+        .expect("a bridgechat_transport_* crate")
+}
+
+/// Lets this test process hold `wanted` more sockets; returns how many it may.
+fn room_for_sockets(wanted: u64) -> usize {
+    let limit = rlimit::increase_nofile_limit(wanted + 512).unwrap_or(1024);
+    usize::try_from(limit.saturating_sub(512).min(wanted)).unwrap_or(0)
+}
+
+/// Open files and threads of process `pid`, and its resident memory in KiB.
+fn process_cost(pid: u32) -> (usize, usize, usize) {
+    let count = |dir: &str| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let fds = count(&format!("/proc/{pid}/fd"));
+    let threads = count(&format!("/proc/{pid}/task"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (fds, threads, rss)
+}
+
+/// The most of each of `process_cost` seen while `strangers` connect to
+/// `addr`, one every `pace` (or as fast as they can), and say nothing; they
+/// stay open (returned). `meanwhile` is called once, after a third of them.
+fn flood_silently(
+    pid: u32,
+    addr: SocketAddr,
+    strangers: usize,
+    pace: Duration,
+    meanwhile: impl FnOnce(),
+) -> (Vec<TcpStream>, (usize, usize, usize)) {
+    let mut meanwhile = Some(meanwhile);
+    let mut most = process_cost(pid);
+    let mut open = Vec::with_capacity(strangers);
+    for i in 0..strangers {
+        // Loopback connects complete in the kernel: none waits for the client to accept.
+        open.push(TcpStream::connect(addr).expect("a stranger connects"));
+        if i % 50 == 0 {
+            let now = process_cost(pid);
+            most = (most.0.max(now.0), most.1.max(now.1), most.2.max(now.2));
+        }
+        if i == strangers / 3 {
+            if let Some(meanwhile) = meanwhile.take() {
+                meanwhile();
+            }
+        }
+        // Spreads the flood over time, as an attack would; not a wait for anything.
+        thread::sleep(pace);
+    }
+    (open, most)
+}
+
+/// A waiting client at a desktop's usual 1,024 open files; thousands of
+/// strangers connect to its chat port and say nothing, and the real peer's
+/// `/chat` comes in the middle of it: the peer gets in, the client's
+/// descriptors stay bounded (an evicted stranger is reset at once, not held
+/// for a graceful close), and the first stranger sees that reset.
+pub fn a_flood_at_a_waiting_clients_chat_port_does_not_lock_out_the_real_peer(transport: &str) {
+    let _heavy = heavy();
+    let strangers = room_for_sockets(3_000);
+    let server = TestServer::start::<crate::Transport>();
+    let server_addr = server.addr.to_string();
+    let mut alice = crate::common::Proc::spawn_with_ulimit(
+        "alice",
+        "-Sn 1024",
+        &[
+            "client",
+            "--name",
+            "alice",
+            "--server",
+            &server_addr,
+            "--transport",
+            transport,
+        ],
+    );
+    let chat_port = alice.listening_port();
+    alice.send("/register");
+    alice.expect_mode("REGISTERED");
+    alice.send("/bridge");
+    alice.expect_mode("WAIT MODE");
+    let chat_addr = SocketAddr::from(([127, 0, 0, 1], chat_port));
+    let bob = TestClient::start::<crate::Transport>("bob", server.addr);
+    bob.register_and_bridge(Mode::Ready);
+    // Thousands over a few seconds; the peer's /chat comes a second in.
+    let pace = Duration::from_micros(1_000);
+    let (open, (most_fds, _, _)) =
+        flood_silently(alice.child.id(), chat_addr, strangers, pace, || {
+            bob.line("/chat")
+        });
+    bob.wait_mode(Mode::Write);
+    alice.expect_mode("READ MODE");
+    assert!(
+        most_fds < 100,
+        "alice held {most_fds} descriptors during a flood of {strangers} strangers"
+    );
+    let mut first = open.into_iter().next().expect("at least one stranger");
+    first
+        .set_read_timeout(Some(WAIT))
+        .expect("set a read timeout");
+    let read = first.read(&mut [0; 64]);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+        "the first stranger was not reset: {read:?}"
+    );
+    bob.line("/quit");
+    bob.finish().expect("bob exits cleanly");
+    alice.send("/quit");
+    alice.exits_cleanly();
+    server.stop().expect("clean shutdown");
+}
+
+/// Thousands of silent strangers at a waiting client's chat port cost it a
+/// bounded number of descriptors, threads and memory, whatever the transport.
+pub fn thousands_of_strangers_at_a_chat_port_cost_a_bounded_amount(transport: &str) {
+    let _heavy = heavy();
+    let strangers = room_for_sockets(3_000);
+    let server = TestServer::start::<crate::Transport>();
+    let server_addr = server.addr.to_string();
+    let (mut alice, chat_port) = crate::common::Proc::client("alice", &server_addr, transport, &[]);
+    alice.send("/register");
+    alice.expect_mode("REGISTERED");
+    alice.send("/bridge");
+    alice.expect_mode("WAIT MODE");
+    let pid = alice.child.id();
+    let (fds, threads, rss) = process_cost(pid);
+    let chat_addr = SocketAddr::from(([127, 0, 0, 1], chat_port));
+    let (open, (most_fds, most_threads, most_rss)) =
+        flood_silently(pid, chat_addr, strangers, Duration::ZERO, || {});
+    assert!(
+        most_fds < fds + 40,
+        "{strangers} strangers took alice from {fds} to {most_fds} descriptors"
+    );
+    // std runs two threads per connection; those of reset strangers end at once
+    // and acceptors wait while too many are still ending.
+    assert!(
+        most_threads < threads + 100,
+        "{strangers} strangers took alice from {threads} to {most_threads} threads"
+    );
+    assert!(
+        most_rss < rss + 16 * 1024,
+        "{strangers} strangers took alice from {rss} KiB to {most_rss} KiB"
+    );
+    drop(open);
+    alice.send("/quit");
+    alice.exits_cleanly();
+    server.stop().expect("clean shutdown");
+}
+
+/// A server at 1,024 open files (the default `--max-connections` derived from
+/// it) and 1,100 idle connections: each is served or gets `503` with
+/// `Retry-After`, none is dropped silently, and a newcomer gets an answer.
+pub fn idle_connections_past_the_fd_limit_are_served_or_get_503(transport: &str) {
+    let _heavy = heavy();
+    let wanted = 1_100;
+    assert_eq!(room_for_sockets(wanted as u64 + 1), wanted + 1);
+    let mut server = crate::common::Proc::spawn_with_ulimit(
+        "server",
+        "-n 1024",
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--transport",
+            transport,
+        ],
+    );
+    let addr: SocketAddr = server.listening().parse().expect("a listening address");
+    let mut idle: Vec<Raw> = (0..wanted).map(|_| Raw::connect(addr)).collect();
+    let (mut served, mut refused) = (0, 0);
+    for (i, conn) in idle.iter_mut().enumerate() {
+        let name = format!("idle{i}");
+        conn.send(register_request(&name, "127.0.0.1", 1 + i as u16).as_bytes());
+        let resp = conn.response();
+        match resp.status {
+            200 => served += 1,
+            503 => {
+                let retry = resp.header("Retry-After").expect("503 carries Retry-After");
+                assert!(retry.parse::<u32>().is_ok_and(|s| s >= 1), "{retry}");
+                refused += 1;
+            }
+            other => panic!("connection {i} got {other}: {resp:?}"),
+        }
+    }
+    assert_eq!(served + refused, wanted);
+    assert!(served >= 900, "only {served} of {wanted} served");
+    let mut newcomer = Raw::connect(addr);
+    newcomer.send(register_request("newcomer", "127.0.0.1", 9).as_bytes());
+    let status = newcomer.response().status;
+    assert!(status == 200 || status == 503, "the newcomer got {status}");
+    drop(idle);
+    server.interrupt();
+    server.exits_cleanly();
 }

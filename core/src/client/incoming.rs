@@ -72,6 +72,7 @@ impl Incoming {
             // strangers idling at our port cannot lock out the peer the server sent us.
             // A CHAT parked for MATCHED goes next: the real peer's CHAT rarely beats
             // MATCHED, so those are most likely strangers.
+            // Nothing is owed to a silent stranger: a reset frees its descriptor at once.
             let oldest_silent = self
                 .callers
                 .iter()
@@ -81,9 +82,9 @@ impl Incoming {
             match oldest_silent {
                 Some(oldest) => {
                     self.callers.remove(&oldest);
-                    ctx.outputs.close(oldest);
+                    ctx.outputs.abort(oldest);
                 }
-                None => return ctx.outputs.close(conn),
+                None => return ctx.outputs.abort(conn),
             }
         }
         self.callers.insert(

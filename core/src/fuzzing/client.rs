@@ -362,6 +362,10 @@ impl Transport<ClientEvent> for ClientConns {
         self.connecting.retain(|&c| c != conn);
     }
 
+    fn abort(&mut self, conn: ConnId) {
+        self.close(conn);
+    }
+
     fn show(&mut self, event: ClientEvent) {
         self.not_exited(format_args!("Event {event:?}"));
     }

@@ -233,6 +233,10 @@ impl Transport<ServerEvent> for ServerModel {
         self.forget(i);
     }
 
+    fn abort(&mut self, conn: ConnId) {
+        self.close(conn);
+    }
+
     fn show(&mut self, _event: ServerEvent) {}
 
     fn exit(&mut self, _result: Result<(), crate::ExitError>) {

@@ -111,6 +111,8 @@ impl fmt::Display for Rejection {
 pub enum CloseReason {
     /// The client closed it (or it broke).
     PeerClosed,
+    /// The client left too many answers unread; the transport dropped it.
+    NotReading,
     /// After a framing error or a head timeout.
     Rejected(Status),
     /// No REGISTER within `register_timeout`.
@@ -129,6 +131,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::PeerClosed => f.write_str("closed by the client"),
+            CloseReason::NotReading => f.write_str("dropped: too many answers left unread"),
             CloseReason::Rejected(status) => write!(f, "closed after {status}"),
             CloseReason::RegisterTimeout => f.write_str("did not register in time"),
             CloseReason::IdleTimeout => f.write_str("idle for too long"),

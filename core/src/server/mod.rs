@@ -312,6 +312,10 @@ impl Endpoint for Server {
         self.forget(now, conn, CloseReason::PeerClosed);
     }
 
+    fn handle_not_reading(&mut self, now: Instant, conn: ConnId) {
+        self.forget(now, conn, CloseReason::NotReading);
+    }
+
     fn handle_input(&mut self, now: Instant, input: ServerInput) {
         match input {
             ServerInput::Shutdown => {

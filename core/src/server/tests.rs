@@ -26,6 +26,23 @@ fn answer(server: &mut Server, conn: ConnId, request: &str) -> String {
 }
 
 #[test]
+fn a_connection_dropped_for_unread_answers_is_logged_as_that() {
+    let mut server = Server::new(ServerConfig::default(), SEED);
+    drain(&mut server);
+    let now = Instant::now();
+    let conn = server.handle_accept(now, peer(1));
+    drain(&mut server);
+    server.handle_not_reading(now, conn);
+    let mut reasons = Vec::new();
+    while let Some(output) = server.poll_output() {
+        if let Output::Event(ServerEvent::Closed { reason, .. }) = output {
+            reasons.push(reason.to_string());
+        }
+    }
+    assert_eq!(reasons, ["dropped: too many answers left unread"]);
+}
+
+#[test]
 fn with_strict_ip_a_public_connection_registers_only_its_own_address() {
     let mut server = Server::new(
         ServerConfig {

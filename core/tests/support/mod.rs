@@ -576,6 +576,14 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
         }
     }
 
+    /// A reset: what this end had not delivered yet is lost, the peer sees the end.
+    fn abort(&mut self, conn: ConnId) {
+        if let Some(link) = self.net.links.get_mut(&(self.node, conn)) {
+            link.in_flight.clear();
+            link.closing = true;
+        }
+    }
+
     fn show(&mut self, event: Ev) {
         event.record(&mut self.net.nodes[self.node.0]);
     }
