@@ -76,16 +76,22 @@ impl Proc {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bridgechat"));
         command
             .args(args)
-            .env_remove("BRIDGECHAT_SERVER")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("BRIDGECHAT_SERVER");
         for (key, value) in env {
             command.env(key, value);
         }
+        Proc::spawn_command(name, command)
+    }
+
+    /// Starts `command` (its stdio is piped here), e.g. `bridgechat` under `ip netns exec`.
+    pub fn spawn_command(name: &str, mut command: Command) -> Proc {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start bridgechat {args:?}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
