@@ -53,7 +53,10 @@ fn hosts_on_the_internet_and_behind_either_router_reach_the_server() {
             .unwrap_or_else(|e| panic!("{} cannot reach the server: {e}", host.name));
         let answer = register(&mut stream, &host.name, host);
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.contains(&format!("Name: {}\r\n", host.name)), "{answer}");
+        assert!(
+            answer.contains(&format!("Name: {}\r\n", host.name)),
+            "{answer}"
+        );
         // The server sees the router's internet address, never the home one.
         let seen = server.expect(" connected from ");
         let expected = match host.nat {
@@ -127,9 +130,9 @@ fn unsolicited_connections_from_the_internet_never_reach_a_home_host() {
 
 #[test]
 fn the_port_preserving_router_keeps_source_ports_and_the_randomising_one_changes_them() {
-    let Some(mut rig) = rig(
-        "the_port_preserving_router_keeps_source_ports_and_the_randomising_one_changes_them",
-    ) else {
+    let Some(mut rig) =
+        rig("the_port_preserving_router_keeps_source_ports_and_the_randomising_one_changes_them")
+    else {
         return;
     };
     let server_host = rig.server_host();
@@ -215,8 +218,7 @@ fn simultaneous_open_connects_two_hosts_behind_port_preserving_routers() {
     // One side alone is an unsolicited connection: dropped.
     let b_mapped = SocketAddrV4::new(b.public_ip, PUNCH_PORTS.1);
     dropped(&a, b_mapped).unwrap();
-    let (mut end_a, mut end_b) =
-        punch(&a, &b, &observer).expect("no attempt connected both hosts");
+    let (mut end_a, mut end_b) = punch(&a, &b, &observer).expect("no attempt connected both hosts");
     assert_eq!(end_a.peer_addr().unwrap(), b_mapped.into());
     assert_eq!(local_port(&end_a), PUNCH_PORTS.0);
     assert_eq!(

@@ -74,9 +74,7 @@ impl Proc {
 
     pub fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bridgechat"));
-        command
-            .args(args)
-            .env_remove("BRIDGECHAT_SERVER");
+        command.args(args).env_remove("BRIDGECHAT_SERVER");
         for (key, value) in env {
             command.env(key, value);
         }

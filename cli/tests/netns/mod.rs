@@ -109,8 +109,8 @@ impl Host {
     /// several connections can leave from one local port.
     pub fn socket(&self) -> Socket {
         self.ns.enter(|| {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
-                .expect("TCP socket");
+            let socket =
+                Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("TCP socket");
             socket.set_reuse_address(true).expect("SO_REUSEADDR");
             socket
         })
@@ -177,7 +177,10 @@ impl Host {
         let stream = self
             .connect_from(local_port, observer.addr, WAIT)
             .unwrap_or_else(|e| {
-                panic!("{}: cannot reach the observer {}: {e}", self.name, observer.addr)
+                panic!(
+                    "{}: cannot reach the observer {}: {e}",
+                    self.name, observer.addr
+                )
             });
         let mut line = String::new();
         BufReader::new(&stream)
@@ -246,6 +249,8 @@ pub struct Rig {
     namespaces: Vec<String>,
     /// Ports on the internet bridge so far (one per host or router).
     ports: u8,
+    /// Internet addresses handed out so far, from `.21` (the server's is fixed).
+    addresses: u8,
     routers: u8,
 }
 
@@ -269,8 +274,17 @@ fn unavailable() -> &'static Option<String> {
                 run(
                     "ip",
                     &[
-                        "netns", "exec", &probe, "iptables", "-t", "nat", "-A",
-                        "POSTROUTING", "-j", "MASQUERADE", "--random-fully",
+                        "netns",
+                        "exec",
+                        &probe,
+                        "iptables",
+                        "-t",
+                        "nat",
+                        "-A",
+                        "POSTROUTING",
+                        "-j",
+                        "MASQUERADE",
+                        "--random-fully",
                     ],
                 )
             })
@@ -278,8 +292,18 @@ fn unavailable() -> &'static Option<String> {
                 run(
                     "ip",
                     &[
-                        "netns", "exec", &probe, "iptables", "-A", "FORWARD", "-m",
-                        "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT",
+                        "netns",
+                        "exec",
+                        &probe,
+                        "iptables",
+                        "-A",
+                        "FORWARD",
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "ESTABLISHED,RELATED",
+                        "-j",
+                        "ACCEPT",
                     ],
                 )
             })
@@ -347,6 +371,7 @@ impl Rig {
             prefix,
             namespaces: Vec::new(),
             ports: 0,
+            addresses: 0,
             routers: 0,
         };
         let internet = rig.add_namespace("internet");
@@ -380,7 +405,10 @@ impl Rig {
             ns.name
         ));
         self.internet.ip(&format!("link set {port} master br0 up"));
-        let last = last.unwrap_or(20 + self.ports);
+        let last = last.unwrap_or_else(|| {
+            self.addresses += 1;
+            20 + self.addresses
+        });
         let ip = Ipv4Addr::new(INTERNET[0], INTERNET[1], INTERNET[2], last);
         ns.ip(&format!("addr add {ip}/24 dev {dev}"));
         ns.ip(&format!("link set {dev} up"));
