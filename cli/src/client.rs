@@ -20,6 +20,7 @@ use crate::transport::{run_with, Inputs, Transport};
 #[command(after_help = "\
 Commands typed once it runs:
   /register   register NAME, IP and PORT with the server
+  /name NAME  register under a new name (after a taken name, say)
   /bridge     ask the server for a peer: WAIT MODE if nobody waits, else READY MODE
   /chat       (READY MODE) connect to the peer; you write first
   /quit       leave the chat (the peer is told) and exit; Ctrl+C and end of input too
@@ -214,6 +215,8 @@ pub struct Screen {
     held: usize,
     mode: Option<Mode>,
     peer: Option<Name>,
+    /// Our name, once the server accepted another than the one we started with.
+    name: Option<Name>,
 }
 
 impl Screen {
@@ -225,6 +228,7 @@ impl Screen {
                 lines.push((Tone::Hint, Line::Out(START_HINT.to_owned())));
             }
             ClientEvent::MessageHeld { pending } => self.held = *pending,
+            ClientEvent::NameChanged(name) => self.name = Some(*name),
             ClientEvent::ModeChanged { mode, peer } => {
                 // WRITE -> READ with messages held: the core just sent the oldest one.
                 if *mode == Mode::Read && self.mode == Some(Mode::Write) && self.held > 0 {
@@ -248,6 +252,9 @@ impl Screen {
         status.mode = self.mode.unwrap_or(Mode::Unregistered);
         status.peer = self.peer;
         status.held = self.held;
+        if let Some(name) = self.name {
+            status.name = name;
+        }
     }
 
     /// The last line: what leaving did, by the mode we left from.
@@ -348,6 +355,8 @@ pub fn styled(event: &ClientEvent) -> (Tone, Line) {
             Line::Error(format!("lost the chat with {peer}: {reason}")),
         ),
         ClientEvent::Info(text) => (Tone::Plain, out(text.clone())),
+        ClientEvent::NameChanged(name) => (Tone::Plain, out(format!("your name is now {name}"))),
+        ClientEvent::Reconnecting(attempt) => (Tone::Hint, out(attempt.to_string())),
         ClientEvent::Error(error) => (Tone::Plain, Line::Error(error.to_string())),
         ClientEvent::Trace {
             conn,
@@ -529,6 +538,28 @@ mod tests {
             peer: Some(alice()),
         });
         assert!(screen.goodbye().contains("left the chat with alice"));
+    }
+
+    #[test]
+    fn the_prompt_follows_a_new_name() {
+        let mut screen = Screen::default();
+        let mut status = Status {
+            name: alice(),
+            mode: Mode::Unregistered,
+            peer: None,
+            held: 0,
+        };
+        let renamed = ClientEvent::NameChanged("alice2".parse().unwrap());
+        assert_eq!(
+            screen.show(&renamed),
+            [(Tone::Plain, Line::Out("your name is now alice2".into()))]
+        );
+        screen.show(&ClientEvent::ModeChanged {
+            mode: Mode::Registered,
+            peer: None,
+        });
+        screen.status(&mut status);
+        assert_eq!(status.prompt(), "[REGISTERED] alice2");
     }
 
     #[test]

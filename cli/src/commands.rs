@@ -24,6 +24,11 @@ const fn command(name: &'static str, what: &'static str) -> Command {
 /// Adding one is a row here; the core does the rest.
 pub const COMMANDS: &[Command] = &[
     command("/register", "register with the server"),
+    Command {
+        name: "/name",
+        argument: Some("NEWNAME"),
+        what: "register under a new name (UNREGISTERED or REGISTERED)",
+    },
     command(
         "/bridge",
         "find a peer: WAIT MODE if nobody waits, else READY MODE",
@@ -40,8 +45,10 @@ pub enum Typed {
     Nothing,
     /// `/help`: shown here, never sent.
     Help,
-    /// A command or a message, for the core as it is.
+    /// A command, for the core as it is.
     Send(String),
+    /// A message, whatever it looks like (`//quit` sends `/quit`).
+    Text(String),
     /// A `/word` that is no command: say why, send nothing.
     Refused(String),
 }
@@ -62,21 +69,15 @@ fn classify_among(commands: &'static [Command], text: &str) -> Typed {
     };
     if first != last {
         // Several lines are always text: one message, line breaks kept.
-        return Typed::Send(lines[first..=last].join("\n"));
+        return Typed::Text(lines[first..=last].join("\n"));
     }
     let text = lines[first];
     let word = text.trim();
-    if let Some(literal) = word.strip_prefix("//") {
-        let literal = format!("/{literal}");
-        return if find(&literal).is_some() {
-            // The core reads a line that is a command as that command.
-            Typed::Refused(format!("{literal} cannot be sent as text: it is a command"))
-        } else {
-            Typed::Send(text.replacen("//", "/", 1))
-        };
+    if word.starts_with("//") {
+        return Typed::Text(text.replacen("//", "/", 1));
     }
     let Some(rest) = word.strip_prefix('/') else {
-        return Typed::Send(text.to_owned());
+        return Typed::Text(text.to_owned());
     };
     let name = rest.split_whitespace().next().unwrap_or("");
     let argument = rest[name.len()..].trim();
@@ -124,8 +125,9 @@ mod tests {
     fn commands_go_to_the_core_and_text_is_text() {
         assert_eq!(classify("/quit"), Typed::Send("/quit".into()));
         assert_eq!(classify("  /bridge "), Typed::Send("/bridge".into()));
-        assert_eq!(classify("hello"), Typed::Send("hello".into()));
-        assert_eq!(classify("  spaced  "), Typed::Send("  spaced  ".into()));
+        assert_eq!(classify("hello"), Typed::Text("hello".into()));
+        assert_eq!(classify("  spaced  "), Typed::Text("  spaced  ".into()));
+        assert_eq!(classify("/name bob"), Typed::Send("/name bob".into()));
         assert_eq!(classify("/help"), Typed::Help);
     }
 
@@ -135,8 +137,10 @@ mod tests {
             panic!("/qiut was not refused")
         };
         assert!(why.starts_with("unknown command /qiut (not sent)"), "{why}");
-        assert!(why.contains("/register /bridge /chat /quit /help"), "{why}");
-        assert!(matches!(classify("/name bob"), Typed::Refused(_)));
+        assert!(
+            why.contains("/register /name /bridge /chat /quit /help"),
+            "{why}"
+        );
         assert_eq!(
             classify("/chat now"),
             Typed::Refused("/chat takes nothing after it".into())
@@ -162,9 +166,9 @@ mod tests {
 
     #[test]
     fn a_double_slash_sends_one_slash() {
-        assert_eq!(classify("//shrug"), Typed::Send("/shrug".into()));
-        assert_eq!(classify("//usr/bin ok"), Typed::Send("/usr/bin ok".into()));
-        assert!(matches!(classify("//quit"), Typed::Refused(_)));
+        assert_eq!(classify("//shrug"), Typed::Text("/shrug".into()));
+        assert_eq!(classify("//usr/bin ok"), Typed::Text("/usr/bin ok".into()));
+        assert_eq!(classify("//quit"), Typed::Text("/quit".into()));
     }
 
     #[test]
@@ -173,7 +177,7 @@ mod tests {
         assert_eq!(classify("   "), Typed::Nothing);
         assert_eq!(
             classify("one\ntwo\n/three\n"),
-            Typed::Send("one\ntwo\n/three".into())
+            Typed::Text("one\ntwo\n/three".into())
         );
     }
 

@@ -208,6 +208,7 @@ impl Console {
                         continue;
                     }
                     Typed::Send(line) => ClientInput::Line(line),
+                    Typed::Text(text) => ClientInput::Message(text),
                 },
                 Ok(Signal::CtrlC) => ClientInput::Interrupt,
                 Ok(Signal::CtrlD) => ClientInput::EndOfInput,
@@ -220,8 +221,11 @@ impl Console {
             };
             // After the last input the loop exits: reading on would leave the
             // terminal in raw mode under the shell.
-            let last = matches!(&input, ClientInput::Line(l) if l == "/quit")
-                || !matches!(input, ClientInput::Line(_));
+            let last = match &input {
+                ClientInput::Line(line) => line == "/quit",
+                ClientInput::Message(_) => false,
+                ClientInput::Interrupt | ClientInput::EndOfInput => true,
+            };
             if !inputs.send(input) || last {
                 return false;
             }

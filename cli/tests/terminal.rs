@@ -322,7 +322,7 @@ fn a_mistyped_command_is_refused_and_not_sent() {
     alice.line("/qiut");
     let screen = alice.expect("unknown command /qiut");
     assert!(
-        screen.contains("/register /bridge /chat /quit /help"),
+        screen.contains("/register /name /bridge /chat /quit /help"),
         "{screen}"
     );
     // Still alice's turn; the next thing bob gets is her real message.
@@ -335,6 +335,47 @@ fn a_mistyped_command_is_refused_and_not_sent() {
     });
     assert_eq!(first, "alice: /shrug");
     alice.expect_prompt("[READ] alice←bob>");
+    // A command's name sent as text stays text.
+    bob.send("and?");
+    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.line("//quit");
+    bob.expect_exact("alice: /quit");
+    alice.expect_prompt("[READ] alice←bob>");
+}
+
+/// A taken name is no dead end: the client says how to pick another, and
+/// `/name` registers under it.
+#[test]
+fn slash_name_after_a_taken_name_registers_under_the_new_one() {
+    let (_server, addr) = server();
+    let mut holder = Proc::spawn("alice", &["client", "--name", "alice", "--server", &addr]);
+    holder.listening();
+    holder.send("/register");
+    holder.expect_mode("REGISTERED");
+
+    let alice = Tty::spawn("alice2", &["client", "--name", "alice", "--server", &addr]);
+    alice.expect_prompt("[UNREGISTERED] alice>");
+    alice.line("/register");
+    alice.expect("is taken");
+    let screen = alice.text();
+    assert!(
+        screen.contains("\nerror: the name alice is taken — choose another with /name NEWNAME\n"),
+        "{screen}"
+    );
+    assert!(!screen.contains("409"), "HTTP words: {screen}");
+    alice.expect_prompt("[UNREGISTERED] alice>");
+    alice.line("/name no spaces");
+    alice.expect("error: \"no spaces\" cannot be a name");
+    alice.line("/name alice2");
+    alice.expect("your name is now alice2");
+    alice.expect("REGISTERED: type /bridge");
+    alice.expect_prompt("[REGISTERED] alice2>");
+
+    // The peer meets the new name.
+    alice.line("/bridge");
+    alice.expect_prompt("[WAIT] alice2>");
+    holder.send("/bridge");
+    assert!(holder.expect_mode("READY MODE").contains("alice2"));
 }
 
 #[test]
@@ -663,9 +704,10 @@ fn help_is_an_aligned_list_and_up_recalls_the_last_line() {
     let rows: Vec<&str> = screen.lines().filter(|r| r.starts_with("  /")).collect();
     assert!(rows.len() >= 5, "{screen}");
     // Where the description starts: past the command and the spaces after it.
+    // (A usage such as `/name NEWNAME` has one space in it; the gap is two.)
     let column = |row: &str| {
-        let word_end = row.trim_start().find(' ').map_or(0, |i| i + 2);
-        word_end + row[word_end..].find(|c| c != ' ').unwrap_or(0)
+        let gap = 2 + row[2..].find("  ").unwrap_or(0);
+        gap + row[gap..].find(|c| c != ' ').unwrap_or(0)
     };
     assert!(
         rows.iter().all(|r| column(r) == column(rows[0])),

@@ -7,7 +7,9 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bridgechat_core::client::{Client, ClientConfig, ClientEvent, ClientInput, Mode};
+use bridgechat_core::client::{
+    Client, ClientConfig, ClientEvent, ClientInput, Mode, RECONNECT_ATTEMPTS,
+};
 use bridgechat_core::server::{ServerConfig, ServerInput};
 use bridgechat_core::{ConnId, Direction, Endpoint, Output};
 use support::wire;
@@ -478,12 +480,132 @@ fn server_answering_409_name_taken_is_an_error_and_not_fatal() {
         send_lines(&mut net, second, &["/register"]);
         assert_eq!(
             errors(&net, second),
-            ["server refused: 409 Conflict: name already taken: alice"],
+            ["the name alice is taken — choose another with /name NEWNAME"],
             "{chunking:?}"
         );
         assert_eq!(net.mode(second), Mode::Unregistered);
         assert_eq!(net.nodes[second.0].exited, None);
     }
+}
+
+/// The announced names, in order.
+fn renames(net: &Net, node: NodeId) -> Vec<String> {
+    net.client_events(node)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::NameChanged(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_taken_name_then_slash_name_registers_under_the_new_one() {
+    for (chunking, seed) in CHUNKINGS {
+        let mut net = Net::new(seed, chunking);
+        let server = net.add_default_server();
+        let first = net.add_named_client("alice", server);
+        let second = net.add_named_client("alice", server);
+        send_lines(&mut net, first, &["/register"]);
+        send_lines(&mut net, second, &["/register", "/name alice2"]);
+        assert_eq!(net.mode(second), Mode::Registered, "{chunking:?}");
+        assert_eq!(net.client(second).name(), name("alice2"));
+        assert_eq!(renames(&net, second), ["alice2"]);
+        assert_eq!(modes(&net, second), [Mode::Registered]);
+        assert_eq!(net.server(server).stats().registered, 2);
+
+        // A peer meets it under the new name.
+        send_lines(&mut net, second, &["/bridge"]);
+        send_lines(&mut net, first, &["/bridge", "/chat"]);
+        assert_eq!(net.client(first).peer(), Some(name("alice2")));
+        assert_eq!(net.client(second).peer(), Some(name("alice")));
+    }
+}
+
+#[test]
+fn slash_name_while_registered_replaces_the_registration_or_keeps_it_if_taken() {
+    let mut net = Net::new(5, Chunking::Random);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    let bob = net.add_named_client("bob", server);
+    send_lines(&mut net, bob, &["/register"]);
+    send_lines(&mut net, alice, &["/register", "/name bob"]);
+    assert_eq!(
+        errors(&net, alice),
+        ["the name bob is taken — choose another with /name NEWNAME"]
+    );
+    assert_eq!(net.client(alice).name(), name("alice"), "still alice");
+    assert_eq!(net.mode(alice), Mode::Registered);
+
+    send_lines(&mut net, alice, &["/name carol"]);
+    assert_eq!(net.client(alice).name(), name("carol"));
+    assert_eq!(renames(&net, alice), ["carol"]);
+    assert_eq!(net.mode(alice), Mode::Registered);
+    assert_eq!(
+        net.server(server).stats().registered,
+        2,
+        "replaced, not added"
+    );
+    // `alice` is free again.
+    let other = net.add_named_client("alice", server);
+    send_lines(&mut net, other, &["/register"]);
+    assert_eq!(net.mode(other), Mode::Registered);
+}
+
+#[test]
+fn slash_name_is_refused_during_a_chat_and_checks_the_name() {
+    let Pair {
+        mut net,
+        server,
+        alice,
+        bob,
+    } = Pair::chatting(Chunking::Random, 7);
+    send_lines(&mut net, bob, &["/name zed"]);
+    send_lines(&mut net, alice, &["/name zed"]);
+    let refusal =
+        "your name cannot change in WAIT MODE, READY MODE or a chat: a peer may know you by it";
+    assert_eq!(errors(&net, bob), [refusal]);
+    assert_eq!(errors(&net, alice), [refusal]);
+    assert_eq!(net.mode(bob), Mode::Write, "the chat goes on");
+    send_lines(&mut net, bob, &["still bob"]);
+    assert_eq!(received(&net, alice), ["still bob"]);
+    assert_eq!(net.client(bob).name(), name("bob"));
+
+    let carol = net.add_named_client("carol", server);
+    send_lines(&mut net, carol, &["/name bad name!", "/name", "/name  "]);
+    assert_eq!(
+        errors(&net, carol),
+        [
+            "\"bad name!\" cannot be a name: only A-Z a-z 0-9 _ - . are allowed",
+            "usage: /name NEWNAME",
+            "usage: /name NEWNAME"
+        ]
+    );
+    assert_eq!(net.mode(carol), Mode::Unregistered);
+    // Only a word of its own is the command.
+    send_lines(&mut net, carol, &["/register", "/bridge", "/names are fun"]);
+    assert_eq!(net.mode(carol), Mode::Wait);
+    assert_eq!(net.client(carol).held_messages(), 1);
+}
+
+#[test]
+fn a_message_input_is_text_even_when_it_reads_as_a_command() {
+    let Pair {
+        mut net,
+        alice,
+        bob,
+        ..
+    } = Pair::chatting(Chunking::Random, 9);
+    net.client_input(bob, ClientInput::Message("/quit".into()));
+    net.run();
+    assert_eq!(received(&net, alice), ["/quit"]);
+    assert_eq!(net.nodes[bob.0].exited, None);
+    // Typed out of turn it is held like any message.
+    net.client_input(bob, ClientInput::Message("/bridge".into()));
+    net.run();
+    assert_eq!(net.client(bob).held_messages(), 1);
+    send_lines(&mut net, alice, &["ok"]);
+    assert_eq!(received(&net, alice), ["/quit", "/bridge"]);
 }
 
 /// A raw node posing as the server at 127.0.0.1:7070, and a client connected to it.
@@ -862,32 +984,107 @@ fn losing_the_server_returns_to_unregistered_and_register_reconnects() {
     let conn = conn_to(&net, alice, server);
     net.reset(alice, conn);
     net.run();
-    assert_eq!(errors(&net, alice), ["lost connection to the server"]);
+    assert_eq!(
+        errors(&net, alice),
+        ["lost the server: type /register to reconnect, or /quit"]
+    );
     assert_eq!(net.mode(alice), Mode::Unregistered);
     send_lines(&mut net, alice, &["/register"]);
     assert_eq!(net.mode(alice), Mode::Registered);
     assert_eq!(net.server(server).stats().registered, 1);
+    assert_eq!(
+        reconnect_lines(&net, alice),
+        ["reconnecting to the server at 127.0.0.1:7070 (attempt 1 of 5)"]
+    );
 }
 
-#[test]
-fn a_server_gone_for_good_is_fatal_when_register_tries_to_reconnect() {
+/// The lines a client printed while reconnecting.
+fn reconnect_lines(net: &Net, node: NodeId) -> Vec<String> {
+    net.client_events(node)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Reconnecting(attempt) => Some(attempt.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A registered alice whose server has shut down.
+fn server_gone() -> (Net, NodeId, NodeId) {
     let mut net = Net::new(1, Chunking::Random);
     let server = net.add_default_server();
     let alice = net.add_named_client("alice", server);
     send_lines(&mut net, alice, &["/register"]);
     net.server_input(server, ServerInput::Shutdown);
     net.run();
-    assert_eq!(errors(&net, alice), ["lost connection to the server"]);
+    net.take_client_events(alice);
+    (net, server, alice)
+}
+
+#[test]
+fn register_without_a_server_retries_with_backoff_then_gives_up_and_stays() {
+    let (mut net, server, alice) = server_gone();
+    send_lines(&mut net, alice, &["/register", "/help"]);
+    // Attempt 1 at once, then 0.5 s, 1 s, 2 s, 4 s apart: each a line when it is set up.
+    let waits = [500, 1000, 2000, 4000].map(Duration::from_millis);
+    for (i, wait) in waits.into_iter().enumerate() {
+        assert_eq!(
+            reconnect_lines(&net, alice).len(),
+            i + 2,
+            "attempt {}",
+            i + 2
+        );
+        net.advance(wait - Duration::from_millis(1));
+        assert_eq!(
+            reconnect_lines(&net, alice).len(),
+            i + 2,
+            "not before {wait:?}"
+        );
+        assert!(infos(&net, alice).is_empty(), "/help waits for /register");
+        net.advance(Duration::from_millis(1));
+    }
+    let refused = ": connection refused";
     assert_eq!(
-        net.nodes[alice.0].exited, None,
-        "losing the server alone is not fatal"
+        reconnect_lines(&net, alice),
+        [
+            "reconnecting to the server at 127.0.0.1:7070 (attempt 1 of 5)".to_owned(),
+            format!("cannot reach the server at 127.0.0.1:7070{refused}; trying again in 500ms (attempt 2 of 5)"),
+            format!("cannot reach the server at 127.0.0.1:7070{refused}; trying again in 1s (attempt 3 of 5)"),
+            format!("cannot reach the server at 127.0.0.1:7070{refused}; trying again in 2s (attempt 4 of 5)"),
+            format!("cannot reach the server at 127.0.0.1:7070{refused}; trying again in 4s (attempt 5 of 5)"),
+        ]
     );
+    assert_eq!(
+        errors(&net, alice),
+        [format!(
+            "cannot reach the server at 127.0.0.1:7070 after {RECONNECT_ATTEMPTS} attempts{refused}; \
+             type /register to try again, or /quit"
+        )]
+    );
+    assert_eq!(net.nodes[alice.0].exited, None, "not fatal");
+    assert_eq!(net.mode(alice), Mode::Unregistered);
+    assert_eq!(infos(&net, alice).len(), 1, "the queued /help ran");
+    assert_eq!(net.client(alice).poll_timeout(), None, "no timer left");
+
+    // Back again: the next /register connects.
+    net.restart_default_server(server);
     send_lines(&mut net, alice, &["/register"]);
-    let exit = net.nodes[alice.0].exited.clone();
-    assert!(
-        matches!(&exit, Some(Err(why)) if why.contains("cannot reach the server")),
-        "{exit:?}"
-    );
+    assert_eq!(net.mode(alice), Mode::Registered);
+}
+
+#[test]
+fn register_reconnects_when_the_server_comes_back_during_the_backoff() {
+    let (mut net, server, alice) = server_gone();
+    send_lines(&mut net, alice, &["/register"]);
+    net.advance(Duration::from_millis(500));
+    assert_eq!(reconnect_lines(&net, alice).len(), 3, "two attempts failed");
+    net.restart_default_server(server);
+    net.advance(Duration::from_millis(999));
+    assert_eq!(net.mode(alice), Mode::Unregistered, "waits for its backoff");
+    net.advance(Duration::from_millis(1));
+    assert_eq!(net.mode(alice), Mode::Registered);
+    assert!(errors(&net, alice).is_empty());
+    assert_eq!(net.client(alice).poll_timeout(), None);
 }
 
 #[test]
@@ -921,7 +1118,7 @@ fn a_chat_survives_losing_the_server_and_ends_unregistered() {
     let conn = conn_to(&net, alice, server);
     net.reset(alice, conn);
     net.run();
-    assert_eq!(errors(&net, alice), ["lost connection to the server"]);
+    assert_eq!(errors(&net, alice), ["lost the server (your chat goes on)"]);
     assert_eq!(net.mode(alice), Mode::Read);
     send_lines(&mut net, bob, &["still works"]);
     assert_eq!(received(&net, alice), ["still works"]);
@@ -994,6 +1191,7 @@ fn drain(client: &mut Client) -> Vec<String> {
             Output::Close { conn } => format!("close {conn}"),
             // Errors as the person reads them.
             Output::Event(ClientEvent::Error(e)) => format!("error {e}"),
+            Output::Event(ClientEvent::Reconnecting(r)) => format!("reconnecting {r}"),
             Output::Event(e) => format!("event {e:?}"),
             Output::Exit(r) => format!("exit {:?}", r.map_err(|e| e.to_string())),
         });
@@ -1041,6 +1239,31 @@ fn a_server_that_does_not_connect_within_5s_is_fatal() {
         ]
     );
     assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn a_connect_that_hangs_while_reconnecting_is_a_failed_attempt_not_fatal() {
+    let now = Instant::now();
+    let mut client = Client::new(ClientConfig::new(name("alice"), server_addr()), now);
+    client.handle_listening(now, "0.0.0.0:9001".parse().unwrap());
+    client.handle_connected(now, ConnId(1), "127.0.0.1:40000".parse().unwrap());
+    client.handle_closed(now, ConnId(1));
+    drain(&mut client);
+    client.handle_input(now, ClientInput::Line("/register".to_owned()));
+    drain(&mut client);
+    let hung = now + Duration::from_secs(5);
+    assert_eq!(client.poll_timeout(), Some(hung));
+    client.handle_timeout(hung);
+    let retry = "cannot reach the server at 127.0.0.1:7070 within 5s; \
+                 trying again in 500ms (attempt 2 of 5)";
+    assert_eq!(
+        drain(&mut client),
+        ["close #2".to_owned(), format!("reconnecting {retry}")]
+    );
+    let later = hung + Duration::from_millis(500);
+    assert_eq!(client.poll_timeout(), Some(later));
+    client.handle_timeout(later);
+    assert_eq!(drain(&mut client), ["connect #3 127.0.0.1:7070"]);
 }
 
 #[test]

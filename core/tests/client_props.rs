@@ -159,6 +159,8 @@ proptest! {
 #[derive(Debug, Clone)]
 enum Op {
     Line(bool, String),
+    /// `ClientInput::Message`: text, whatever it reads like.
+    Message(bool, String),
     EndOfInput(bool),
     Interrupt(bool),
     Deliver(usize),
@@ -171,11 +173,13 @@ fn op() -> impl Strategy<Value = Op> {
     let line = prop_oneof![
         4 => text(),
         2 => prop::sample::select(vec!["/register", "/bridge", "/chat", "/help"]).prop_map(str::to_owned),
+        1 => prop::sample::select(vec!["/name carol", "/name alice", "/name bob", "/name ?"]).prop_map(str::to_owned),
         1 => Just("/quit".to_owned()),
     ];
     // Quitting and breaking links are rare, so most runs get far into a chat first.
     prop_oneof![
-        14 => (any::<bool>(), line).prop_map(|(a, l)| Op::Line(a, l)),
+        14 => (any::<bool>(), line.clone()).prop_map(|(a, l)| Op::Line(a, l)),
+        2 => (any::<bool>(), line).prop_map(|(a, l)| Op::Message(a, l)),
         1 => any::<bool>().prop_map(Op::EndOfInput),
         1 => any::<bool>().prop_map(Op::Interrupt),
         8 => (0usize..30).prop_map(Op::Deliver),
@@ -218,6 +222,7 @@ proptest! {
         for op in merged {
             match op {
                 Op::Line(a, line) => net.line(if a { alice } else { bob }, &line),
+                Op::Message(a, text) => net.client_input(if a { alice } else { bob }, ClientInput::Message(text)),
                 Op::EndOfInput(a) => net.client_input(if a { alice } else { bob }, ClientInput::EndOfInput),
                 Op::Interrupt(a) => net.client_input(if a { alice } else { bob }, ClientInput::Interrupt),
                 Op::Deliver(n) => {

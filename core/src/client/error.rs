@@ -1,6 +1,8 @@
 //! What the client reports as [`ClientEvent::Error`](super::ClientEvent::Error),
-//! [`ClientEvent::PeerLost`](super::ClientEvent::PeerLost) and `Output::Exit(Err)`:
-//! typed, so a user interface can match on them; `Display` gives the line shown.
+//! [`ClientEvent::PeerLost`](super::ClientEvent::PeerLost),
+//! [`ClientEvent::Reconnecting`](super::ClientEvent::Reconnecting) and
+//! `Output::Exit(Err)`: typed, so a user interface can match on them;
+//! `Display` gives the line shown.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use super::{Mode, Refusal};
 use crate::codec::{DecodeError, Status};
-use crate::contact::Name;
+use crate::contact::{InvalidValue, Name};
 use crate::IoFailure;
 
 /// Something went wrong; one line when shown.
@@ -32,13 +34,35 @@ pub enum ClientError {
         addr: SocketAddr,
         error: IoFailure,
     },
-    /// Fatal at start-up and when `/register` reconnects.
+    /// Fatal at start-up (the first connection only).
     ServerUnreachable {
         server: SocketAddr,
         why: Unreachable,
     },
-    ServerLost,
-    ServerMalformed(DecodeError),
+    /// `/register` gave up reconnecting after `attempts`; not fatal.
+    ReconnectFailed {
+        server: SocketAddr,
+        attempts: u32,
+        why: Unreachable,
+    },
+    /// The server connection closed; a chat in progress goes on without it.
+    ServerLost {
+        chat_goes_on: bool,
+    },
+    /// The server sent bytes that are no answer; the connection is closed.
+    ServerMalformed {
+        error: DecodeError,
+        chat_goes_on: bool,
+    },
+    /// REGISTER answered `409`: another connection holds `name`.
+    NameTaken(Name),
+    /// `/name` with something that is no name; `raw` is made safe to show.
+    InvalidName {
+        raw: String,
+        why: InvalidValue,
+    },
+    /// `/name` without the name.
+    NameMissing,
     /// A non-2xx answer; `reason` is the server's text, made safe to show.
     ServerRefused {
         status: Status,
@@ -93,6 +117,39 @@ pub enum Unreachable {
     Closed,
 }
 
+/// `/register` opening the server connection again: one line per attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnecting {
+    pub server: SocketAddr,
+    /// The attempt about to start (from 1), and at most how many there are.
+    pub attempt: u32,
+    pub attempts: u32,
+    /// Why the previous attempt failed and how long until this one; `None` for the first.
+    pub after: Option<(Unreachable, Duration)>,
+}
+
+impl fmt::Display for Reconnecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Reconnecting {
+            server,
+            attempt,
+            attempts,
+            after,
+        } = self;
+        match after {
+            None => write!(
+                f,
+                "reconnecting to the server at {server} (attempt {attempt} of {attempts})"
+            ),
+            Some((why, delay)) => write!(
+                f,
+                "cannot reach the server at {server}{why}; trying again in {delay:?} \
+                 (attempt {attempt} of {attempts})"
+            ),
+        }
+    }
+}
+
 /// Why the client has no contact to register or to send in CHAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoContact {
@@ -129,11 +186,34 @@ impl fmt::Display for ClientError {
             E::ServerUnreachable { server, why } => {
                 write!(f, "cannot reach the server at {server}{why}")
             }
-            E::ServerLost => f.write_str("lost connection to the server"),
-            E::ServerMalformed(error) => write!(
+            E::ReconnectFailed {
+                server,
+                attempts,
+                why,
+            } => write!(
                 f,
-                "lost connection to the server: it sent a malformed answer ({error})"
+                "cannot reach the server at {server} after {attempts} attempts{why}; \
+                 type /register to try again, or /quit"
             ),
+            E::ServerLost { chat_goes_on } => {
+                write!(f, "lost the server{}", what_now(*chat_goes_on))
+            }
+            E::ServerMalformed {
+                error,
+                chat_goes_on,
+            } => write!(
+                f,
+                "lost the server after a malformed answer ({error}){}",
+                what_now(*chat_goes_on)
+            ),
+            E::NameTaken(name) => write!(
+                f,
+                "the name {name} is taken — choose another with /name NEWNAME"
+            ),
+            E::InvalidName { raw, why } => {
+                write!(f, "{raw:?} cannot be a name: {why}")
+            }
+            E::NameMissing => f.write_str("usage: /name NEWNAME"),
             E::ServerRefused { status, reason } => {
                 write!(f, "server refused: {status}{}", colon_reason(reason))
             }
@@ -179,6 +259,15 @@ impl fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
+
+/// What losing the server means for the person.
+fn what_now(chat_goes_on: bool) -> &'static str {
+    if chat_goes_on {
+        " (your chat goes on)"
+    } else {
+        ": type /register to reconnect, or /quit"
+    }
+}
 
 /// `: reason`, or nothing for an empty reason.
 fn colon_reason(reason: &str) -> String {

@@ -32,6 +32,7 @@
 //! | from | trigger | to |
 //! | --- | --- | --- |
 //! | UNREGISTERED | the server answers REGISTER with 200 | REGISTERED |
+//! | REGISTERED | the server answers REGISTER (`/name`) with 200 | REGISTERED |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
 //! | READY MODE | the peer answers our CHAT with 200 | WRITE MODE |
@@ -51,7 +52,11 @@
 //! - `/register` (UNREGISTERED): REGISTER with our name, the IP
 //!   (`advertise_ip`, else the local address of the server connection) and
 //!   the chat port actually bound. If the server connection was lost, it is
-//!   opened again first.
+//!   opened again first, with up to [`RECONNECT_ATTEMPTS`] attempts and a
+//!   backoff between them.
+//! - `/name NEWNAME` (UNREGISTERED, REGISTERED): REGISTER as `NEWNAME` (again
+//!   on the same connection when registered, which replaces the registration);
+//!   from its 200 on, `NEWNAME` is our name ([`ClientEvent::NameChanged`]).
 //! - `/bridge` (REGISTERED, or again in WAIT MODE when a peer never came): BRIDGE.
 //! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
 //! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
@@ -62,6 +67,8 @@
 //!   turn comes; refused in UNREGISTERED and REGISTERED. Held messages still
 //!   unsent when the chat ends are dropped, with an Info saying how many.
 //!   Command words are recognised with surrounding whitespace trimmed.
+//! - [`ClientInput::Message`] is always a message, whatever its text: a front
+//!   end that tells commands from text itself sends a literal `/quit` so.
 //!
 //! One request is in flight at a time (start-up, REGISTER, BRIDGE, CHAT):
 //! lines typed meanwhile are queued and handled in order after its answer.
@@ -73,8 +80,10 @@
 //! - A 4xx (or any non-2xx) answer from the server is an Error event; the
 //!   mode stays. No answer within `request_timeout` is an Error too and the
 //!   mode stays; the late answer, if it ever comes, is skipped.
-//! - The server connection closing is an Error; a later `/register` reconnects,
-//!   and a server that cannot be reached then ends the client (`Exit(Err)`).
+//! - The server connection closing is an Error (saying whether the chat goes
+//!   on); a later `/register` reconnects, and a server that cannot be reached
+//!   then is an Error after the last attempt: the client stays UNREGISTERED.
+//!   Only the first connect, at start-up, is fatal.
 //! - Incoming connections: at most [`MAX_INCOMING`] undecided at once (a
 //!   newcomer past that closes the oldest one still silent), each
 //!   must send its CHAT within `request_timeout` (else 408 and close). A CHAT
@@ -100,12 +109,13 @@ use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
 use chat::Chat;
-pub use error::{ClientError, LostReason, NoContact, Unreachable};
+pub use error::{ClientError, LostReason, NoContact, Reconnecting, Unreachable};
 use incoming::Incoming;
 pub use incoming::MAX_INCOMING;
 use modes::Trigger;
 pub use modes::{Mode, Refusal};
 use server_link::ServerLink;
+pub use server_link::{RECONNECT_ATTEMPTS, RECONNECT_BACKOFF, RECONNECT_WINDOW};
 
 /// How a client is set up; `ClientConfig::new` gives the contract's defaults.
 #[derive(Debug, Clone)]
@@ -148,6 +158,8 @@ impl ClientConfig {
 pub enum ClientInput {
     /// One line typed, without its line end: a `/command` or a message.
     Line(String),
+    /// A message, never read as a command (may hold line breaks).
+    Message(String),
     /// Standard input ended: acts as `/quit`, after the lines before it.
     EndOfInput,
     /// Ctrl+C: quit at once, from any mode (QUIT to the peer if chatting).
@@ -171,6 +183,10 @@ pub enum ClientEvent {
     PeerLost { peer: Name, reason: LostReason },
     /// Information for the person (help text, confirmations).
     Info(String),
+    /// The server accepted us under a new name (`/name`): our name from now on.
+    NameChanged(Name),
+    /// `/register` is connecting to the server again; one per attempt.
+    Reconnecting(Reconnecting),
     /// Something went wrong; one line. Not fatal: fatal errors come as `Output::Exit(Err)`.
     Error(ClientError),
     /// With `trace` on: bytes that went over `conn`.
@@ -183,7 +199,7 @@ pub enum ClientEvent {
 
 /// The help text for `/help`.
 pub const HELP: &str = "commands: /register (register with the server), \
-/bridge (find a peer), /chat (start the chat with the READY peer), \
+/name NEWNAME (register under a new name), /bridge (find a peer), /chat (start the chat with the READY peer), \
 /quit (leave the chat and exit), /help (this list); any other line is a message";
 
 /// What every sub-machine acts through: the config, the time of the input
@@ -227,6 +243,7 @@ impl Ctx {
 #[derive(Debug)]
 enum Queued {
     Line(String),
+    Message(String),
     EndOfInput,
 }
 
@@ -255,6 +272,7 @@ impl Client {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
         let listen = SocketAddr::new(any, config.listen_port);
+        let config_name = config.name;
         let mut client = Client {
             ctx: Ctx {
                 config,
@@ -264,7 +282,7 @@ impl Client {
             },
             mode: Mode::Unregistered,
             listening: None,
-            server: ServerLink::new(),
+            server: ServerLink::new(config_name),
             chat: Chat::default(),
             incoming: Incoming::default(),
             queue: VecDeque::new(),
@@ -281,6 +299,11 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.ctx.config
+    }
+
+    /// Our name: the configured one until the server accepts another (`/name`).
+    pub fn name(&self) -> Name {
+        self.server.name()
     }
 
     /// The peer in READY, WRITE or READ MODE.
@@ -309,11 +332,20 @@ impl Client {
         self.in_flight() || !self.queue.is_empty()
     }
 
+    /// Whether a new input must wait in the queue. While our CHAT awaits its
+    /// answer a message is held at once (READY MODE), unless earlier lines
+    /// still wait their turn.
+    fn waits(&self, message: bool) -> bool {
+        let hold_now = message && self.chat.awaiting_answer() && self.queue.is_empty();
+        self.is_busy() && !hold_now
+    }
+
     /// Handles queued lines while no request is in flight.
     fn pump(&mut self) {
         while !self.exited && !self.in_flight() {
             match self.queue.pop_front() {
                 Some(Queued::Line(line)) => self.handle_line(line),
+                Some(Queued::Message(text)) => self.message_line(text.into_bytes()),
                 Some(Queued::EndOfInput) => self.quit(),
                 None => return,
             }
@@ -321,6 +353,9 @@ impl Client {
     }
 
     fn handle_line(&mut self, line: String) {
+        if let Some(raw) = name_argument(&line) {
+            return self.command_name(raw);
+        }
         match line.trim() {
             "/register" => self.command_register(),
             "/bridge" => self.command_bridge(),
@@ -332,10 +367,11 @@ impl Client {
     }
 
     fn is_command(line: &str) -> bool {
-        matches!(
-            line.trim(),
-            "/register" | "/bridge" | "/chat" | "/quit" | "/help"
-        )
+        name_argument(line).is_some()
+            || matches!(
+                line.trim(),
+                "/register" | "/bridge" | "/chat" | "/quit" | "/help"
+            )
     }
 
     /// `/quit`, end of input and Ctrl+C: QUIT to the peer if chatting, close all, exit.
@@ -368,6 +404,12 @@ impl Client {
     fn knows(&self, conn: ConnId) -> bool {
         self.server.conn() == Some(conn) || self.chat.owns(conn) || self.incoming.owns(conn)
     }
+}
+
+/// What follows `/name` (trimmed, maybe empty), if `line` is that command.
+fn name_argument(line: &str) -> Option<&str> {
+    let rest = line.trim().strip_prefix("/name")?;
+    (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim())
 }
 
 /// The method of a decoded request, for error messages.
@@ -502,15 +544,17 @@ impl Endpoint for Client {
             ClientInput::EndOfInput if self.is_busy() => self.queue.push_back(Queued::EndOfInput),
             ClientInput::EndOfInput => self.quit(),
             ClientInput::Line(line) => {
-                // While our CHAT awaits its answer a message is held at once (READY MODE),
-                // unless earlier lines still wait their turn.
-                let hold_now = self.chat.awaiting_answer()
-                    && self.queue.is_empty()
-                    && !Self::is_command(&line);
-                if self.is_busy() && !hold_now {
+                if self.waits(!Self::is_command(&line)) {
                     self.queue.push_back(Queued::Line(line));
                 } else {
                     self.handle_line(line);
+                }
+            }
+            ClientInput::Message(text) => {
+                if self.waits(true) {
+                    self.queue.push_back(Queued::Message(text));
+                } else {
+                    self.message_line(text.into_bytes());
                 }
             }
         }

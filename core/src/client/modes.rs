@@ -50,6 +50,8 @@ pub(super) enum Trigger {
     RegisterCommand,
     BridgeCommand,
     ChatCommand,
+    /// `/name NEWNAME`: register under another name.
+    NameCommand,
     /// A message line: sent in WRITE MODE, held while it is not our turn.
     MessageLine,
     // Answers from the server.
@@ -74,6 +76,7 @@ impl Trigger {
             Trigger::RegisterCommand => "/register",
             Trigger::BridgeCommand => "/bridge",
             Trigger::ChatCommand => "/chat",
+            Trigger::NameCommand => "/name",
             Trigger::MessageLine => "a message line",
             Trigger::Registered => "the REGISTER answer",
             Trigger::NoPeerWaiting | Trigger::PeerWaiting => "the BRIDGE answer",
@@ -102,6 +105,7 @@ pub enum Refusal {
     NotWaiting,
     OutOfTurn,
     NotExpected,
+    NameInUse,
 }
 
 impl fmt::Display for Refusal {
@@ -123,6 +127,9 @@ impl fmt::Display for Refusal {
             Refusal::NotWaiting => "not waiting for a peer",
             Refusal::OutOfTurn => "a message arrived out of turn",
             Refusal::NotExpected => "not expected in this mode",
+            Refusal::NameInUse => {
+                "your name cannot change in WAIT MODE, READY MODE or a chat: a peer may know you by it"
+            }
         })
     }
 }
@@ -164,11 +171,17 @@ pub(super) fn next_mode(mode: Mode, trigger: Trigger, ctx: Context) -> Result<Mo
         (Wait, T::ChatCommand) => Err(R::PeerStartsChat),
         (Write | Read, T::ChatCommand) => Err(R::AlreadyInChat),
 
+        // REGISTER again on the same connection replaces the registration.
+        (Unregistered | Registered, T::NameCommand) => Ok(mode),
+        (Wait | Ready | Write | Read, T::NameCommand) => Err(R::NameInUse),
+
         (Wait | Ready | Write | Read, T::MessageLine) => Ok(mode),
         (Unregistered, T::MessageLine) => Err(R::NoChatRegisterFirst),
         (Registered, T::MessageLine) => Err(R::NoChatBridgeFirst),
 
         (Unregistered, T::Registered) => Ok(Registered),
+        // `/name` while registered: the same mode under the new name.
+        (Registered, T::Registered) => Ok(Registered),
         (Registered | Wait, T::NoPeerWaiting) => Ok(Wait),
         (Registered | Wait, T::PeerWaiting) => Ok(Ready),
         // `/bridge` again from WAIT MODE, and a peer's CHAT came before the answer:
@@ -299,6 +312,7 @@ mod tests {
             Trigger::RegisterCommand,
             Trigger::BridgeCommand,
             Trigger::ChatCommand,
+            Trigger::NameCommand,
             Trigger::MessageLine,
         ];
         for mode in modes {

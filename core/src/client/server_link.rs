@@ -7,29 +7,48 @@
 //!            ▲                    │ failed / closed / 5 s     │ closed / malformed answer
 //!            └────────────────────┴──────────────────────────┘
 //! pending:  Startup ──listener bound and first connect over──▶ none
-//!           none ──/register, link Up──▶ Register ──answer / 10 s / link lost──▶ none
-//!           none ──/register, link Down──▶ Reconnect ──connected──▶ Register
+//!           none ──/register or /name, link Up──▶ Register ──answer / 10 s / link lost──▶ none
+//!           none ──/register or /name, link Down──▶ Reconnect ──connected──▶ Register
+//!           Reconnect ──attempt failed──▶ Reconnect (after a backoff) or none (gave up)
 //!           none ──/bridge──▶ Bridge ──answer / 10 s / link lost──▶ none
 //! ```
 //!
-//! An answer after a timeout is skipped (`stale_answers`). A connect that
-//! fails while a person waits on it (Startup, Reconnect) is fatal.
+//! An answer after a timeout is skipped (`stale_answers`). Only the first
+//! connect (Startup) is fatal when it fails: the contract makes an unreachable
+//! server at start fatal. Reconnecting tries [`RECONNECT_ATTEMPTS`] times,
+//! waiting [`RECONNECT_BACKOFF`], then twice as long each time, within
+//! [`RECONNECT_WINDOW`], and then gives up with an error; the person may try again.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Client, ClientError, Ctx, NoContact, Trigger, Unreachable};
-use crate::codec::{self, Decoder, Response};
-use crate::contact::Contact;
+use super::{Client, ClientError, ClientEvent, Ctx, NoContact, Reconnecting, Trigger, Unreachable};
+use crate::codec::{self, Decoder, Response, Status};
+use crate::contact::{Contact, Name};
 use crate::{ConnId, IoFailure};
+
+/// How many connects `/register` tries before giving up.
+pub const RECONNECT_ATTEMPTS: u32 = 5;
+/// The wait before the second attempt; it doubles for each one after.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// No attempt starts later than this after the first one.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 
 /// The one server request the client waits for; lines typed meanwhile are queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     /// Opening the chat listener and the server connection.
     Startup,
-    /// `/register` with the server connection down: reconnecting first.
-    Reconnect,
+    /// `/register` (or `/name`) with the server connection down: reconnecting
+    /// first, then REGISTER as `name`.
+    Reconnect {
+        name: Name,
+        /// The attempt in progress or next, from 1.
+        attempt: u32,
+        started: Instant,
+        /// Waiting to start `attempt` at this time (the link is down meanwhile).
+        retry_at: Option<Instant>,
+    },
     /// REGISTER sent with this contact.
     Register {
         contact: Contact,
@@ -43,7 +62,8 @@ enum Pending {
 impl Pending {
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Pending::Startup | Pending::Reconnect => None,
+            Pending::Startup => None,
+            Pending::Reconnect { retry_at, .. } => *retry_at,
             Pending::Register { deadline, .. } | Pending::Bridge { deadline } => Some(*deadline),
         }
     }
@@ -71,6 +91,8 @@ pub(super) struct ServerLink {
     stale_answers: usize,
     /// What the server last accepted in REGISTER; we send it in CHAT and its answer.
     me: Option<Contact>,
+    /// Our name: the configured one until the server accepts another (`/name`).
+    name: Name,
 }
 
 /// What the rest of the client has to do after the link moved.
@@ -80,23 +102,32 @@ pub(super) enum ServerNews {
     Quiet,
     /// The request is over and the mode stays: refused or timed out.
     RequestOver,
-    Registered,
+    /// REGISTER answered 200; `renamed` if under another name than before.
+    Registered { renamed: bool },
     /// BRIDGE answered: the peer waiting, or none (we wait now).
     Bridged(Option<Contact>),
-    /// The connection is gone, and the request that waited for it.
-    Lost,
+    /// The connection is gone, and the request that waited for it; `malformed`
+    /// if the server sent bytes that are no answer.
+    Lost {
+        malformed: Option<crate::DecodeError>,
+    },
     /// Nothing more can be done: exit with this error.
     Fatal(ClientError),
 }
 
 impl ServerLink {
-    pub(super) fn new() -> ServerLink {
+    pub(super) fn new(name: Name) -> ServerLink {
         ServerLink {
             link: Link::Down,
             pending: Some(Pending::Startup),
             stale_answers: 0,
             me: None,
+            name,
         }
+    }
+
+    pub(super) fn name(&self) -> Name {
+        self.name
     }
 
     pub(super) fn conn(&self) -> Option<ConnId> {
@@ -162,12 +193,23 @@ impl ServerLink {
         over
     }
 
-    /// `/register`, allowed by the table.
-    pub(super) fn register(&mut self, ctx: &mut Ctx, listening: Option<SocketAddr>) {
+    /// `/register` (as our name) or `/name` (as `name`), allowed by the table.
+    pub(super) fn register(&mut self, ctx: &mut Ctx, listening: Option<SocketAddr>, name: Name) {
         match self.link {
-            Link::Up { .. } => self.send_register(ctx, listening),
+            Link::Up { .. } => self.send_register(ctx, listening, name),
             Link::Down => {
-                self.pending = Some(Pending::Reconnect);
+                self.pending = Some(Pending::Reconnect {
+                    name,
+                    attempt: 1,
+                    started: ctx.now,
+                    retry_at: None,
+                });
+                ctx.outputs.event(ClientEvent::Reconnecting(Reconnecting {
+                    server: ctx.config.server,
+                    attempt: 1,
+                    attempts: RECONNECT_ATTEMPTS,
+                    after: None,
+                }));
                 self.connect(ctx);
             }
             // Start-up holds every line until the first connect has finished.
@@ -188,17 +230,26 @@ impl ServerLink {
 
     /// The contact to register: our name, the advertised or local IP, the bound port.
     fn own_contact(&self, ctx: &Ctx, listening: Option<SocketAddr>) -> Result<Contact, NoContact> {
+        self.contact_as(ctx, listening, self.name)
+    }
+
+    fn contact_as(
+        &self,
+        ctx: &Ctx,
+        listening: Option<SocketAddr>,
+        name: Name,
+    ) -> Result<Contact, NoContact> {
         let ip = match (ctx.config.advertise_ip, &self.link) {
             (Some(ip), _) => ip,
             (None, Link::Up { local_ip, .. }) => *local_ip,
             (None, _) => return Err(NoContact::NotConnected),
         };
         let port = listening.map_or(0, |a| a.port());
-        Contact::new(ctx.config.name, ip, port).map_err(|_| NoContact::NoPort)
+        Contact::new(name, ip, port).map_err(|_| NoContact::NoPort)
     }
 
-    fn send_register(&mut self, ctx: &mut Ctx, listening: Option<SocketAddr>) {
-        let contact = match self.own_contact(ctx, listening) {
+    fn send_register(&mut self, ctx: &mut Ctx, listening: Option<SocketAddr>, name: Name) {
+        let contact = match self.contact_as(ctx, listening, name) {
             Ok(contact) => contact,
             Err(reason) => return ctx.error(ClientError::CannotRegister(reason)),
         };
@@ -228,8 +279,9 @@ impl ServerLink {
             decoder: Decoder::new(ctx.config.limits),
             local_ip: local.ip(),
         };
-        if self.pending == Some(Pending::Reconnect) {
-            self.send_register(ctx, listening);
+        if let Some(Pending::Reconnect { name, .. }) = self.pending {
+            self.pending = None;
+            self.send_register(ctx, listening, name);
         }
         true
     }
@@ -248,7 +300,7 @@ impl ServerLink {
 
     pub(super) fn on_closed(&mut self, ctx: &mut Ctx, conn: ConnId) -> Option<ServerNews> {
         match self.link {
-            Link::Up { conn: c, .. } if c == conn => Some(self.gone(ctx, ClientError::ServerLost)),
+            Link::Up { conn: c, .. } if c == conn => Some(self.gone(None)),
             Link::Connecting { conn: c, .. } if c == conn => {
                 Some(self.unreachable(ctx, Unreachable::Closed))
             }
@@ -269,16 +321,25 @@ impl ServerLink {
         Some(self.unreachable(ctx, Unreachable::Timeout(after)))
     }
 
+    /// The backoff before the next reconnect attempt is over: connect again.
+    pub(super) fn retry_due(&mut self, ctx: &mut Ctx) {
+        let Some(Pending::Reconnect { retry_at, .. }) = &mut self.pending else {
+            return;
+        };
+        if retry_at.is_some_and(|at| at <= ctx.now) {
+            *retry_at = None;
+        } else {
+            return;
+        }
+        self.connect(ctx);
+    }
+
     /// A request unanswered past `request_timeout` is over; its answer will be skipped.
     pub(super) fn request_expired(&mut self, ctx: &mut Ctx) -> Option<ServerNews> {
-        let pending = self.pending?;
-        match pending.deadline() {
-            Some(deadline) if deadline <= ctx.now => {}
+        let request = match self.pending? {
+            Pending::Bridge { deadline } if deadline <= ctx.now => "BRIDGE",
+            Pending::Register { deadline, .. } if deadline <= ctx.now => "REGISTER",
             _ => return None,
-        }
-        let request = match pending {
-            Pending::Bridge { .. } => "BRIDGE",
-            _ => "REGISTER",
         };
         self.pending = None;
         self.stale_answers += 1;
@@ -299,7 +360,7 @@ impl ServerLink {
             Ok(None) => None,
             Err(e) => {
                 ctx.outputs.close(*conn);
-                Some(self.gone(ctx, ClientError::ServerMalformed(e)))
+                Some(self.gone(Some(e)))
             }
         }
     }
@@ -314,7 +375,13 @@ impl ServerLink {
                 self.pending = None;
                 if response.status.is_success() {
                     self.me = Some(contact);
-                    ServerNews::Registered
+                    let renamed = contact.name != self.name;
+                    self.name = contact.name;
+                    ServerNews::Registered { renamed }
+                } else if response.status == Status::CONFLICT {
+                    // The status is in `--trace`; the person needs a way out.
+                    ctx.error(ClientError::NameTaken(contact.name));
+                    ServerNews::RequestOver
                 } else {
                     refused(ctx, &response);
                     ServerNews::RequestOver
@@ -336,35 +403,63 @@ impl ServerLink {
         }
     }
 
-    /// Fatal when a person is waiting on it (start-up, or `/register` reconnecting):
-    /// the contract makes an unreachable server fatal, and nothing else can be done.
+    /// A connect failed. Fatal at start-up (the contract makes an unreachable
+    /// server at start fatal); reconnecting tries again after a backoff, or gives up.
     fn unreachable(&mut self, ctx: &mut Ctx, why: Unreachable) -> ServerNews {
         self.link = Link::Down;
-        let error = ClientError::ServerUnreachable {
-            server: ctx.config.server,
-            why,
-        };
-        match self.pending {
-            Some(Pending::Startup | Pending::Reconnect) => ServerNews::Fatal(error),
+        let server = ctx.config.server;
+        match &mut self.pending {
+            Some(Pending::Startup) => {
+                ServerNews::Fatal(ClientError::ServerUnreachable { server, why })
+            }
+            Some(Pending::Reconnect {
+                attempt,
+                started,
+                retry_at,
+                ..
+            }) => {
+                let delay = RECONNECT_BACKOFF * 2u32.pow(*attempt - 1);
+                let at = ctx.now + delay;
+                if *attempt >= RECONNECT_ATTEMPTS || at > *started + RECONNECT_WINDOW {
+                    let attempts = *attempt;
+                    self.pending = None;
+                    ctx.error(ClientError::ReconnectFailed {
+                        server,
+                        attempts,
+                        why,
+                    });
+                    return ServerNews::RequestOver;
+                }
+                *attempt += 1;
+                *retry_at = Some(at);
+                let attempt = *attempt;
+                ctx.outputs.event(ClientEvent::Reconnecting(Reconnecting {
+                    server,
+                    attempt,
+                    attempts: RECONNECT_ATTEMPTS,
+                    after: Some((why, delay)),
+                }));
+                ServerNews::Quiet
+            }
             _ => {
-                ctx.error(error);
+                ctx.error(ClientError::ServerUnreachable { server, why });
                 ServerNews::Quiet
             }
         }
     }
 
-    /// The server connection is gone: whatever waited for it is over.
-    fn gone(&mut self, ctx: &mut Ctx, error: ClientError) -> ServerNews {
+    /// The server connection is gone: whatever waited for it is over. The
+    /// client says so, knowing whether a chat goes on.
+    fn gone(&mut self, malformed: Option<crate::DecodeError>) -> ServerNews {
         self.link = Link::Down;
         self.stale_answers = 0;
-        ctx.error(error);
         if matches!(
             self.pending,
-            Some(Pending::Reconnect | Pending::Register { .. } | Pending::Bridge { .. })
+            Some(Pending::Reconnect { .. } | Pending::Register { .. } | Pending::Bridge { .. })
         ) {
             self.pending = None;
         }
-        ServerNews::Lost
+        ServerNews::Lost { malformed }
     }
 
     /// Exiting: close the connection, forget the request.
@@ -387,7 +482,26 @@ fn refused(ctx: &mut Ctx, response: &Response) {
 impl Client {
     pub(super) fn command_register(&mut self) {
         if self.allowed(Trigger::RegisterCommand) {
-            self.server.register(&mut self.ctx, self.listening);
+            let name = self.server.name();
+            self.server.register(&mut self.ctx, self.listening, name);
+        }
+    }
+
+    /// `/name NEWNAME`: REGISTER as `NEWNAME`, which replaces a registration
+    /// on the same connection (and keeps it if the new name is taken).
+    pub(super) fn command_name(&mut self, raw: &str) {
+        if !self.allowed(Trigger::NameCommand) {
+            return;
+        }
+        if raw.is_empty() {
+            return self.ctx.error(ClientError::NameMissing);
+        }
+        match raw.parse::<Name>() {
+            Ok(name) => self.server.register(&mut self.ctx, self.listening, name),
+            Err(why) => self.ctx.error(ClientError::InvalidName {
+                raw: super::one_line(raw),
+                why,
+            }),
         }
     }
 
@@ -408,6 +522,7 @@ impl Client {
     }
 
     pub(super) fn server_timeout(&mut self) {
+        self.server.retry_due(&mut self.ctx);
         if let Some(news) = self.server.connect_expired(&mut self.ctx) {
             self.on_server_news(news);
         }
@@ -425,13 +540,29 @@ impl Client {
             ServerNews::Quiet => return,
             ServerNews::Fatal(error) => return self.finish(Err(error.into())),
             ServerNews::RequestOver => {}
-            ServerNews::Registered => self.enter(Trigger::Registered),
+            ServerNews::Registered { renamed } => {
+                if renamed {
+                    let name = self.server.name();
+                    self.ctx.outputs.event(ClientEvent::NameChanged(name));
+                }
+                self.enter(Trigger::Registered);
+            }
             ServerNews::Bridged(Some(peer)) => {
                 self.chat.set_ready_peer(peer);
                 self.enter(Trigger::PeerWaiting);
             }
             ServerNews::Bridged(None) => self.enter(Trigger::NoPeerWaiting),
-            ServerNews::Lost => self.enter(Trigger::ServerLost),
+            ServerNews::Lost { malformed } => {
+                let chat_goes_on = self.chat.has_link();
+                self.ctx.error(match malformed {
+                    None => ClientError::ServerLost { chat_goes_on },
+                    Some(error) => ClientError::ServerMalformed {
+                        error,
+                        chat_goes_on,
+                    },
+                });
+                self.enter(Trigger::ServerLost);
+            }
         }
         // CHATs parked while BRIDGE was in flight are decided now that it is over.
         self.decide_parked();

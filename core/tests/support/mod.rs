@@ -107,6 +107,14 @@ pub struct Net {
     pub max_steps: usize,
 }
 
+/// A server listening on port 7070 of its node.
+fn default_server_config() -> ServerConfig {
+    ServerConfig {
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7070),
+        ..ServerConfig::default()
+    }
+}
+
 pub fn name(s: &str) -> Name {
     Name::new(s.as_bytes()).expect("test names are valid")
 }
@@ -148,11 +156,18 @@ impl Net {
     }
 
     /// A server at `127.0.0.1:7070` when it is the first node.
+    /// A default server started again on `node` after it exited: the same
+    /// address, a fresh state.
+    pub fn restart_default_server(&mut self, node: NodeId) {
+        assert!(self.nodes[node.0].exited.is_some(), "{node:?} still runs");
+        let server = Server::new(default_server_config());
+        self.nodes[node.0].machine = Machine::Server(Box::new(server));
+        self.nodes[node.0].exited = None;
+        self.drain(node);
+    }
+
     pub fn add_default_server(&mut self) -> NodeId {
-        self.add_server(ServerConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7070),
-            ..ServerConfig::default()
-        })
+        self.add_server(default_server_config())
     }
 
     pub fn add_client(&mut self, config: ClientConfig) -> NodeId {
