@@ -168,14 +168,24 @@ fn the_port_preserving_router_keeps_source_ports_and_the_randomising_one_changes
 const PUNCH_PORTS: (u16, u16) = (20001, 20002);
 const PUNCH_TRIES: usize = 3;
 
-/// TCP hole punching: each host learns its mapped
-/// address from the observer (keeping that connection open), then both dial
-/// the other's mapped address from the same local port at the same moment.
-/// Returns the two ends (a's, b's) of the first attempt where both connected.
-fn punch(a: &Host, b: &Host, observer: &Observer) -> Option<(TcpStream, TcpStream)> {
-    let (port_a, port_b) = PUNCH_PORTS;
-    let (_mapping_a, seen_a) = a.observed(observer, port_a);
-    let (_mapping_b, seen_b) = b.observed(observer, port_b);
+/// Each host connects to the observer from its punch port and keeps that
+/// connection open (as a client keeps its server connection, and with it the
+/// router's mapping); returns the connections and the addresses seen (a's, b's).
+fn mapped(a: &Host, b: &Host, observer: &Observer) -> ([TcpStream; 2], SocketAddrV4, SocketAddrV4) {
+    let (open_a, seen_a) = a.observed(observer, PUNCH_PORTS.0);
+    let (open_b, seen_b) = b.observed(observer, PUNCH_PORTS.1);
+    ([open_a, open_b], seen_a, seen_b)
+}
+
+/// TCP hole punching: both hosts dial the other's mapped address from their
+/// punch port at the same moment. Returns the two ends (a's, b's) of the
+/// first attempt where both connected.
+fn punch(
+    a: &Host,
+    b: &Host,
+    seen_a: SocketAddrV4,
+    seen_b: SocketAddrV4,
+) -> Option<(TcpStream, TcpStream)> {
     for _ in 0..PUNCH_TRIES {
         let together = Barrier::new(2);
         let dial = |from: &Host, port, to| {
@@ -183,8 +193,8 @@ fn punch(a: &Host, b: &Host, observer: &Observer) -> Option<(TcpStream, TcpStrea
             from.connect_from(port, to, DROPPED_AFTER)
         };
         let (end_a, end_b) = thread::scope(|scope| {
-            let end_a = scope.spawn(|| dial(a, port_a, seen_b));
-            let end_b = scope.spawn(|| dial(b, port_b, seen_a));
+            let end_a = scope.spawn(|| dial(a, PUNCH_PORTS.0, seen_b));
+            let end_b = scope.spawn(|| dial(b, PUNCH_PORTS.1, seen_a));
             (end_a.join().unwrap(), end_b.join().unwrap())
         });
         if let (Ok(end_a), Ok(end_b)) = (end_a, end_b) {
@@ -215,16 +225,15 @@ fn simultaneous_open_connects_two_hosts_behind_port_preserving_routers() {
     let a = rig.home_host("a", Nat::PortPreserving);
     let b = rig.home_host("b", Nat::PortPreserving);
     let observer = Observer::start(&server_host, OBSERVER_PORT);
-    // One side alone is an unsolicited connection: dropped.
-    let b_mapped = SocketAddrV4::new(b.public_ip, PUNCH_PORTS.1);
-    dropped(&a, b_mapped).unwrap();
-    let (mut end_a, mut end_b) = punch(&a, &b, &observer).expect("no attempt connected both hosts");
-    assert_eq!(end_a.peer_addr().unwrap(), b_mapped.into());
-    assert_eq!(local_port(&end_a), PUNCH_PORTS.0);
-    assert_eq!(
-        end_b.peer_addr().unwrap(),
-        SocketAddrV4::new(a.public_ip, PUNCH_PORTS.0).into()
-    );
+    let (_mappings, seen_a, seen_b) = mapped(&a, &b, &observer);
+    assert_eq!(seen_a, SocketAddrV4::new(a.public_ip, PUNCH_PORTS.0));
+    assert_eq!(seen_b, SocketAddrV4::new(b.public_ip, PUNCH_PORTS.1));
+    // b's mapping is open, yet a dialling it alone is unsolicited: dropped.
+    dropped(&a, seen_b).unwrap();
+    let (mut end_a, mut end_b) =
+        punch(&a, &b, seen_a, seen_b).expect("no attempt connected both hosts");
+    assert_eq!(end_a.peer_addr().unwrap(), seen_b.into());
+    assert_eq!(end_b.peer_addr().unwrap(), seen_a.into());
     let (at_a, at_b) = talk(&mut end_a, &mut end_b).expect("talk over the punched connection");
     assert_eq!((at_a.as_str(), at_b.as_str()), ("from b\n", "from a\n"));
 }
@@ -238,8 +247,9 @@ fn simultaneous_open_fails_between_port_randomising_routers() {
     let a = rig.home_host("a", Nat::PortRandomising);
     let b = rig.home_host("b", Nat::PortRandomising);
     let observer = Observer::start(&server_host, OBSERVER_PORT);
+    let (_mappings, seen_a, seen_b) = mapped(&a, &b, &observer);
     assert!(
-        punch(&a, &b, &observer).is_none(),
+        punch(&a, &b, seen_a, seen_b).is_none(),
         "two randomising routers let a punched connection through"
     );
 }
