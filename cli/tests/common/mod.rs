@@ -73,43 +73,37 @@ impl Proc {
     }
 
     pub fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        Proc::spawn_command(
-            name,
-            Command::new(env!("CARGO_BIN_EXE_bridgechat")),
-            args,
-            env,
-        )
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bridgechat"));
+        command.args(args).env_remove("BRIDGECHAT_SERVER");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Proc::spawn_command(name, command)
     }
 
     /// Runs it after `ulimit` with `limit` (say `-Sn 1024`), as a shell would.
     pub fn spawn_with_ulimit(name: &str, limit: &str, args: &[&str]) -> Proc {
         let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            &format!("ulimit {limit} && exec \"$0\" \"$@\""),
-            env!("CARGO_BIN_EXE_bridgechat"),
-        ]);
-        Proc::spawn_command(name, command, args, &[])
+        command
+            .args([
+                "-c",
+                &format!("ulimit {limit} && exec \"$0\" \"$@\""),
+                env!("CARGO_BIN_EXE_bridgechat"),
+            ])
+            .args(args)
+            .env_remove("BRIDGECHAT_SERVER");
+        Proc::spawn_command(name, command)
     }
 
-    fn spawn_command(
-        name: &str,
-        mut command: Command,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Proc {
+    /// Starts `command` (its stdio is piped here), e.g. `bridgechat` under `ip netns exec`.
+    pub fn spawn_command(name: &str, mut command: Command) -> Proc {
         command
-            .args(args)
-            .env_remove("BRIDGECHAT_SERVER")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start bridgechat {args:?}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
