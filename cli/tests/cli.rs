@@ -3,7 +3,7 @@
 //!
 //! Every wait is for an expected line (or an exit) with a timeout, never a
 //! fixed sleep; every child is killed when its `Proc` drops, so a failing
-//! test leaves nothing running. Each scenario runs on both transports.
+//! test leaves nothing running. Each scenario runs on every transport.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -425,6 +425,10 @@ macro_rules! on_each_transport {
         }
         mod on_std {
             $(#[test] fn $scenario() { super::$scenario("std") })*
+        }
+        #[cfg(target_os = "linux")]
+        mod on_uring {
+            $(#[test] fn $scenario() { super::$scenario("uring") })*
         }
     };
 }

@@ -116,6 +116,12 @@ pub struct Ring {
     stash: Vec<Completion>,
 }
 
+// SAFETY: `pool` is owned by the ring alone, like a `Box`; nothing else holds the
+// pointer, so moving the ring (and its `IoUring`, which is `Send`) to another thread
+// moves the only access with it.
+#[allow(unsafe_code)]
+unsafe impl Send for Ring {}
+
 impl Ring {
     #[allow(unsafe_code)]
     pub fn new(entries: u32) -> io::Result<Ring> {
