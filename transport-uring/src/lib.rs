@@ -389,7 +389,12 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
             Op::Wake => self.woken(c),
             Op::Accept => self.accepted(c),
             Op::Recv => self.received(c),
-            Op::Send => self.io.sent(c),
+            Op::Send => {
+                self.io.sent(c);
+                if !self.io.outcomes.is_empty() {
+                    self.drain(); // a failed send reports a close
+                }
+            }
             Op::Connect => {
                 self.io.connect_ended(c);
                 self.drain();
@@ -521,7 +526,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
         for index in 0..self.io.listeners.len() {
             self.io.cancel_accept(index);
         }
-        self.io.listeners.clear(); // the ring lets go of them once their accepts are cancelled
+        // The cancels name the listeners' descriptors: submit them before closing those.
+        let _ = self.io.ring.submit();
+        self.io.listeners.clear();
         let keys: Vec<u64> = self.io.conns.keys().copied().collect();
         for key in keys {
             self.io.start_closing(key, false);
@@ -733,7 +740,7 @@ impl<F> Io<F> {
             return;
         }
         if c.result <= 0 {
-            return self.broken(key); // fed back at the next drain
+            return self.broken(key);
         }
         conn.sent += c.result as usize;
         self.send(key);

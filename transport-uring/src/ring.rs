@@ -272,6 +272,11 @@ impl Ring {
         unsafe { OwnedFd::from_raw_fd(fd) }
     }
 
+    /// Hands what is queued to the kernel without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.ring.submit().map(drop)
+    }
+
     /// Submits what is queued and waits for one completion, at most `timeout`.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         if !self.stash.is_empty() {
