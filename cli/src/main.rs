@@ -10,6 +10,8 @@ mod client;
 mod commands;
 mod console;
 mod demo;
+mod logging;
+mod metrics_listen;
 mod out;
 mod server;
 mod signals;

@@ -7,6 +7,7 @@ use bridgechat_core::codec::Limits;
 use bridgechat_core::server::{Server, ServerConfig, ServerEvent, ServerInput};
 use clap::Args;
 
+use crate::logging::{self, LogFormat};
 use crate::out::{self, Line};
 use crate::signals;
 use crate::transport::{run_with, Transport};
@@ -20,6 +21,13 @@ Examples:
   bridgechat server --trace                  show every request and answer
   bridgechat server --max-per-ip 20000       let one host (a load generator) hold many clients
   bridgechat server --strict-ip              clients may register only their own address
+  bridgechat server --log-format json        one JSON object per log line, for log shippers
+  bridgechat server --metrics-listen 127.0.0.1:9070
+                                             /metrics on a private address only
+
+The same port answers `GET /` (a status page), `GET /healthz` (`200 ok`) and
+`GET /metrics` (Prometheus text), e.g. `curl http://127.0.0.1:7070/`.
+`RUST_LOG` filters the log (default `info`; `warn` keeps refusals under load).
 
 Prints `listening on ADDR:PORT` once ready, then one line per notable event.
 Ctrl+C or SIGTERM stops it cleanly (exit 0): no new connections, answers
@@ -94,6 +102,14 @@ pub struct ServerArgs {
     /// with `Retry-After` (0: never).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_fallthroughs: u32,
+    /// How log lines look: the message alone, with timestamp and level, or JSON.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Serve /, /healthz and /metrics on this address too, and stop answering
+    /// /metrics on --listen (404). Prints `metrics on ADDR:PORT`.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::parse_addr)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// File descriptors kept back from `--max-connections` for listeners, stdio and the poller.
@@ -135,6 +151,7 @@ impl ServerArgs {
             strict_ip: self.strict_ip,
             introduction_deadline: self.introduction_deadline,
             fallthrough_limit: self.max_fallthroughs,
+            serve_metrics: self.metrics_listen.is_none(),
             ..defaults
         }
     }
@@ -148,18 +165,20 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
     let quiet = args.quiet;
     // Each client holds one descriptor: take all the system allows (the hard limit).
     let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
+    logging::init(args.log_format);
+    let server = Server::new(args.config(open_files));
+    if let Some(addr) = args.metrics_listen {
+        let bound = crate::metrics_listen::start(addr, server.pages())?;
+        logging::ready(&format!("metrics on {bound}"));
+    }
     run_with(
         args.transport,
-        Server::new(args.config(open_files)),
+        server,
         |inputs| signals::on_interrupt(move || inputs.send(ServerInput::Shutdown)),
-        |event| {
-            if let Some(line) = describe(&event, quiet) {
-                line.print();
-            }
-        },
+        |event| logging::server_event(&event, quiet),
     )?;
     if !quiet {
-        out::say("server stopped");
+        logging::info("server stopped");
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{read_message, Proc, WAIT};
+use common::{on_each_transport, read_message, Proc, WAIT};
 
 fn server(transport: &str) -> (Proc, String) {
     let mut server = Proc::spawn(
@@ -416,21 +416,6 @@ fn limit_flags_are_enforced(transport: &str) {
         .write_all(b"BRIDGE / HTTP/1.1\r\n\r\n")
         .expect("write");
     assert!(read_response(&mut first).starts_with("HTTP/1.1 200 OK\r\n"));
-}
-
-macro_rules! on_each_transport {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_mio {
-            $(#[test] fn $scenario() { super::$scenario("mio") })*
-        }
-        mod on_std {
-            $(#[test] fn $scenario() { super::$scenario("std") })*
-        }
-        #[cfg(target_os = "linux")]
-        mod on_uring {
-            $(#[test] fn $scenario() { super::$scenario("uring") })*
-        }
-    };
 }
 
 on_each_transport!(

@@ -16,21 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{read_message, Proc, WAIT};
-
-fn server(transport: &str, extra: &[&str]) -> (Proc, String) {
-    let mut args = vec![
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--transport",
-        transport,
-    ];
-    args.extend_from_slice(extra);
-    let mut server = Proc::spawn("server", &args);
-    let addr = server.listening();
-    (server, addr)
-}
+use common::{on_each_transport, read_message, server, Proc, WAIT};
 
 /// Accepts one connection on `listener`, within `WAIT`.
 fn accept(listener: &TcpListener) -> TcpStream {
@@ -400,17 +386,6 @@ fn an_unreachable_server_on_reconnect_is_fatal(transport: &str) {
     alice.expect_err(&server);
     let status = alice.exit_within(WAIT);
     assert!(!status.success(), "exit status {status}");
-}
-
-macro_rules! on_each_transport {
-    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
-        mod on_mio {
-            $($(#[$attr])* #[test] fn $scenario() { super::$scenario("mio") })*
-        }
-        mod on_std {
-            $($(#[$attr])* #[test] fn $scenario() { super::$scenario("std") })*
-        }
-    };
 }
 
 on_each_transport!(

@@ -17,6 +17,7 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
 use crate::contact::{parse_ip, parse_port, Contact, InvalidValue, Name};
+use crate::operator::PageRequest;
 
 /// Bounds on what one peer may make us hold. Defaults are the contract's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,7 @@ impl Status {
     pub const OK: Status = Status(200);
     pub const BAD_REQUEST: Status = Status(400);
     pub const FORBIDDEN: Status = Status(403);
+    pub const NOT_FOUND: Status = Status(404);
     pub const REQUEST_TIMEOUT: Status = Status(408);
     pub const CONFLICT: Status = Status(409);
     pub const TOO_MANY_REQUESTS: Status = Status(429);
@@ -68,6 +70,7 @@ impl Status {
             200 => "OK",
             400 => "Bad Request",
             403 => "Forbidden",
+            404 => "Not Found",
             408 => "Request Timeout",
             409 => "Conflict",
             413 => "Content Too Large",
@@ -184,6 +187,8 @@ pub enum Request {
     Quit,
     /// A method the contract does not name (→ 501, connection kept).
     Unknown,
+    /// `GET` or `HEAD`: an operator page; a server answers it, anyone else treats it as `Unknown`.
+    Page(PageRequest),
     /// A known method with a missing or malformed contact header (→ 400, connection kept).
     Invalid {
         method: Method,
@@ -201,7 +206,9 @@ impl Request {
             Request::Chat(contact) => write_chat(out, contact),
             Request::Message(text) => write_message(out, text),
             Request::Quit => write_quit(out),
-            Request::Unknown | Request::Invalid { .. } => return Err(Unencodable),
+            Request::Unknown | Request::Invalid { .. } | Request::Page(_) => {
+                return Err(Unencodable)
+            }
         }
         Ok(())
     }
@@ -629,7 +636,7 @@ fn parse_head(
             }
             let fields = Fields::collect(req.headers, limits)?;
             let request = match req.method.and_then(Method::from_token) {
-                None => Request::Unknown,
+                None => PageRequest::parse(&req).map_or(Request::Unknown, Request::Page),
                 Some(method) => fields.request(method),
             };
             Ok(Some((

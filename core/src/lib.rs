@@ -98,6 +98,7 @@ pub mod driver;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod operator;
 mod outputs;
 pub mod server;
 

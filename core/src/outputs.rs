@@ -23,22 +23,41 @@ enum Item<E> {
     Exit(Result<(), ExitError>),
 }
 
-#[derive(Debug)]
-pub(crate) struct OutputQueue<E> {
-    items: VecDeque<Item<E>>,
-    tx: Vec<u8>,
+/// Sees every event as it is queued (the server's metrics count them).
+pub(crate) trait Observe<E> {
+    fn observe(&mut self, event: &E);
 }
 
-impl<E> Default for OutputQueue<E> {
+impl<E> Observe<E> for () {
+    fn observe(&mut self, _event: &E) {}
+}
+
+#[derive(Debug)]
+pub(crate) struct OutputQueue<E, O = ()> {
+    items: VecDeque<Item<E>>,
+    tx: Vec<u8>,
+    observer: O,
+}
+
+impl<E, O: Default> Default for OutputQueue<E, O> {
     fn default() -> Self {
         OutputQueue {
             items: VecDeque::new(),
             tx: Vec::new(),
+            observer: O::default(),
         }
     }
 }
 
-impl<E> OutputQueue<E> {
+impl<E, O: Observe<E>> OutputQueue<E, O> {
+    pub(crate) fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    pub(crate) fn observer_mut(&mut self) -> &mut O {
+        &mut self.observer
+    }
+
     /// Appends bytes for `conn` written by `write`; returns the range written.
     pub(crate) fn transmit(&mut self, conn: ConnId, write: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
         let start = self.tx.len();
@@ -68,6 +87,7 @@ impl<E> OutputQueue<E> {
     }
 
     pub(crate) fn event(&mut self, event: E) {
+        self.observer.observe(&event);
         self.items.push_back(Item::Event(event));
     }
 

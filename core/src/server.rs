@@ -41,6 +41,7 @@ use crate::codec::{
     self, AfterError, DecodeError, Decoder, HeaderError, Limits, Method, Request, Status,
 };
 use crate::contact::{self, Contact, Name, NameKey, UnusableIp};
+use crate::operator::{self, PageRequest, Pages, ServerMetrics};
 use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
@@ -79,6 +80,8 @@ pub struct ServerConfig {
     pub fallthrough_limit: u32,
     /// The window in which fall-throughs are counted, from the first one: 60 s.
     pub fallthrough_window: Duration,
+    /// Answer `GET /metrics` on this port (false when metrics are served elsewhere: 404).
+    pub serve_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             introduction_deadline: Duration::from_secs(10),
             fallthrough_limit: 3,
             fallthrough_window: Duration::from_secs(60),
+            serve_metrics: true,
         }
     }
 }
@@ -208,6 +212,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// Over `max_connections` or `max_per_ip`.
     Overloaded,
+    /// After an answer to a request that asked to close (`Connection: close`).
+    ClientAsked,
     /// The server is shutting down.
     Shutdown,
 }
@@ -220,6 +226,7 @@ impl fmt::Display for CloseReason {
             CloseReason::RegisterTimeout => f.write_str("did not register in time"),
             CloseReason::IdleTimeout => f.write_str("idle for too long"),
             CloseReason::Overloaded => f.write_str("over the connection limit"),
+            CloseReason::ClientAsked => f.write_str("closed as the client asked"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -303,6 +310,8 @@ struct Conn {
     bridges: u64,
     /// This connection's introductions that fell through.
     fallthroughs: Strikes,
+    /// When the first byte of the unfinished request in `decoder` arrived, for its latency.
+    request_started: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -373,7 +382,9 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Instant, ConnId, TimerKind)>>,
     peak_connections: usize,
     shut_down: bool,
-    outputs: OutputQueue<ServerEvent>,
+    /// The status of the last answer written, for the request metrics.
+    answered: Status,
+    outputs: OutputQueue<ServerEvent, ServerMetrics>,
 }
 
 impl Server {
@@ -392,6 +403,7 @@ impl Server {
             timers: BinaryHeap::new(),
             peak_connections: 0,
             shut_down: false,
+            answered: Status::OK,
             outputs,
         }
     }
@@ -407,6 +419,11 @@ impl Server {
             registered: self.names.len(),
             waiting: !self.waiting.is_empty(),
         }
+    }
+
+    /// The operator pages and metrics, to serve them from another thread too.
+    pub fn pages(&self) -> Pages {
+        self.outputs.observer().pages().clone()
     }
 
     /// The contact registered on `conn`, if any.
@@ -429,6 +446,7 @@ impl Server {
 
     fn handle_request(&mut self, now: Instant, conn: ConnId, request: Request) {
         match request {
+            Request::Page(page) => self.serve_page(now, conn, page),
             Request::Register(contact) => self.register(now, conn, contact),
             Request::Bridge { name } => self.bridge(now, conn, name),
             Request::Unregister => {
@@ -615,12 +633,31 @@ impl Server {
         });
     }
 
+    /// Answers `GET`/`HEAD`; closes after it if the client asked.
+    fn serve_page(&mut self, now: Instant, conn: ConnId, page: PageRequest) {
+        self.outputs
+            .observer()
+            .sync(self.names.len(), !self.waiting.is_empty());
+        let pages = self.pages();
+        let serve_metrics = self.config.serve_metrics;
+        let mut status = Status::OK;
+        self.send(conn, |out| {
+            status = pages.answer(now, &page, serve_metrics, out);
+        });
+        self.answered = status;
+        if page.close {
+            self.close(now, conn, CloseReason::ClientAsked);
+        }
+    }
+
     fn answer_ok(&mut self, conn: ConnId, contact: Option<Contact>) {
+        self.answered = Status::OK;
         self.send(conn, |out| codec::write_ok(out, contact.as_ref()));
     }
 
     /// Answers with the rejection's status; the connection stays open.
     fn reject(&mut self, conn: ConnId, rejection: Rejection) {
+        self.answered = rejection.status();
         let after = match rejection {
             Rejection::TooManyFallthroughs { retry_after } => {
                 AfterError::KeepOpenRetryAfter(retry_after)
@@ -776,7 +813,8 @@ impl Endpoint for Server {
     type Input = ServerInput;
     type Event = ServerEvent;
 
-    fn handle_listening(&mut self, _now: Instant, addr: SocketAddr) {
+    fn handle_listening(&mut self, now: Instant, addr: SocketAddr) {
+        self.outputs.observer().started(now);
         self.outputs.event(ServerEvent::Listening(addr));
     }
 
@@ -831,6 +869,7 @@ impl Endpoint for Server {
                 introduced: None,
                 bridges: 0,
                 fallthroughs: Strikes::default(),
+                request_started: None,
             },
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
@@ -869,8 +908,18 @@ impl Endpoint for Server {
             };
             match c.decoder.decode_request(&mut input) {
                 Ok(Some(request)) => {
+                    let started = match completed_any {
+                        false => c.request_started.take().unwrap_or(now),
+                        true => now,
+                    };
                     completed_any = true;
+                    let method = operator::method_label(&request);
                     self.handle_request(now, conn, request);
+                    let latency = operator::elapsed(started, now);
+                    let answered = self.answered;
+                    self.outputs
+                        .observer_mut()
+                        .request(method, answered, latency);
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -900,6 +949,12 @@ impl Endpoint for Server {
             }
         } else {
             c.head_started = None;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.request_started = match c.decoder.is_mid_message() {
+                true => c.request_started.or(Some(now)),
+                false => None,
+            };
         }
     }
 
@@ -936,6 +991,11 @@ impl Endpoint for Server {
     }
 
     fn poll_output(&mut self) -> Option<Output<'_, ServerEvent>> {
+        // The gauges that mirror state catch up before any output of an input is
+        // carried out, so an answer never reaches a client ahead of its numbers.
+        self.outputs
+            .observer()
+            .sync(self.names.len(), !self.waiting.is_empty());
         self.outputs.pop()
     }
 

@@ -594,7 +594,7 @@ fn header_names_match_in_any_case() {
 fn methods_are_case_sensitive_and_unknown_ones_decode_as_unknown() {
     for wire in [
         &b"register / HTTP/1.1\r\nName: alice\r\nIP: 127.0.0.1\r\nPort: 9001\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:7070\r\n\r\n",
+        b"PATCH / HTTP/1.1\r\nHost: 127.0.0.1:7070\r\n\r\n",
         b"DELETE / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
     ] {
         assert_eq!(

@@ -611,7 +611,7 @@ fn an_unknown_method_gets_501_and_the_connection_stays_usable() {
     each_chunking(|s| {
         let conn = s.open();
         assert_eq!(
-            s.ask(conn, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            s.ask(conn, "PATCH / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
             error("501 Not Implemented", "unknown method")
         );
         assert_eq!(

@@ -2,7 +2,7 @@
 //! contract.rs): output read line by line on threads, every wait bounded by
 //! [`WAIT`], the child killed when its `Proc` drops.
 // Each test file uses a different part of this helper.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,6 +20,43 @@ pub enum Stream {
     Out,
     Err,
 }
+
+/// Starts `bridgechat server` on a free loopback port with `extra` flags and `env`.
+pub fn spawn_server(transport: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut args = vec![
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--transport",
+        transport,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn_with_env("server", &args, env)
+}
+
+/// [`spawn_server`], then waits for `listening on`; returns the server and its address.
+pub fn server(transport: &str, extra: &[&str]) -> (Proc, String) {
+    let mut server = spawn_server(transport, extra, &[]);
+    let addr = server.listening();
+    (server, addr)
+}
+
+/// Declares each scenario `fn name(transport: &str)` as a test on every transport.
+macro_rules! on_each_transport {
+    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
+        mod on_mio {
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario("mio") })*
+        }
+        mod on_std {
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario("std") })*
+        }
+        #[cfg(target_os = "linux")]
+        mod on_uring {
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario("uring") })*
+        }
+    };
+}
+pub(crate) use on_each_transport;
 
 /// A running `bridgechat` with its output arriving line by line.
 pub struct Proc {

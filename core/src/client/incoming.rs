@@ -98,7 +98,7 @@ impl Incoming {
             Ok(Some(Request::Invalid { error, .. })) => {
                 self.refuse(ctx, conn, Status::BAD_REQUEST, &error)
             }
-            Ok(Some(Request::Unknown)) => {
+            Ok(Some(Request::Unknown | Request::Page(_))) => {
                 self.refuse(ctx, conn, Status::NOT_IMPLEMENTED, &"unknown method")
             }
             Ok(Some(

@@ -379,7 +379,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Chat(_) => "CHAT",
         Request::Message(_) => "MESSAGE",
         Request::Quit => "QUIT",
-        Request::Unknown => "an unknown method",
+        Request::Unknown | Request::Page(_) => "an unknown method",
         Request::Invalid { method, .. } => method.as_str(),
     }
 }

@@ -311,7 +311,10 @@ impl Transport<ClientEvent> for ClientConns {
                 .unwrap_or_else(|e| panic!("the client sent a malformed request: {e}"))
             {
                 assert!(
-                    !matches!(request, Request::Unknown | Request::Invalid { .. }),
+                    !matches!(
+                        request,
+                        Request::Unknown | Request::Invalid { .. } | Request::Page(_)
+                    ),
                     "the client sent {request:?}"
                 );
             }

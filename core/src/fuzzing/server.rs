@@ -92,6 +92,7 @@ impl ServerModel {
                 self.registry.unregister(i);
             }
             Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
+            Request::Page(_) => assert!(status == Status::OK || status == Status::NOT_FOUND),
             Request::Chat(_) | Request::Message(_) | Request::Quit | Request::Unknown => {
                 assert_eq!(status, Status::NOT_IMPLEMENTED)
             }
