@@ -297,6 +297,12 @@ struct EventLoop<E: Endpoint, F> {
 
 impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
     fn run(&mut self) -> Result<(), ExitError> {
+        if let Err(e) = self.io.ring.start() {
+            return Err(ExitError::Transport(IoFailure::new(
+                e.kind(),
+                format!("cannot start the io_uring: {e}"),
+            )));
+        }
         self.io.ring.wait_wake(self.wake_rx.as_raw_fd());
         self.drain(); // a new endpoint already holds outputs (its Listen, say)
         while self.io.exit.is_none() {

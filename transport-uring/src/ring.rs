@@ -20,6 +20,10 @@ pub const BUFFER_SIZE: usize = 16 * 1024;
 /// Receive buffers in the pool (8 MiB of address space; pages are touched as used).
 const BUFFERS: u16 = 512;
 const GROUP: u16 = 0;
+/// `IORING_RECVSEND_POLL_FIRST`: wait for data before trying to receive. A
+/// connection is received again right after its last bytes were taken, so the
+/// first try would find nothing.
+const RECV_POLL_FIRST: u16 = 1;
 
 /// What an operation was, kept in the low bits of its `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +112,8 @@ fn check(ring: &IoUring) -> io::Result<()> {
 
 pub struct Ring {
     ring: IoUring,
+    /// Created disabled, for the thread that will run it; see [`Ring::start`].
+    disabled: bool,
     /// Operations submitted whose last completion has not been reaped.
     in_flight: usize,
     /// `BUFFERS` buffers of `BUFFER_SIZE` bytes, from a leaked `Box<[u8]>`.
@@ -123,26 +129,51 @@ pub struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    #[allow(unsafe_code)]
+    /// A ring for one thread: the one that calls [`Ring::start`] (and every
+    /// method after it). Where the kernel allows (Linux 6.1), completions are
+    /// processed only when that thread waits for them (`DEFER_TASKRUN`),
+    /// instead of interrupting it.
     pub fn new(entries: u32) -> io::Result<Ring> {
         let ring = IoUring::builder()
             .setup_cqsize(entries * 4)
-            .build(entries)?;
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .build(entries)
+            .map(|ring| (ring, true))
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => IoUring::builder()
+                    .setup_cqsize(entries * 4)
+                    .build(entries)
+                    .map(|ring| (ring, false)),
+                _ => Err(e),
+            });
+        let (ring, disabled) = ring?;
         check(&ring)?;
         let pool = Box::into_raw(vec![0u8; pool_len()].into_boxed_slice());
-        let mut ring = Ring {
+        Ok(Ring {
             ring,
+            disabled,
             in_flight: 0,
             pool: NonNull::new(pool.cast::<u8>()).expect("a boxed slice is never null"),
             stash: Vec::new(),
-        };
+        })
+    }
+
+    /// Makes the calling thread the ring's only user and provides the pool.
+    #[allow(unsafe_code)]
+    pub fn start(&mut self) -> io::Result<()> {
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
+        }
         let entry =
-            opcode::ProvideBuffers::new(ring.pool.as_ptr(), BUFFER_SIZE as i32, BUFFERS, GROUP, 0)
+            opcode::ProvideBuffers::new(self.pool.as_ptr(), BUFFER_SIZE as i32, BUFFERS, GROUP, 0)
                 .build()
                 .user_data(user_data(Op::Provide, 0));
         // SAFETY: the pool lives until `Drop`, which first waits out every operation.
-        unsafe { ring.push(entry) };
-        Ok(ring)
+        unsafe { self.push(entry) };
+        Ok(())
     }
 
     /// Queues `entry`, handing the queue to the kernel first if it is full.
@@ -171,6 +202,7 @@ impl Ring {
     pub fn recv(&mut self, fd: RawFd, key: u64) {
         let entry = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), BUFFER_SIZE as u32)
             .buf_group(GROUP)
+            .ioprio(RECV_POLL_FIRST)
             .build()
             .flags(squeue::Flags::BUFFER_SELECT)
             .user_data(user_data(Op::Recv, key));
