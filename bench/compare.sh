@@ -181,12 +181,12 @@ col() {
     for r in $(seq "$RUNS"); do awk -v k="$2" '{ print $k }' "$OUT/register-$r.$1.cpu"; done | median
 }
 
-# ratio_range A B -> min-max over the runs of (field 1 of A) / (field 1 of B)
-ratio_range() {
+# run_ratios A B -> "median (min-max)" of the per-run ratios (field 1 of A) / (field 1 of B)
+run_ratios() {
     for r in $(seq "$RUNS"); do
         ratio "$(awk '{ print $1 }' "$OUT/register-$r.$1.cpu")" "$(awk '{ print $1 }' "$OUT/register-$r.$2.cpu")"
         echo
-    done | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'
+    done | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "x%.2f (%s-%s)", m, v[1], v[NR] }'
 }
 
 section_register() {
@@ -232,7 +232,7 @@ section_register() {
         done
         log "$line"
         for t in "${servers[@]}"; do
-            log "  $tool $t/nginx req/s: median x$(ratio "$(col "$tool-$t" 1)" "$(col "$tool-nginx" 1)"), per-run range $(ratio_range "$tool-$t" "$tool-nginx"); nginx/$t CPU per request x$(ratio "$(col "$tool-nginx" 3)" "$(col "$tool-$t" 3)")"
+            log "  $tool $t/nginx req/s: median of the per-run ratios $(run_ratios "$tool-$t" "$tool-nginx"); nginx/$t CPU per request, ratio of medians x$(ratio "$(col "$tool-nginx" 3)" "$(col "$tool-$t" 3)")"
         done
     done
     for t in "${servers[@]}"; do stop "${pid[$t]}"; done
