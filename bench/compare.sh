@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Measures the figures of docs/PERFORMANCE.md against their references, side by side.
 #
-#   bench/compare.sh [register|held|turns|all]...      (default: all)
+#   bench/compare.sh [register|held|turns|syscalls|all]...      (default: all)
 #
 # Environment (defaults in brackets):
 #   RUNS [5]          repetitions; every figure is reported as the median of the runs
 #   DURATION [10]     seconds per load run (wrk -d, bridgechat bench -d)
-#   HELD [19000]      clients held by the mio server in the `held` section
+#   HELD [19000]      clients held by the mio and uring servers in the `held` section
 #   HELD_STD [1000]   clients held by the std server in the `held` section
 #   TURNS [20000]     chat turns (messages) per ping-pong run in the `turns` section
 #   OUT [target/bench-compare]   where raw outputs go
 #   NO_BUILD          set to skip `cargo build --release`
 #   BIN [target/release/bridgechat]   the bridgechat binary (bench and servers)
 #   SERVER_BIN [$BIN]                 the binary the servers run (to compare server builds)
+#   SYSCALL_SECONDS [3]  seconds of load per server under strace in the `syscalls` section
 #   NICE [0]          niceness for every measured process (servers, nginx, wrk, bench);
 #                     as root, NICE=-10 keeps other work on a shared machine from
 #                     stealing the measured processes' CPU in the middle of a run
@@ -20,18 +21,25 @@
 # Sections:
 #   register  REGISTER req/s at 50 connections, no pipelining: wrk (bench/register.lua)
 #             and `bridgechat bench --phase steady --http-host` against nginx
-#             (bench/nginx.conf, 1 worker, `return 200`), the mio server and the std
-#             server; nginx also with plain `wrk` GETs. Within a run the targets follow
-#             each other, so they share the machine's state.
+#             (bench/nginx.conf, 1 worker, `return 200`), the mio, std and uring
+#             servers; nginx also with plain `wrk` GETs. Within a run the targets follow
+#             each other, in an order rotated by one each run, so they share the
+#             machine's state and none always goes first. Prints medians and the range
+#             of the per-run ratios to nginx.
 #   held      a fresh server per run; VmRSS idle, then with HELD clients registered and
 #             held (`bridgechat bench --phase pair --hold`), then pairing them all.
-#             The mio server with HELD clients, the std server with HELD_STD.
+#             The mio and uring servers with HELD clients, the std server with HELD_STD.
 #   turns     chat turn round trip (two clients of one bench process chatting over
 #             loopback after a real REGISTER/BRIDGE/CHAT) against a raw TCP ping-pong of
 #             the same bytes (`bridgechat bench --phase pingpong`), alternated.
+#   syscalls  system calls per REGISTER: `strace -c -f` on each server (nginx's worker,
+#             mio, std, uring) during a SYSCALL_SECONDS `bridgechat bench` run at 50
+#             connections; strace slows the servers, so only the counts mean anything.
 #
-# Needs wrk and nginx (apt-get install -y wrk nginx). Starts nginx and the servers on
-# loopback ports 18080 (nginx), 17070 (mio) and 17071 (std) and stops them on exit.
+# Needs wrk and nginx (apt-get install -y wrk nginx), and strace for `syscalls`. Starts
+# nginx and the servers on loopback ports 18080 (nginx), 17070 (mio), 17071 (std) and
+# 17072 (uring) and stops them on exit. Where the kernel refuses io_uring, uring is
+# left out with a note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +55,8 @@ SERVER_BIN=${SERVER_BIN:-$BIN}
 NGINX_PORT=18080
 MIO_PORT=17070
 STD_PORT=17071
+URING_PORT=17072
+SYSCALL_SECONDS=${SYSCALL_SECONDS:-3}
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(all)
 
@@ -88,6 +98,15 @@ wait_port() {
     done
     echo "compare.sh: nothing listens on 127.0.0.1:$1" >&2
     exit 1
+}
+
+# uring_ok: whether this kernel runs the uring server (it refuses at start otherwise)
+uring_ok() {
+    local why
+    why=$(timeout 1 "$SERVER_BIN" server --listen 127.0.0.1:0 --transport uring --quiet 2>&1 < /dev/null) && true
+    [ $? -eq 124 ] && return 0 # still running when stopped: it started
+    log "note: uring left out: $why"
+    return 1
 }
 
 # start_server TRANSPORT PORT -> sets SERVER_PID
@@ -162,33 +181,62 @@ col() {
     for r in $(seq "$RUNS"); do awk -v k="$2" '{ print $k }' "$OUT/register-$r.$1.cpu"; done | median
 }
 
+# run_ratios A B -> "median (min-max)" of the per-run ratios (field 1 of A) / (field 1 of B)
+run_ratios() {
+    for r in $(seq "$RUNS"); do
+        ratio "$(awk '{ print $1 }' "$OUT/register-$r.$1.cpu")" "$(awk '{ print $1 }' "$OUT/register-$r.$2.cpu")"
+        echo
+    done | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "x%.2f (%s-%s)", m, v[1], v[NR] }'
+}
+
 section_register() {
-    log "== register: 50 connections, no pipelining, ${DURATION}s per run, $RUNS runs, nice $NICE ($(date -u +%F))"
+    log "== register: 50 connections, no pipelining, ${DURATION}s per run, $RUNS runs, nice $NICE ($(date -u +%F) $(date -u +%H:%M) UTC, load average $(cut -d' ' -f1-3 /proc/loadavg))"
     log "   each entry: requests/s (server CPU us per request, user+system)"
+    local servers=(mio std)
+    uring_ok && servers+=(uring)
     start_nginx
-    start_server mio "$MIO_PORT"; local mio=$SERVER_PID
-    start_server std "$STD_PORT"; local std=$SERVER_PID
+    declare -A pid port
+    port[mio]=$MIO_PORT port[std]=$STD_PORT port[uring]=$URING_PORT
+    for t in "${servers[@]}"; do
+        start_server "$t" "${port[$t]}"; pid[$t]=$SERVER_PID
+    done
     local nginx_all
     nginx_all=("$NGINX_PID" $(pgrep -P "$NGINX_PID"))
+    local targets=(nginx "${servers[@]}")
     for run in $(seq "$RUNS"); do
         f="$OUT/register-$run"
         measure wrk-nginx-get wrk-get "$NGINX_PORT" "${nginx_all[@]}"
-        measure wrk-nginx wrk "$NGINX_PORT" "${nginx_all[@]}"
-        measure wrk-mio wrk "$MIO_PORT" "$mio"
-        measure wrk-std wrk "$STD_PORT" "$std"
-        measure bench-nginx bench "$NGINX_PORT" "${nginx_all[@]}"
-        measure bench-mio bench "$MIO_PORT" "$mio"
-        measure bench-std bench "$STD_PORT" "$std"
-        local line="run $run:"
-        for m in wrk-nginx-get wrk-nginx wrk-mio wrk-std bench-nginx bench-mio bench-std; do
+        # Rotate the order by one each run.
+        local n=${#targets[@]} i t order=()
+        for i in $(seq 0 $((n - 1))); do order+=("${targets[$(((i + run) % n))]}"); done
+        for tool in wrk bench; do
+            for t in "${order[@]}"; do
+                if [ "$t" = nginx ]; then
+                    measure "$tool-nginx" "$tool" "$NGINX_PORT" "${nginx_all[@]}"
+                else
+                    measure "$tool-$t" "$tool" "${port[$t]}" "${pid[$t]}"
+                fi
+            done
+        done
+        local line="run $run (order ${order[*]}, load $(cut -d' ' -f1 /proc/loadavg)):"
+        for m in wrk-nginx-get $(for t in "${targets[@]}"; do echo "wrk-$t"; done) $(for t in "${targets[@]}"; do echo "bench-$t"; done); do
             line="$line $m $(awk '{ printf "%s (%s)", $1, $3 }' "$f.$m.cpu")"
         done
-        log "$line; bench mio p50 $(field steady_p50_us < "$f.bench-mio") us p99 $(field steady_p99_us < "$f.bench-mio") us"
+        log "$line"
     done
-    log "median wrk:   nginx GET $(col wrk-nginx-get 1) ($(col wrk-nginx-get 3) us), nginx REGISTER $(col wrk-nginx 1) ($(col wrk-nginx 3) us), mio $(col wrk-mio 1) ($(col wrk-mio 3) us), std $(col wrk-std 1) ($(col wrk-std 3) us)"
-    log "median bench: nginx $(col bench-nginx 1) ($(col bench-nginx 3) us), mio $(col bench-mio 1) ($(col bench-mio 3) us), std $(col bench-std 1) ($(col bench-std 3) us)"
-    log "ratios (medians): mio/nginx req/s wrk x$(ratio "$(col wrk-mio 1)" "$(col wrk-nginx 1)") bench x$(ratio "$(col bench-mio 1)" "$(col bench-nginx 1)"); nginx/mio CPU per request wrk x$(ratio "$(col wrk-nginx 3)" "$(col wrk-mio 3)") bench x$(ratio "$(col bench-nginx 3)" "$(col bench-mio 3)"); std/mio req/s wrk x$(ratio "$(col wrk-std 1)" "$(col wrk-mio 1)") bench x$(ratio "$(col bench-std 1)" "$(col bench-mio 1)")"
-    stop "$mio"; stop "$std"; stop "$NGINX_PID"
+    for tool in wrk bench; do
+        local line="median $tool: nginx $(col "$tool-nginx" 1) ($(col "$tool-nginx" 3) us)"
+        [ "$tool" = wrk ] && line="$line, nginx GET $(col wrk-nginx-get 1) ($(col wrk-nginx-get 3) us)"
+        for t in "${servers[@]}"; do
+            line="$line, $t $(col "$tool-$t" 1) ($(col "$tool-$t" 3) us)"
+        done
+        log "$line"
+        for t in "${servers[@]}"; do
+            log "  $tool $t/nginx req/s: median of the per-run ratios $(run_ratios "$tool-$t" "$tool-nginx"); nginx/$t CPU per request, ratio of medians x$(ratio "$(col "$tool-nginx" 3)" "$(col "$tool-$t" 3)")"
+        done
+    done
+    for t in "${servers[@]}"; do stop "${pid[$t]}"; done
+    stop "$NGINX_PID"
 }
 
 # held_run TRANSPORT PORT CLIENTS RUN
@@ -224,12 +272,15 @@ held_run() {
 }
 
 section_held() {
-    log "== held: mio $HELD clients, std $HELD_STD clients, $RUNS runs ($(date -u +%F))"
+    log "== held: mio and uring $HELD clients, std $HELD_STD clients, $RUNS runs ($(date -u +%F), load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    local servers=(mio std)
+    uring_ok && servers+=(uring)
     for run in $(seq "$RUNS"); do
         held_run mio "$MIO_PORT" "$HELD" "$run"
         held_run std "$STD_PORT" "$HELD_STD" "$run"
+        if [ "${#servers[@]}" = 3 ]; then held_run uring "$URING_PORT" "$HELD" "$run"; fi
     done
-    for t in mio std; do
+    for t in "${servers[@]}"; do
         local per bridge peak cpu
         per=$(for r in $(seq "$RUNS"); do awk '{ print $3 }' "$OUT/held-$t-$r.rss"; done | median)
         cpu=$(for r in $(seq "$RUNS"); do awk '{ print $4 }' "$OUT/held-$t-$r.rss"; done | median)
@@ -257,13 +308,51 @@ section_turns() {
     stop "$mio"
 }
 
+# strace_run NAME PORT PID: strace -c -f on PID during a short bench run; logs calls per request
+strace_run() {
+    local f="$OUT/syscalls-$1"
+    strace -c -f -S calls -p "$3" -o "$f.strace" 2> /dev/null &
+    local tracer=$!
+    sleep 0.5
+    bench -q --server "127.0.0.1:$2" -c 50 -d "$SYSCALL_SECONDS" --phase steady --http-host > "$f.out"
+    kill -INT "$tracer"
+    wait "$tracer" 2> /dev/null || true
+    local requests
+    requests=$(field steady_requests < "$f.out")
+    # Every request of the run (register stage, 50, and steady) reached the server.
+    requests=$((requests + 50))
+    local per
+    per=$(awk -v n="$requests" '$NF == "total" { printf "%.3f", $4 / n }' "$f.strace")
+    local top
+    top=$(awk -v n="$requests" '$1 ~ /^[0-9.]+$/ && $NF != "total" && shown < 5 { printf "%s%s %.3f", (shown ? ", " : ""), $NF, $4 / n; shown++ }' "$f.strace")
+    log "$1: $requests requests, $per system calls per request (most called: $top)"
+}
+
+section_syscalls() {
+    command -v strace > /dev/null || { echo "compare.sh: strace is not installed" >&2; return; }
+    log "== syscalls: strace -c -f, 50 connections, ${SYSCALL_SECONDS}s ($(date -u +%F), load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    local servers=(mio std)
+    uring_ok && servers+=(uring)
+    start_nginx
+    strace_run nginx "$NGINX_PORT" "$(pgrep -P "$NGINX_PID" | head -1)"
+    stop "$NGINX_PID"
+    declare -A port
+    port[mio]=$MIO_PORT port[std]=$STD_PORT port[uring]=$URING_PORT
+    for t in "${servers[@]}"; do
+        start_server "$t" "${port[$t]}"
+        strace_run "$t" "${port[$t]}" "$SERVER_PID"
+        stop "$SERVER_PID"
+    done
+}
+
 for s in "${SECTIONS[@]}"; do
     case "$s" in
         register) section_register ;;
         held) section_held ;;
         turns) section_turns ;;
-        all) section_register; section_held; section_turns ;;
-        *) echo "compare.sh: unknown section $s (register, held, turns, all)" >&2; exit 2 ;;
+        syscalls) section_syscalls ;;
+        all) section_register; section_held; section_turns; section_syscalls ;;
+        *) echo "compare.sh: unknown section $s (register, held, turns, syscalls, all)" >&2; exit 2 ;;
     esac
 done
 echo "results in $RESULTS"

@@ -231,4 +231,32 @@ mod tests {
         assert!(Cli::try_parse_from(["bridgechat", "server", "--transport", "tokio"]).is_err());
         assert!(Cli::try_parse_from(["bridgechat", "client"]).is_err());
     }
+
+    #[test]
+    fn every_transport_is_offered_to_server_client_and_demo() {
+        for (word, transport) in [
+            ("mio", transport::Transport::Mio),
+            ("std", transport::Transport::Std),
+            ("uring", transport::Transport::Uring),
+        ] {
+            let chosen = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+                Command::Server(a) => a.transport,
+                Command::Client(a) => a.transport,
+                Command::Demo(a) => a.transport,
+                _ => panic!("not server, client or demo"),
+            };
+            assert_eq!(
+                chosen(&["bridgechat", "server", "--transport", word]),
+                transport
+            );
+            assert_eq!(
+                chosen(&["bridgechat", "client", "--name", "a", "--transport", word]),
+                transport
+            );
+            assert_eq!(
+                chosen(&["bridgechat", "demo", "--transport", word]),
+                transport
+            );
+        }
+    }
 }

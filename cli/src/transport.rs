@@ -1,4 +1,4 @@
-//! One code path for both transports: pick a `Runner` by `--transport`, hand
+//! One code path for every transport: pick a `Runner` by `--transport`, hand
 //! the caller a way to feed inputs, run until the endpoint exits.
 
 use std::fmt;
@@ -14,6 +14,8 @@ pub enum Transport {
     Mio,
     /// Blocking std::net sockets.
     Std,
+    /// One io_uring completion loop (Linux 6.0 or later).
+    Uring,
 }
 
 impl fmt::Display for Transport {
@@ -21,6 +23,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Mio => "mio",
             Transport::Std => "std",
+            Transport::Uring => "uring",
         })
     }
 }
@@ -31,6 +34,8 @@ impl Transport {
         match self {
             Transport::Mio => bridgechat_transport_mio::FDS_PER_CONNECTION,
             Transport::Std => bridgechat_transport_std::FDS_PER_CONNECTION,
+            // Its socket; the ring and its buffer pool are the loop's, not the connection's.
+            Transport::Uring => 1,
         }
     }
 }
@@ -39,6 +44,8 @@ impl Transport {
 pub enum Inputs<I> {
     Mio(bridgechat_transport_mio::Controller<I>),
     Std(bridgechat_transport_std::Controller<I>),
+    #[cfg(target_os = "linux")]
+    Uring(bridgechat_transport_uring::Controller<I>),
 }
 
 impl<I: Send + 'static> Inputs<I> {
@@ -47,6 +54,8 @@ impl<I: Send + 'static> Inputs<I> {
         match self {
             Inputs::Mio(c) => c.send(input),
             Inputs::Std(c) => c.send(input),
+            #[cfg(target_os = "linux")]
+            Inputs::Uring(c) => c.send(input),
         }
     }
 }
@@ -56,6 +65,8 @@ impl<I> Clone for Inputs<I> {
         match self {
             Inputs::Mio(c) => Inputs::Mio(c.clone()),
             Inputs::Std(c) => Inputs::Std(c.clone()),
+            #[cfg(target_os = "linux")]
+            Inputs::Uring(c) => Inputs::Uring(c.clone()),
         }
     }
 }
@@ -65,8 +76,22 @@ impl<I> fmt::Debug for Inputs<I> {
         f.write_str(match self {
             Inputs::Mio(_) => "Inputs(mio)",
             Inputs::Std(_) => "Inputs(std)",
+            #[cfg(target_os = "linux")]
+            Inputs::Uring(_) => "Inputs(uring)",
         })
     }
+}
+
+/// Why `--transport uring` cannot run here, if it cannot: the kernel's own
+/// error from setting up a ring, or the system not being Linux.
+pub fn uring_unavailable() -> Option<String> {
+    #[cfg(target_os = "linux")]
+    let refused = bridgechat_transport_uring::probe()
+        .err()
+        .map(|e| e.to_string());
+    #[cfg(not(target_os = "linux"))]
+    let refused = Some("io_uring is Linux only".to_string());
+    refused.map(|e| format!("io_uring is not available on this system: {e}; use --transport mio"))
 }
 
 /// Runs `endpoint` on `transport` until it exits. `setup` gets the input
@@ -92,6 +117,20 @@ where
             let runner = bridgechat_transport_std::Runner::new(endpoint).map_err(start_error)?;
             setup(Inputs::Std(runner.controller()))?;
             runner.run(on_event).map_err(|e| e.to_string())
+        }
+        Transport::Uring => {
+            if let Some(why) = uring_unavailable() {
+                return Err(why);
+            }
+            #[cfg(target_os = "linux")]
+            {
+                let runner =
+                    bridgechat_transport_uring::Runner::new(endpoint).map_err(start_error)?;
+                setup(Inputs::Uring(runner.controller()))?;
+                runner.run(on_event).map_err(|e| e.to_string())
+            }
+            #[cfg(not(target_os = "linux"))]
+            unreachable!("uring_unavailable is always Some off Linux")
         }
     }
 }

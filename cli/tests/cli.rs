@@ -3,7 +3,7 @@
 //!
 //! Every wait is for an expected line (or an exit) with a timeout, never a
 //! fixed sleep; every child is killed when its `Proc` drops, so a failing
-//! test leaves nothing running. Each scenario runs on both transports.
+//! test leaves nothing running. Each scenario runs on every transport.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};

@@ -386,16 +386,15 @@ fn an_ipv6_ip_flag_is_reachable_over_an_ipv4_server(transport: &str) {
 /// take the freed port and answer.
 fn listener_with_held_port() -> (TcpListener, socket2::Socket) {
     use socket2::{Domain, Socket, Type};
-    let reusable = || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
-        socket.set_reuse_port(true).expect("SO_REUSEPORT");
-        socket
-    };
-    let hold = reusable();
+    let socket = || Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    // Bound before it may be shared, so the port the system picks is nobody else's.
+    let hold = socket();
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
     hold.bind(&any.into()).expect("bind");
+    hold.set_reuse_port(true).expect("SO_REUSEPORT");
     let port = hold.local_addr().expect("addr").as_socket().expect("inet");
-    let listener = reusable();
+    let listener = socket();
+    listener.set_reuse_port(true).expect("SO_REUSEPORT");
     listener.bind(&port.into()).expect("bind the held port");
     listener.listen(8).expect("listen");
     (listener.into(), hold)

@@ -16,8 +16,12 @@
 //!
 //! Design choices, each bounded:
 //!
-//! - **Edge-triggered I/O.** Reads and accepts go until `WouldBlock`; one
-//!   64 KiB read buffer serves every connection. Every accepted and connected
+//! - **Edge-triggered I/O.** Accepts go until `WouldBlock`; reads stop at a
+//!   short read (fewer bytes than the buffer: the socket is drained, and new
+//!   data raises a new event), which saves an empty `recv` per request. Once
+//!   the peer has closed its side (`is_read_closed`) no new event will come,
+//!   so reads then go on until the end of stream. One 64 KiB read buffer
+//!   serves every connection. Every accepted and connected
 //!   stream gets `TCP_NODELAY`; IPv4 and IPv6 alike. Listeners are mio's, so
 //!   `SO_REUSEADDR` is set as with `std`.
 //! - **Output buffers.** Each connection queues what the core transmits and
@@ -161,6 +165,15 @@ impl<E: Endpoint> Runner<E> {
     }
 }
 
+/// How far one readiness event reads a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// To the first read that does not fill the buffer (the socket is drained).
+    Short,
+    /// To `WouldBlock` or the end of stream.
+    End,
+}
+
 /// What the core knows about a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -246,7 +259,7 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
                 } else if self.io.listeners.iter().any(|(t, _)| *t == token) {
                     self.accept_all(token);
                 } else {
-                    self.conn_ready(token, event.is_writable());
+                    self.conn_ready(token, event.is_writable(), event.is_read_closed());
                 }
             }
             if self.io.exit.is_none() {
@@ -353,7 +366,7 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
         }
     }
 
-    fn conn_ready(&mut self, token: Token, writable: bool) {
+    fn conn_ready(&mut self, token: Token, writable: bool, read_closed: bool) {
         let Some(conn) = self.io.conns.get(&token) else {
             return;
         };
@@ -365,12 +378,26 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
             self.io.write_out(token);
             self.drain(); // a failed write may have reported a close
         }
-        self.read_all(token);
+        // After the peer's FIN no further event comes: read on to the end of stream.
+        self.read(
+            token,
+            if read_closed {
+                Until::End
+            } else {
+                Until::Short
+            },
+        );
     }
 
     /// Reads until `WouldBlock`, handing bytes to the core (or discarding them
     /// on a closing connection); stops early at the high-water mark.
     fn read_all(&mut self, token: Token) {
+        self.read(token, Until::End);
+    }
+
+    /// Reads as [`Self::read_all`], but with `Until::Short` also returns after a
+    /// read that did not fill the buffer: the socket had nothing more.
+    fn read(&mut self, token: Token, until: Until) {
         loop {
             let Some(conn) = self.io.conns.get_mut(&token) else {
                 return;
@@ -396,11 +423,17 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
                     self.endpoint
                         .handle_data(Instant::now(), id, &self.read_buf[..n]);
                     self.drain();
+                    if until == Until::Short && n < self.read_buf.len() {
+                        return;
+                    }
                 }
                 Ok(n) => {
                     conn.discarded += n;
                     if conn.discarded > MAX_DISCARD {
                         self.io.remove(token);
+                        return;
+                    }
+                    if until == Until::Short && n < self.read_buf.len() {
                         return;
                     }
                 }

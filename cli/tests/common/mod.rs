@@ -41,7 +41,7 @@ pub fn server(transport: &str, extra: &[&str]) -> (Proc, String) {
     (server, addr)
 }
 
-/// Declares each scenario `fn name(transport: &str)` as a test on both transports.
+/// Declares each scenario `fn name(transport: &str)` as a test on every transport.
 macro_rules! on_each_transport {
     ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
         mod on_mio {
@@ -49,6 +49,10 @@ macro_rules! on_each_transport {
         }
         mod on_std {
             $($(#[$attr])* #[test] fn $scenario() { super::$scenario("std") })*
+        }
+        #[cfg(target_os = "linux")]
+        mod on_uring {
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario("uring") })*
         }
     };
 }

@@ -73,6 +73,7 @@ macro_rules! transport_suite {
             a_waiting_client_is_never_handed_itself,
             unregister_stops_waiting_and_frees_the_name,
             closing_the_server_connection_stops_waiting_and_frees_the_name,
+            a_request_followed_at_once_by_the_end_of_stream_is_answered_and_closed,
             unknown_method_is_501_and_keeps_the_connection,
             pipelined_requests_are_answered_in_order,
             oversized_head_is_431_and_closes,
@@ -745,6 +746,29 @@ pub fn closing_the_server_connection_stops_waiting_and_frees_the_name<T: Transpo
         "alice",
         "127.0.0.1",
         9003,
+    );
+    server.stop().expect("clean shutdown");
+}
+
+/// A request and the end of stream that arrive together: the transport must read
+/// past the request (which does not fill its buffer) to see the end, answer, and close.
+pub fn a_request_followed_at_once_by_the_end_of_stream_is_answered_and_closed<T: Transport>() {
+    let server = TestServer::start::<T>();
+    let mut alice = server.client();
+    alice.send(register_request("alice", "127.0.0.1", 9001).as_bytes());
+    alice
+        .stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shut down the write side");
+    assert_ok_contact(&alice.response(), "alice", "127.0.0.1", 9001);
+    alice.expect_closed();
+    server.wait_unregistered("alice");
+    let mut again = server.client();
+    assert_ok_contact(
+        &again.register("alice", "127.0.0.1", 9002),
+        "alice",
+        "127.0.0.1",
+        9002,
     );
     server.stop().expect("clean shutdown");
 }
