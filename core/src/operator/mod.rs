@@ -31,6 +31,9 @@ use crate::codec::{Method, Request, Status};
 use crate::outputs::Observe;
 use crate::server::{CloseReason, Rejection, ServerEvent};
 
+mod request;
+pub use request::{Page, PageRequest};
+
 /// The server's version, shown on the status page and in `bridgechat_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -38,91 +41,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const LATENCY_BUCKETS_MICROS: [u64; 10] = [
     500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000,
 ];
-
-/// The pages an operator can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
-    /// `/`: what this server is and how busy it is, in plain text.
-    Status,
-    /// `/healthz`: `200 ok` while the server is serving.
-    Health,
-    /// `/metrics`: Prometheus (OpenMetrics) text.
-    Metrics,
-    /// Any other path: `404`.
-    NotFound,
-}
-
-/// A `GET` or `HEAD` request, as the codec decoded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageRequest {
-    pub page: Page,
-    /// `HEAD`: the same head as `GET`, no body.
-    pub head_only: bool,
-    /// Close the connection after the answer (`Connection: close`, or HTTP/1.0
-    /// without `Connection: keep-alive`).
-    pub close: bool,
-    /// The host part of a well-formed `Host` header, to show in the connect hint.
-    pub host: Option<String>,
-}
-
-impl PageRequest {
-    /// The page a `GET`/`HEAD` head asks for; `None` for any other method.
-    pub(crate) fn parse(request: &httparse::Request<'_, '_>) -> Option<PageRequest> {
-        let head_only = match request.method? {
-            "GET" => false,
-            "HEAD" => true,
-            _ => return None,
-        };
-        let path = request.path.unwrap_or("/");
-        let path = path.split(['?', '#']).next().unwrap_or(path);
-        let page = match path {
-            "/" => Page::Status,
-            "/healthz" => Page::Health,
-            "/metrics" => Page::Metrics,
-            _ => Page::NotFound,
-        };
-        let mut close = request.version == Some(0);
-        let mut host = None;
-        for header in request.headers.iter() {
-            if header.name.eq_ignore_ascii_case("connection") {
-                for token in header.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive")
-                        && request.version == Some(0)
-                    {
-                        close = false;
-                    }
-                }
-            } else if header.name.eq_ignore_ascii_case("host") {
-                host = host_name(header.value);
-            }
-        }
-        Some(PageRequest {
-            page,
-            head_only,
-            close,
-            host,
-        })
-    }
-}
-
-/// The host part of a `Host` header (`example.org`, `10.0.0.1`, `[::1]`), if it
-/// looks like one; anything else is ignored rather than echoed.
-fn host_name(value: &[u8]) -> Option<String> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let host = match value.strip_prefix('[') {
-        Some(rest) => &value[..rest.find(']')? + 2],
-        None => value.split(':').next()?,
-    };
-    let plausible = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    plausible.then(|| host.to_owned())
-}
 
 /// A `reason` label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -602,61 +520,4 @@ impl Observe<ServerEvent> for ServerMetrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(head: &str) -> Option<PageRequest> {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut request = httparse::Request::new(&mut headers);
-        request.parse(head.as_bytes()).unwrap();
-        PageRequest::parse(&request)
-    }
-
-    #[test]
-    fn paths_name_pages_and_query_strings_are_ignored() {
-        let page = |head: &str| parse(head).map(|r| r.page);
-        assert_eq!(page("GET / HTTP/1.1\r\n\r\n"), Some(Page::Status));
-        assert_eq!(page("GET /healthz HTTP/1.1\r\n\r\n"), Some(Page::Health));
-        assert_eq!(
-            page("HEAD /metrics?x=1 HTTP/1.1\r\n\r\n"),
-            Some(Page::Metrics)
-        );
-        assert_eq!(page("GET /admin HTTP/1.1\r\n\r\n"), Some(Page::NotFound));
-        assert_eq!(
-            page("get / HTTP/1.1\r\n\r\n"),
-            None,
-            "methods are case-sensitive"
-        );
-        assert_eq!(page("REGISTER / HTTP/1.1\r\n\r\n"), None);
-    }
-
-    #[test]
-    fn keep_alive_follows_http_1_1_and_connection_close_is_honoured() {
-        let close = |head: &str| parse(head).unwrap().close;
-        assert!(!close("GET / HTTP/1.1\r\n\r\n"));
-        assert!(close(
-            "GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"
-        ));
-        assert!(close("GET / HTTP/1.0\r\n\r\n"));
-        assert!(!close("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-    }
-
-    #[test]
-    fn only_a_plausible_host_is_kept() {
-        let host = |value: &str| host_name(value.as_bytes());
-        assert_eq!(host("example.org:7070").as_deref(), Some("example.org"));
-        assert_eq!(host("[::1]:7070").as_deref(), Some("[::1]"));
-        assert_eq!(host("10.0.0.1").as_deref(), Some("10.0.0.1"));
-        assert_eq!(host("<script>"), None);
-        assert_eq!(host(""), None);
-    }
-
-    #[test]
-    fn uptime_reads_like_a_clock() {
-        let shown = |secs| Uptime(Duration::from_secs(secs)).to_string();
-        assert_eq!(shown(7), "7s");
-        assert_eq!(shown(3 * 60 + 7), "3m 07s");
-        assert_eq!(shown(2 * 3600 + 3 * 60 + 7), "2h 03m 07s");
-        assert_eq!(shown(86_400 + 7), "1d 00h 00m 07s");
-    }
-}
+mod tests;
