@@ -1146,7 +1146,7 @@ impl Engine {
                 }
             }
             // Responder: the initiator asks to chat.
-            (false, ChatState::AwaitChat, Incoming::Request(Request::Chat(asker, _))) => {
+            (false, ChatState::AwaitChat, Incoming::Request(Request::Chat(asker, ..))) => {
                 let pair = self
                     .names
                     .get(&asker.name)
