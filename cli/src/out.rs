@@ -102,6 +102,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decrypted_text_is_marked_on_every_line() {
+        let shown = trace_decrypted(ConnId(4), Direction::Received, b"hi\nthere");
+        assert_eq!(shown, "#4 <- hi␊ (decrypted)\n#4 <- there (decrypted)\n");
+    }
+
+    #[test]
     fn trace_shows_each_wire_line_with_its_line_end() {
         let shown = trace(
             ConnId(3),

@@ -372,7 +372,7 @@ fn against_a_v1_server_the_client_speaks_v1_and_says_chats_are_not_protected() {
     net.run();
     assert_eq!(net.mode(alice), Mode::Wait);
 
-    // Any CHAT gets in, as in version 1, and the chat says it is not protected.
+    // Any CHAT gets in, as in version 1, and the chat says it is not encrypted.
     let bob = net.add_raw();
     let chat = net
         .connect_raw(bob, chat_addr(&net, alice))
