@@ -61,9 +61,15 @@ pub struct ClientArgs {
     #[arg(long, value_enum, default_value_t = Transport::Mio)]
     pub transport: Transport,
 
-    /// Print every wire message sent and received to stderr.
+    /// Print every wire message sent and received to stderr (and, marked
+    /// `decrypted`, the text of encrypted frames; never a key or ticket).
     #[arg(long)]
     pub trace: bool,
+
+    /// Refuse any chat that would not be end-to-end encrypted (a peer or
+    /// server speaking protocol version 1).
+    #[arg(long)]
+    pub require_encryption: bool,
 }
 
 fn parse_name(raw: &str) -> Result<Name, String> {
@@ -126,12 +132,15 @@ impl HostPort {
 }
 
 impl ClientArgs {
-    pub fn config(&self, server: SocketAddr) -> ClientConfig {
+    /// The core's config; `seed` (32 bytes from the OS) keys the chats' ephemeral keys.
+    pub fn config(&self, server: SocketAddr, seed: [u8; 32]) -> ClientConfig {
         ClientConfig {
             listen_port: self.port,
             advertise_ip: self.ip,
             trace: self.trace,
             connect_timeout: CONNECT_TIMEOUT,
+            require_encryption: self.require_encryption,
+            seed,
             ..ClientConfig::new(self.name, server)
         }
     }
@@ -142,7 +151,8 @@ pub fn run(args: ClientArgs) -> Result<(), String> {
     // Strangers at the chat port each hold a descriptor until reset: take the
     // hard limit, as the server does, so a desktop's 1,024 is not the ceiling.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let client = Client::new(args.config(server), Instant::now());
+    let seed = crate::server::os_seed()?;
+    let client = Client::new(args.config(server, seed), Instant::now());
     let result = if console::is_interactive() {
         run_at_terminal(&args, client)
     } else {
@@ -178,6 +188,7 @@ fn run_at_terminal(args: &ClientArgs, client: Client) -> Result<(), String> {
         mode: Mode::Unregistered,
         peer: None,
         held: 0,
+        encrypted: None,
     });
     let mut screen = Screen::default();
     let result = run_with(
@@ -221,6 +232,8 @@ pub struct Screen {
     peer: Option<Name>,
     /// Our name, once the server accepted another than the one we started with.
     name: Option<Name>,
+    /// Whether the chat on now is encrypted; `None` outside a chat.
+    encrypted: Option<bool>,
 }
 
 impl Screen {
@@ -233,6 +246,8 @@ impl Screen {
             }
             ClientEvent::MessageHeld { pending } => self.held = *pending,
             ClientEvent::NameChanged(name) => self.name = Some(*name),
+            ClientEvent::Encrypted { .. } => self.encrypted = Some(true),
+            ClientEvent::NotProtected { .. } => self.encrypted = Some(false),
             ClientEvent::ModeChanged { mode, peer } => {
                 // WRITE -> READ with messages held: the core just sent the oldest one.
                 if *mode == Mode::Read && self.mode == Some(Mode::Write) && self.held > 0 {
@@ -242,6 +257,9 @@ impl Screen {
                 }
                 if matches!(mode, Mode::Registered | Mode::Unregistered) {
                     self.held = 0; // the core drops them and says so
+                }
+                if !matches!(mode, Mode::Read | Mode::Write) {
+                    self.encrypted = None;
                 }
                 self.mode = Some(*mode);
                 self.peer = *peer;
@@ -256,6 +274,7 @@ impl Screen {
         status.mode = self.mode.unwrap_or(Mode::Unregistered);
         status.peer = self.peer;
         status.held = self.held;
+        status.encrypted = self.encrypted;
         if let Some(name) = self.name {
             status.name = name;
         }
@@ -399,8 +418,22 @@ pub fn styled(event: &ClientEvent) -> (Tone, Line) {
         ClientEvent::NotProtected { peer, why } => (
             Tone::Hint,
             out(format!(
-                "this chat with {peer} is not protected: {why}, so nothing proves who connected"
+                "this chat with {peer} is not encrypted: {why}; anyone on the path can read it"
             )),
+        ),
+        ClientEvent::Encrypted { peer, safety_code } => (
+            Tone::Hint,
+            out(format!(
+                "safety code: {safety_code} (the chat with {peer} is end-to-end encrypted)"
+            )),
+        ),
+        ClientEvent::Decrypted {
+            conn,
+            direction,
+            text,
+        } => (
+            Tone::Hint,
+            Line::Trace(out::trace_decrypted(*conn, *direction, text)),
         ),
         ClientEvent::Error(error) => (Tone::Plain, Line::Error(error.to_string())),
         ClientEvent::Trace {
@@ -593,6 +626,7 @@ mod tests {
             mode: Mode::Unregistered,
             peer: None,
             held: 0,
+            encrypted: None,
         };
         let renamed = ClientEvent::NameChanged("alice2".parse().unwrap());
         assert_eq!(

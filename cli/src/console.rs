@@ -50,6 +50,8 @@ pub struct Status {
     pub peer: Option<Name>,
     /// Messages typed out of turn, not yet sent.
     pub held: usize,
+    /// In a chat: whether it is end-to-end encrypted.
+    pub encrypted: Option<bool>,
 }
 
 impl Status {
@@ -68,9 +70,14 @@ impl Status {
             (Mode::Ready | Mode::Write, Some(peer)) => format!("{}→{peer}", self.name),
             _ => self.name.to_string(),
         };
+        let lock = match self.encrypted {
+            Some(true) => " (encrypted)",
+            Some(false) => " (not encrypted)",
+            None => "",
+        };
         match self.held {
-            0 => format!("[{tag}] {who}"),
-            n => format!("[{tag}] {who} ({n} held)"),
+            0 => format!("[{tag}] {who}{lock}"),
+            n => format!("[{tag}] {who}{lock} ({n} held)"),
         }
     }
 }
@@ -369,11 +376,18 @@ mod tests {
             mode: Mode::Write,
             peer: Some(name("bob")),
             held: 0,
+            encrypted: None,
         };
         assert_eq!(status.prompt(), "[WRITE] alice→bob");
         status.mode = Mode::Read;
         status.held = 2;
         assert_eq!(status.prompt(), "[READ] alice←bob (2 held)");
+        status.encrypted = Some(true);
+        assert_eq!(status.prompt(), "[READ] alice←bob (encrypted) (2 held)");
+        status.encrypted = Some(false);
+        status.held = 0;
+        assert_eq!(status.prompt(), "[READ] alice←bob (not encrypted)");
+        status.encrypted = None;
         status.mode = Mode::Wait;
         status.held = 0;
         assert_eq!(status.prompt(), "[WAIT] alice");

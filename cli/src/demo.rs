@@ -139,6 +139,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         let name: Name = name.parse().map_err(|e| format!("demo name: {e}"))?;
         let config = ClientConfig {
             trace: args.trace,
+            seed: crate::server::os_seed()?,
             ..ClientConfig::new(name, server_addr)
         };
         spawn_client(args.transport, who, config, tx.clone())?;

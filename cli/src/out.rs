@@ -65,6 +65,15 @@ pub fn complain(text: &str) {
 /// wire line, each prefixed `#3 <- ` (received) or `#3 -> ` (sent), with CR
 /// and LF shown as `␍␊` so a student sees exactly what was on the wire.
 /// Other control bytes are shown as `\xNN`; invalid UTF-8 as U+FFFD.
+/// The plaintext of an encrypted frame, marked `decrypted` so it is never
+/// mistaken for what crossed the wire.
+pub fn trace_decrypted(conn: ConnId, direction: Direction, text: &[u8]) -> String {
+    trace(conn, direction, text)
+        .lines()
+        .map(|line| format!("{line} (decrypted)\n"))
+        .collect()
+}
+
 pub fn trace(conn: ConnId, direction: Direction, bytes: &[u8]) -> String {
     let arrow = match direction {
         Direction::Received => "<-",
@@ -91,6 +100,12 @@ pub fn trace(conn: ConnId, direction: Direction, bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decrypted_text_is_marked_on_every_line() {
+        let shown = trace_decrypted(ConnId(4), Direction::Received, b"hi\nthere");
+        assert_eq!(shown, "#4 <- hi␊ (decrypted)\n#4 <- there (decrypted)\n");
+    }
 
     #[test]
     fn trace_shows_each_wire_line_with_its_line_end() {

@@ -284,12 +284,14 @@ fn half_a_typed_line_survives_a_message_arriving() {
     let (_server, addr) = server();
     let alice = waiting_at_a_terminal("alice", &addr);
     let mut bob = piped_peer("bob", &addr, "alice");
-    alice.expect_prompt("[READ] alice←bob>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
     alice.keys("I was half way typ");
-    alice.expect_prompt("[READ] alice←bob> I was half way typ");
+    alice.expect_prompt("[READ] alice←bob (encrypted)> I was half way typ");
     bob.send("hello again");
-    let screen =
-        alice.expect_prompt_after("bob: hello again", "[WRITE] alice→bob> I was half way typ");
+    let screen = alice.expect_prompt_after(
+        "bob: hello again",
+        "[WRITE] alice→bob (encrypted)> I was half way typ",
+    );
     assert!(
         screen.lines().any(|row| row == "bob: hello again"),
         "the message is broken up:\n{screen}"
@@ -314,13 +316,13 @@ fn a_pasted_block_of_three_lines_is_one_message() {
     let alice = waiting_at_a_terminal("alice", &addr);
     let mut bob = piped_peer("bob", &addr, "alice");
     bob.send("paste me something");
-    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.expect_prompt("[WRITE] alice→bob (encrypted)>");
     // What a terminal sends for a paste: the text between ESC[200~ and ESC[201~,
     // its line breaks as CR.
     alice.keys("\x1b[200~first line\rsecond line\rthird line\x1b[201~");
     alice.expect("third line");
     alice.keys("\r");
-    alice.expect_prompt("[READ] alice←bob>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
     bob.expect_exact("alice: first line");
     bob.expect_exact("       second line");
     bob.expect_exact("       third line");
@@ -333,7 +335,7 @@ fn a_mistyped_command_is_refused_and_not_sent() {
     let alice = waiting_at_a_terminal("alice", &addr);
     let mut bob = piped_peer("bob", &addr, "alice");
     bob.send("over to you");
-    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.expect_prompt("[WRITE] alice→bob (encrypted)>");
     alice.line("/qiut");
     let screen = alice.expect("unknown command /qiut");
     assert!(
@@ -341,7 +343,7 @@ fn a_mistyped_command_is_refused_and_not_sent() {
         "{screen}"
     );
     // Still alice's turn; the next thing bob gets is her real message.
-    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.expect_prompt("[WRITE] alice→bob (encrypted)>");
     alice.line("");
     alice.line("//shrug");
     // The first message bob gets is that one: nothing before it was sent.
@@ -349,13 +351,13 @@ fn a_mistyped_command_is_refused_and_not_sent() {
         l.starts_with("alice")
     });
     assert_eq!(first, "alice: /shrug");
-    alice.expect_prompt("[READ] alice←bob>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
     // A command's name sent as text stays text.
     bob.send("and?");
-    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.expect_prompt("[WRITE] alice→bob (encrypted)>");
     alice.line("//quit");
     bob.expect_exact("alice: /quit");
-    alice.expect_prompt("[READ] alice←bob>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
 }
 
 /// A taken name is no dead end: the client says how to pick another, and
@@ -398,9 +400,9 @@ fn ctrl_c_says_goodbye_on_a_clean_line_and_exits_0() {
     let (_server, addr) = server();
     let mut alice = waiting_at_a_terminal("alice", &addr);
     let mut bob = piped_peer("bob", &addr, "alice");
-    alice.expect_prompt("[READ] alice←bob>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
     alice.keys("never sent");
-    alice.expect_prompt("[READ] alice←bob> never sent");
+    alice.expect_prompt("[READ] alice←bob (encrypted)> never sent");
     alice.keys("\x03");
     assert_eq!(alice.exit_code(), 0);
     let screen = alice.text();
@@ -412,7 +414,7 @@ fn ctrl_c_says_goodbye_on_a_clean_line_and_exits_0() {
     );
     assert_eq!(
         rows[rows.len() - 2],
-        "[READ] alice←bob> never sent",
+        "[READ] alice←bob (encrypted)> never sent",
         "{screen}"
     );
     assert!(!screen.contains("^C"), "{screen}");
@@ -473,26 +475,26 @@ fn a_whole_chat_in_three_terminals() {
     bob.line("/bridge");
     bob.expect_prompt("[READY] bob→alice>");
     bob.line("/chat");
-    bob.expect_prompt("[WRITE] bob→alice>");
-    alice.expect_prompt("[READ] alice←bob>");
+    bob.expect_prompt("[WRITE] bob→alice (encrypted)>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
 
     bob.line("hi alice! what's the plan?");
-    alice.expect_prompt("[WRITE] alice→bob>");
+    alice.expect_prompt("[WRITE] alice→bob (encrypted)>");
     alice.line("/qiut");
     alice.expect("unknown command /qiut");
     alice.keys("\x1b[200~the plan:\r1. meet at noon\r2. bring the map\x1b[201~");
     alice.expect("2. bring the map");
     alice.keys("\r");
-    alice.expect_prompt("[READ] alice←bob>");
+    alice.expect_prompt("[READ] alice←bob (encrypted)>");
     bob.expect("\n       2. bring the map");
-    bob.expect_prompt("[WRITE] bob→alice>");
+    bob.expect_prompt("[WRITE] bob→alice (encrypted)>");
 
     alice.line("see you there");
-    alice.expect_prompt("[READ] alice←bob (1 held)>");
+    alice.expect_prompt("[READ] alice←bob (encrypted) (1 held)>");
     bob.line("deal");
     alice.expect("(sent your held message)");
     bob.expect("alice: see you there");
-    bob.expect_prompt("[WRITE] bob→alice>");
+    bob.expect_prompt("[WRITE] bob→alice (encrypted)>");
     bob.line("/quit");
     assert_eq!(bob.exit_code(), 0);
     alice.expect("bob left the chat");
@@ -665,7 +667,7 @@ fn at_a_terminal_a_peer_cannot_forge_lines_or_drive_the_terminal() {
     let chat = format!("CHAT / HTTP/1.1\r\nName: evil\r\nIP: 127.0.0.1\r\nPort: {port}\r\n\r\n");
     evil.write_all(chat.as_bytes()).unwrap();
     assert!(read_message(&mut evil).starts_with(b"HTTP/1.1 200 OK\r\n"));
-    alice.expect_prompt("[READ] alice←evil>");
+    alice.expect_prompt("[READ] alice←evil (not encrypted)>");
     let body = "see you\nerror: lost the chat with evil\nREGISTERED: type /bridge\n\
                 \u{1b}]0;pwned\u{7}\u{1b}[2Jstill here";
     let message = format!(
@@ -673,7 +675,7 @@ fn at_a_terminal_a_peer_cannot_forge_lines_or_drive_the_terminal() {
         body.len()
     );
     evil.write_all(message.as_bytes()).unwrap();
-    alice.expect_prompt("[WRITE] alice→evil>");
+    alice.expect_prompt("[WRITE] alice→evil (not encrypted)>");
     let screen = alice.text();
     assert!(
         screen.contains(

@@ -27,6 +27,7 @@ pub enum InvalidValue {
     NotAnAddress,
     NotAPort,
     NotATicket,
+    NotNoise,
     NotAVersion,
 }
 
@@ -39,6 +40,7 @@ impl fmt::Display for InvalidValue {
             InvalidValue::NotAnAddress => "not an IPv4 or IPv6 address",
             InvalidValue::NotAPort => "not a decimal port 1-65535",
             InvalidValue::NotATicket => "not 32 hex digits",
+            InvalidValue::NotNoise => "not 96 hex digits",
             InvalidValue::NotAVersion => "not 1 or 2",
         })
     }

@@ -23,14 +23,15 @@ fn chunking() -> impl Strategy<Value = Chunking> {
     ]
 }
 
-/// Message texts: unicode, empty, with line breaks, and the largest body allowed.
+/// Message texts: unicode, empty, with line breaks, and the largest an
+/// encrypted frame holds (the chats here are encrypted).
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         6 => "\\PC{0,24}",
         3 => "[a-zé✓ \n\r\t]{0,24}",
         1 => Just(String::new()),
-        // 64 KiB exactly, in two-byte characters.
-        1 => Just("é".repeat(32 * 1024)),
+        // 65,518 bytes exactly, in two-byte characters.
+        1 => Just("é".repeat(bridgechat_core::secure::MAX_PLAINTEXT / 2)),
     ]
     .prop_filter("a command is not a message", |t| !is_command(t))
 }

@@ -9,6 +9,8 @@ mod support;
 use std::time::Duration;
 
 use bridgechat_core::client::{ClientConfig, ClientEvent, ClientInput, Mode, Unprotected};
+use bridgechat_core::codec::{Noise, Ticket};
+use bridgechat_core::secure;
 use support::wire;
 use support::*;
 
@@ -116,8 +118,19 @@ fn v1_client(net: &mut Net, who: &str, server: NodeId) -> NodeId {
     net.add_client(config)
 }
 
+/// A peer's CHAT: version 1's, or with a ticket (hex) version 2's, which
+/// carries the first handshake message under it (never the ticket itself).
 fn chat_request(name: &str, ip: &str, port: u16, ticket: Option<&str>) -> String {
-    let v2 = ticket.map_or_else(String::new, |t| format!("Bridgechat: 2\r\nTicket: {t}\r\n"));
+    let v2 = ticket.map_or_else(String::new, |t| {
+        let ticket = Ticket::parse(t.as_bytes()).expect("a ticket in hex");
+        let (_, first) = secure::Initiator::new(&ticket.to_bytes(), [5; secure::SEED_LEN]);
+        let mut hex = Vec::new();
+        Noise(first.try_into().unwrap()).write_hex(&mut hex);
+        format!(
+            "Bridgechat: 2\r\nNoise: {}\r\n",
+            String::from_utf8(hex).unwrap()
+        )
+    });
     format!("CHAT / HTTP/1.1\r\nName: {name}\r\nIP: {ip}\r\nPort: {port}\r\n{v2}\r\n")
 }
 
@@ -359,7 +372,7 @@ fn against_a_v1_server_the_client_speaks_v1_and_says_chats_are_not_protected() {
     net.run();
     assert_eq!(net.mode(alice), Mode::Wait);
 
-    // Any CHAT gets in, as in version 1, and the chat says it is not protected.
+    // Any CHAT gets in, as in version 1, and the chat says it is not encrypted.
     let bob = net.add_raw();
     let chat = net
         .connect_raw(bob, chat_addr(&net, alice))

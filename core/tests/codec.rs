@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bridgechat_core::codec::{
-    self, AfterError, Header, HeaderError, Introduction, Ticket, Unmatched, Version, HEADER_SLOTS,
+    self, AfterError, Header, HeaderError, Introduction, Noise, Ticket, Unmatched, Version,
+    HEADER_SLOTS, NOISE_LEN,
 };
 use bridgechat_core::contact::InvalidValue;
 use bridgechat_core::server::{Server, ServerConfig};
@@ -194,7 +195,7 @@ fn contract_requests() -> Vec<(&'static [u8], Request)> {
                 peer: Ok(None),
             },
         ),
-        (CHAT_BOB, Request::Chat(bob(), None)),
+        (CHAT_BOB, Request::Chat(bob(), None, None)),
         (MESSAGE_HI, Request::Message(b"hi".to_vec())),
         (MESSAGE_HELLO, Request::Message(b"hello".to_vec())),
         (QUIT, Request::Quit),
@@ -242,7 +243,7 @@ fn every_contract_response_decodes_and_reencodes_to_the_same_bytes() {
 fn the_contract_conversation_decodes_in_order_from_one_stream() {
     let stream: Vec<u8> = [CHAT_BOB, MESSAGE_HI, MESSAGE_HELLO, QUIT].concat();
     let expected = vec![
-        Request::Chat(bob(), None),
+        Request::Chat(bob(), None, None),
         Request::Message(b"hi".to_vec()),
         Request::Message(b"hello".to_vec()),
         Request::Quit,
@@ -977,6 +978,10 @@ fn ticket_strategy() -> impl Strategy<Value = Ticket> {
     any::<[u8; 16]>().prop_map(Ticket::from_bytes)
 }
 
+fn noise_strategy() -> impl Strategy<Value = Noise> {
+    proptest::collection::vec(any::<u8>(), NOISE_LEN).prop_map(|v| Noise(v.try_into().unwrap()))
+}
+
 fn introduction_strategy() -> impl Strategy<Value = Introduction> {
     (
         contact_strategy(),
@@ -1005,8 +1010,19 @@ fn request_strategy() -> impl Strategy<Value = Request> {
                 peer: Ok(peer)
             }),
         Just(Request::Unregister),
-        (contact_strategy(), proptest::option::of(ticket_strategy()))
-            .prop_map(|(c, t)| Request::Chat(c, t)),
+        (
+            contact_strategy(),
+            proptest::option::of(ticket_strategy()),
+            proptest::option::of(noise_strategy())
+        )
+            .prop_map(|(c, t, n)| Request::Chat(c, t, n)),
+        // What a QUIT carries in an encrypted chat: a frame, or a reason and no body.
+        proptest::collection::vec(any::<u8>(), 1..64)
+            .prop_map(|body| Request::QuitWith { body, reason: None }),
+        "[!-~]([ -~]{0,60}[!-~])?".prop_map(|reason| Request::QuitWith {
+            body: Vec::new(),
+            reason: Some(reason)
+        }),
         body_strategy().prop_map(Request::Message),
         Just(Request::Quit),
         introduction_strategy().prop_map(Request::Matched),
@@ -1054,13 +1070,15 @@ fn response_strategy() -> impl Strategy<Value = Response> {
             observed,
             proptest::option::of(version_strategy()),
             proptest::option::of(ticket_strategy()),
+            proptest::option::of(noise_strategy()),
         )
             .prop_map(
-                |(contact, version, observed, peer_version, ticket)| Response {
+                |(contact, version, observed, peer_version, ticket, noise)| Response {
                     version,
                     observed,
                     peer_version,
                     ticket,
+                    noise,
                     ..Response::v1(Status::OK, contact, Vec::new())
                 }
             ),

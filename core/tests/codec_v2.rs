@@ -199,14 +199,14 @@ fn matched_unmatched_and_started_have_exact_wire_forms() {
 #[test]
 fn a_chat_with_a_ticket_is_version_2_and_without_one_is_version_1_byte_for_byte() {
     let bob = contact("bob", "10.0.0.6", 9002);
-    let with = Request::Chat(bob, Some(ticket()));
+    let with = Request::Chat(bob, Some(ticket()), None);
     let expected = format!(
         "CHAT / HTTP/1.1\r\nName: bob\r\nIP: 10.0.0.6\r\nPort: 9002\r\nBridgechat: 2\r\nTicket: {TICKET_HEX}\r\n\r\n"
     );
     assert_eq!(String::from_utf8(encoded(&with)).unwrap(), expected);
     assert_eq!(decode_one_request(expected.as_bytes()), with);
     assert_eq!(
-        encoded(&Request::Chat(bob, None)),
+        encoded(&Request::Chat(bob, None, None)),
         b"CHAT / HTTP/1.1\r\nName: bob\r\nIP: 10.0.0.6\r\nPort: 9002\r\n\r\n"
     );
     let bad = decode_one_request(

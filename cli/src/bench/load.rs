@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bridgechat_core::codec::{self, Decoder, Request, Response, Status};
+use bridgechat_core::secure;
 use bridgechat_core::{Contact, Name};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -44,6 +45,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// What to run; built from the command line.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// Chat turns as sealed frames after a Noise handshake.
+    pub encrypted: bool,
     pub server: SocketAddr,
     pub clients: usize,
     pub pipeline: usize,
@@ -177,7 +180,13 @@ struct Chat {
     pair: Option<usize>,
     started: Instant,
     sent_at: Instant,
+    /// An encrypted chat's handshake in flight, then its session.
+    asking: Option<Box<secure::Initiator>>,
+    session: Option<Box<secure::Session>>,
 }
+
+/// The ticket both ends of an encrypted bench chat key their handshake with.
+const BENCH_TICKET: [u8; secure::TICKET_LEN] = [0x42; secure::TICKET_LEN];
 
 #[derive(Debug)]
 struct Pair {
@@ -200,6 +209,7 @@ struct Engine {
     active_chats: usize,
     next_chat_id: u64,
     scratch: Vec<u8>,
+    seeds: BenchSeeds,
     phase: Phase,
     next_connect: usize,
     /// Connections opened whose first REGISTER is not answered yet. Bounded by
@@ -281,6 +291,7 @@ pub fn run(cfg: LoadConfig, ip: IpAddr) -> Result<LoadReport, String> {
         active_chats: 0,
         next_chat_id: 0,
         scratch: vec![0; READ_CHUNK],
+        seeds: BenchSeeds::default(),
         phase: Phase::Register,
         next_connect: 0,
         opening: 0,
@@ -907,6 +918,8 @@ impl Engine {
                         pair: Some(p),
                         started: now,
                         sent_at: now,
+                        asking: None,
+                        session: None,
                     });
                     if k.is_none() {
                         self.finish_pair(p, false);
@@ -977,6 +990,8 @@ impl Engine {
                         out: Vec::new(),
                         out_pos: 0,
                         pair: None,
+                        asking: None,
+                        session: None,
                         started: now,
                         sent_at: now,
                     });
@@ -1019,7 +1034,15 @@ impl Engine {
                     let asker = self.conns[self.pairs[p].asker].contact;
                     chat.state = ChatState::AwaitOk;
                     chat.sent_at = Instant::now();
-                    codec::write_chat(&mut chat.out, &asker);
+                    if self.cfg.encrypted {
+                        let seed = self.seeds.next_seed();
+                        let (initiator, first) = secure::Initiator::new(&BENCH_TICKET, seed);
+                        let first = codec::Noise(first.try_into().expect("a handshake message"));
+                        chat.asking = Some(Box::new(initiator));
+                        codec::write_chat_v2(&mut chat.out, &asker, None, Some(&first));
+                    } else {
+                        codec::write_chat(&mut chat.out, &asker);
+                    }
                     self.chat_flush(k);
                 }
                 Err(e) => self.chat_fail(k, format!("chat connect: {}", error_text(&e))),
@@ -1129,14 +1152,30 @@ impl Engine {
                         format!("CHAT answered {} without the waiter's contact", r.status),
                     );
                 }
+                if let Some(initiator) = chat.asking.take() {
+                    let finished = r.noise.ok_or(secure::SecureError::Handshake);
+                    match finished.and_then(|reply| initiator.finish(&reply.0)) {
+                        Ok(session) => chat.session = Some(Box::new(session)),
+                        Err(e) => {
+                            self.report.protocol_errors += 1;
+                            return self.chat_fail(k, format!("handshake: {e}"));
+                        }
+                    }
+                }
                 self.chat_setup.latency.record(now - chat.started);
                 self.chat_setup.answered += 1;
                 chat.state = ChatState::Talking;
                 self.send_turn(k, p, now);
             }
             // Initiator: the peer's turn came back.
-            (true, ChatState::Talking, Incoming::Request(Request::Message(_))) => {
+            (true, ChatState::Talking, Incoming::Request(Request::Message(body))) => {
                 let Some(p) = chat.pair else { return };
+                if let Some(session) = &mut chat.session {
+                    if let Err(e) = session.open(secure::FrameKind::Message, &body) {
+                        self.report.protocol_errors += 1;
+                        return self.chat_fail(k, format!("frame: {e}"));
+                    }
+                }
                 self.stage.latency.record(now - chat.sent_at);
                 self.last_answer = now;
                 if self.pairs[p].turns_sent < turns {
@@ -1146,7 +1185,7 @@ impl Engine {
                 }
             }
             // Responder: the initiator asks to chat.
-            (false, ChatState::AwaitChat, Incoming::Request(Request::Chat(asker, _))) => {
+            (false, ChatState::AwaitChat, Incoming::Request(Request::Chat(asker, _, noise))) => {
                 let pair = self
                     .names
                     .get(&asker.name)
@@ -1162,17 +1201,43 @@ impl Engine {
                 let waiter = self.conns[self.pairs[p].waiter].contact;
                 chat.pair = Some(p);
                 chat.state = ChatState::Talking;
-                codec::write_ok(&mut chat.out, Some(&waiter));
+                match noise {
+                    Some(first) => {
+                        let seed = self.seeds.next_seed();
+                        match secure::Responder::accept(&BENCH_TICKET, seed, &first.0) {
+                            Ok((session, reply)) => {
+                                chat.session = Some(Box::new(session));
+                                let reply = codec::Noise(reply.try_into().expect("a handshake"));
+                                codec::write_ok_noise(&mut chat.out, Some(&waiter), Some(&reply));
+                            }
+                            Err(e) => {
+                                self.report.protocol_errors += 1;
+                                return self.chat_fail(k, format!("handshake: {e}"));
+                            }
+                        }
+                    }
+                    None => codec::write_ok(&mut chat.out, Some(&waiter)),
+                }
                 self.chat_flush(k);
             }
             // Responder: the initiator's turn.
-            (false, ChatState::Talking, Incoming::Request(Request::Message(_))) => {
+            (false, ChatState::Talking, Incoming::Request(Request::Message(body))) => {
                 let Some(p) = chat.pair else { return };
+                if let Some(session) = &mut chat.session {
+                    if let Err(e) = session.open(secure::FrameKind::Message, &body) {
+                        self.report.protocol_errors += 1;
+                        return self.chat_fail(k, format!("frame: {e}"));
+                    }
+                }
                 if self.pairs[p].turns_sent < turns {
                     self.send_turn(k, p, now);
                 }
             }
-            (false, ChatState::Talking, Incoming::Request(Request::Quit)) => {
+            (
+                false,
+                ChatState::Talking,
+                Incoming::Request(Request::Quit | Request::QuitWith { .. }),
+            ) => {
                 let p = chat.pair;
                 self.drop_chat(k);
                 if let Some(p) = p {
@@ -1193,14 +1258,22 @@ impl Engine {
         let Some(chat) = self.chats.get_mut(k).and_then(Option::as_mut) else {
             return;
         };
-        codec::write_message(&mut chat.out, &self.cfg.message);
+        match &mut chat.session {
+            Some(session) => {
+                let frame = session
+                    .seal(secure::FrameKind::Message, &self.cfg.message)
+                    .expect("the bench message fits a frame");
+                codec::write_sealed_message(&mut chat.out, &frame);
+            }
+            None => codec::write_message(&mut chat.out, &self.cfg.message),
+        }
         chat.sent_at = now;
         self.pairs[p].turns_sent += 1;
         self.report.turns += 1;
         self.last_answer = now;
         // An initiator that sent the last turn says QUIT right after it.
         if chat.initiator && self.pairs[p].turns_sent >= self.cfg.turns {
-            codec::write_quit(&mut chat.out);
+            write_quit(chat);
             chat.state = ChatState::Closing;
         }
         self.chat_flush(k);
@@ -1210,9 +1283,35 @@ impl Engine {
         let Some(chat) = self.chats.get_mut(k).and_then(Option::as_mut) else {
             return;
         };
-        codec::write_quit(&mut chat.out);
+        write_quit(chat);
         chat.state = ChatState::Closing;
         self.chat_flush(k);
+    }
+}
+
+/// QUIT, sealed in an encrypted chat.
+fn write_quit(chat: &mut Chat) {
+    match &mut chat.session {
+        Some(session) => {
+            let frame = session
+                .seal(secure::FrameKind::Quit, b"")
+                .expect("a quit frame");
+            codec::write_quit_with(&mut chat.out, &frame, None);
+        }
+        None => codec::write_quit(&mut chat.out),
+    }
+}
+
+/// Seeds for the bench's ephemeral keys: a counter is enough to measure with.
+#[derive(Debug, Default)]
+struct BenchSeeds(u64);
+
+impl BenchSeeds {
+    fn next_seed(&mut self) -> [u8; secure::SEED_LEN] {
+        self.0 += 1;
+        let mut seed = [0; secure::SEED_LEN];
+        seed[..8].copy_from_slice(&self.0.to_le_bytes());
+        seed
     }
 }
 

@@ -96,6 +96,11 @@ pub struct BenchArgs {
     /// keeps connect() fast with tens of thousands of clients).
     #[arg(long)]
     no_source_spread: bool,
+    /// Encrypt the chat turns as two v2 clients do (Noise handshake on CHAT and
+    /// its 200, every MESSAGE and QUIT a sealed frame), to compare with plain text.
+    /// The bench's two ends share a fixed ticket: it plays both peers.
+    #[arg(long)]
+    encrypted: bool,
     /// No progress lines on standard error.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -152,6 +157,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         stall,
         progress: !args.quiet,
         host_header: args.http_host,
+        encrypted: args.encrypted,
         spread_sources: !args.no_source_spread
             && matches!(server.ip(), IpAddr::V4(v4) if v4.is_loopback()),
     };

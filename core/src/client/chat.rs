@@ -15,9 +15,17 @@
 //! turn ends the chat. Lines typed while it is not our turn are held, and the
 //! oldest goes out as soon as WRITE MODE is entered.
 //!
-//! Version 2: the BRIDGE answer's ticket goes in our CHAT (with
-//! `Bridgechat: 2`); without one (a v1 server or a v1 waiter) the CHAT is
-//! version 1's and the chat is shown as not protected when it opens.
+//! Version 2: the BRIDGE answer's ticket keys a Noise handshake: our CHAT
+//! carries its first message (`Noise`, never the ticket), the 200 its reply,
+//! and from then on every MESSAGE and QUIT body is a sealed frame
+//! ([`crate::secure`]). Without a ticket (a v1 server or a v1 waiter) the CHAT
+//! is version 1's and the chat is shown as not encrypted when it opens.
+//!
+//! ```text
+//! Asked(Initiator) ──200 whose Noise verifies──▶ Open(Session): safety code shown
+//!        └──no Noise / does not verify──▶ none (encryption handshake failed)
+//! Open(Session) ──a frame that does not open──▶ plain QUIT with Reason, close, none
+//! ```
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,9 +34,10 @@ use std::time::Instant;
 use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{Client, ClientError, ClientEvent, Ctx, LostReason, Mode, NoContact, Trigger};
-use crate::codec::{self, Decoder, Request, Response, Ticket};
+use crate::codec::{self, Decoder, Noise, Request, Response, Ticket};
 use crate::contact::{Contact, Name};
-use crate::{ConnId, IoFailure};
+use crate::secure::{self, FrameKind, Initiator, SecureError};
+use crate::{ConnId, Direction, IoFailure};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -38,6 +47,17 @@ enum Stage {
     Asked { deadline: Instant },
     /// The chat is on: MESSAGEs and QUIT both ways.
     Open,
+}
+
+/// The encryption of the chat connection.
+#[derive(Debug)]
+enum Crypto {
+    /// No ticket: plain text (version 1's chat).
+    Plain,
+    /// Our CHAT carried the handshake's first message; its answer finishes it.
+    Asking(Box<Initiator>),
+    /// Every body is a sealed frame.
+    On(secure::Session),
 }
 
 /// The one chat connection, outgoing (we sent CHAT) or incoming (we answered it).
@@ -53,6 +73,7 @@ struct Session {
     ticket: Option<Ticket>,
     /// Why no ticket protects this chat, said when it opens.
     unprotected: Option<Unprotected>,
+    crypto: Crypto,
 }
 
 /// The peer the server handed us, in READY MODE, and how to ask it.
@@ -70,6 +91,8 @@ pub(super) struct Chat {
     session: Option<Session>,
     /// Messages typed out of turn, oldest first.
     held: VecDeque<Vec<u8>>,
+    /// What the safety code is for was said (once per run).
+    code_explained: bool,
 }
 
 /// What the rest of the client has to do after the chat moved.
@@ -148,6 +171,10 @@ impl Chat {
         else {
             return ctx.error(ClientError::NoPeer);
         };
+        if let (true, Some(why)) = (ctx.config.require_encryption, unprotected) {
+            let peer = peer.name;
+            return ctx.error(ClientError::NotEncrypted { peer, why });
+        }
         let conn = ctx.new_conn();
         self.session = Some(Session {
             conn,
@@ -159,11 +186,13 @@ impl Chat {
             },
             ticket,
             unprotected,
+            crypto: Crypto::Plain,
         });
         ctx.outputs.connect(conn, peer.socket_addr());
     }
 
-    /// A peer's CHAT accepted on an incoming connection: answer 200 with our contact.
+    /// A peer's CHAT accepted on an incoming connection: answer 200 with our
+    /// contact (and the handshake's reply when the chat is encrypted).
     pub(super) fn accept(
         &mut self,
         ctx: &mut Ctx,
@@ -171,9 +200,22 @@ impl Chat {
         peer: Name,
         decoder: Decoder,
         me: Contact,
-        unprotected: Option<Unprotected>,
+        security: Security,
     ) {
-        ctx.send(conn, |out| codec::write_ok(out, Some(&me)));
+        let (crypto, unprotected) = match security {
+            Security::Encrypted(session, reply) => {
+                ctx.send(conn, |out| {
+                    codec::write_ok_noise(out, Some(&me), Some(&reply))
+                });
+                encrypted(ctx, peer, &session, &mut self.code_explained);
+                (Crypto::On(*session), None)
+            }
+            Security::Plain(unprotected) => {
+                ctx.send(conn, |out| codec::write_ok(out, Some(&me)));
+                not_protected(ctx, peer, unprotected);
+                (Crypto::Plain, unprotected)
+            }
+        };
         self.session = Some(Session {
             conn,
             peer,
@@ -182,8 +224,16 @@ impl Chat {
             stage: Stage::Open,
             ticket: None,
             unprotected,
+            crypto,
         });
-        not_protected(ctx, peer, unprotected);
+    }
+
+    /// The longest line we may send now: a sealed frame holds a little less.
+    pub(super) fn max_text(&self, plain: usize) -> usize {
+        match self.session.as_ref().map(|s| &s.crypto) {
+            Some(Crypto::On(_)) => secure::MAX_PLAINTEXT.min(plain),
+            _ => plain,
+        }
     }
 
     /// `conn` is established: send CHAT with `me`. `None` if `conn` is not ours.
@@ -204,8 +254,17 @@ impl Chat {
         session.stage = Stage::Asked {
             deadline: ctx.now + ctx.config.request_timeout,
         };
-        let ticket = session.ticket;
-        ctx.send(conn, |out| codec::write_chat_v2(out, &me, ticket.as_ref()));
+        match session.ticket {
+            Some(ticket) => {
+                let (initiator, first) = Initiator::new(&ticket.to_bytes(), ctx.draw_seed());
+                let first = Noise(first.try_into().expect("a handshake message"));
+                session.crypto = Crypto::Asking(Box::new(initiator));
+                ctx.send(conn, |out| {
+                    codec::write_chat_v2(out, &me, None, Some(&first))
+                });
+            }
+            None => ctx.send(conn, |out| codec::write_chat_v2(out, &me, None, None)),
+        }
         Some(ChatNews::Quiet)
     }
 
@@ -271,8 +330,15 @@ impl Chat {
                 }
             },
             Stage::Open => match session.decoder.decode_request(input) {
-                Ok(Some(Request::Message(text))) => Some(ChatNews::Message(text)),
-                Ok(Some(Request::Quit)) => Some(self.peer_quit(ctx)),
+                Ok(Some(Request::Message(body))) => Some(self.open(ctx, FrameKind::Message, body)),
+                Ok(Some(Request::Quit)) => Some(self.open(ctx, FrameKind::Quit, Vec::new())),
+                Ok(Some(Request::QuitWith { body, reason })) => match (reason, body.is_empty()) {
+                    (Some(reason), true) if matches!(session.crypto, Crypto::On(_)) => {
+                        let reason = LostReason::PeerRefusedFrame(super::one_line(&reason));
+                        Some(self.lose(ctx, reason, true))
+                    }
+                    _ => Some(self.open(ctx, FrameKind::Quit, body)),
+                },
                 Ok(Some(other)) => {
                     let reason = LostReason::UnexpectedRequest(request_name(&other));
                     Some(self.lose(ctx, reason, true))
@@ -281,6 +347,39 @@ impl Chat {
                 Err(e) => Some(self.lose(ctx, LostReason::Malformed(e), true)),
             },
         }
+    }
+
+    /// A MESSAGE or QUIT body of the open chat: plain, or a frame to open first.
+    fn open(&mut self, ctx: &mut Ctx, kind: FrameKind, body: Vec<u8>) -> ChatNews {
+        let Some(session) = self.session.as_mut() else {
+            return ChatNews::Quiet;
+        };
+        let text = match &mut session.crypto {
+            Crypto::On(secure) => match secure.open(kind, &body) {
+                Ok(text) => {
+                    let conn = session.conn;
+                    trace_decrypted(ctx, conn, Direction::Received, &text);
+                    text
+                }
+                Err(why) => return self.undecryptable(ctx, why),
+            },
+            Crypto::Plain | Crypto::Asking(_) => body,
+        };
+        match kind {
+            FrameKind::Message => ChatNews::Message(text),
+            FrameKind::Quit => self.peer_quit(ctx),
+        }
+    }
+
+    /// A frame did not open: tell the peer why in a plain QUIT, close, and say so.
+    fn undecryptable(&mut self, ctx: &mut Ctx, why: SecureError) -> ChatNews {
+        if let Some(session) = &self.session {
+            let reason = why.to_string();
+            ctx.send(session.conn, |out| {
+                codec::write_quit_with(out, b"", Some(&reason))
+            });
+        }
+        self.lose(ctx, LostReason::Undecryptable(why), true)
     }
 
     fn answer(&mut self, ctx: &mut Ctx, response: Response) -> ChatNews {
@@ -299,8 +398,29 @@ impl Chat {
         if let Some(contact) = response.contact {
             session.peer = contact.name;
         }
+        let peer = session.peer;
+        match std::mem::replace(&mut session.crypto, Crypto::Plain) {
+            Crypto::Asking(initiator) => {
+                let finished = match response.noise {
+                    Some(reply) => initiator.finish(&reply.0),
+                    None => Err(SecureError::Handshake),
+                };
+                match finished {
+                    Ok(secure) => {
+                        encrypted(ctx, peer, &secure, &mut self.code_explained);
+                        session.crypto = Crypto::On(secure);
+                    }
+                    Err(why) => {
+                        return self.fail(ctx, ClientError::HandshakeFailed { peer, why }, true)
+                    }
+                }
+            }
+            crypto => {
+                session.crypto = crypto;
+                not_protected(ctx, peer, session.unprotected);
+            }
+        }
         session.stage = Stage::Open;
-        not_protected(ctx, session.peer, session.unprotected);
         ChatNews::Accepted
     }
 
@@ -340,12 +460,28 @@ impl Chat {
         ChatNews::Ended
     }
 
-    /// Sends a MESSAGE; false without a chat connection.
+    /// Sends a MESSAGE (sealed in an encrypted chat); false without a chat connection.
     fn send(&mut self, ctx: &mut Ctx, text: &[u8]) -> bool {
-        let Some(conn) = self.session.as_ref().map(|s| s.conn) else {
+        let Some(session) = self.session.as_mut() else {
             return false;
         };
-        ctx.send(conn, |out| codec::write_message(out, text));
+        let conn = session.conn;
+        match &mut session.crypto {
+            Crypto::On(secure) => match secure.seal(FrameKind::Message, text) {
+                Ok(frame) => {
+                    trace_decrypted(ctx, conn, Direction::Sent, text);
+                    ctx.send(conn, |out| codec::write_sealed_message(out, &frame));
+                }
+                // The line was checked against the frame's limit: this is a broken session.
+                Err(why) => {
+                    self.lose(ctx, LostReason::Undecryptable(why), true);
+                    return false;
+                }
+            },
+            Crypto::Plain | Crypto::Asking(_) => {
+                ctx.send(conn, |out| codec::write_message(out, text))
+            }
+        }
         true
     }
 
@@ -372,9 +508,17 @@ impl Chat {
 
     /// `/quit`: QUIT to the peer if CHAT went out, then close.
     pub(super) fn quit(&mut self, ctx: &mut Ctx) {
-        if let Some(session) = self.session.take() {
-            if !matches!(session.stage, Stage::Connecting { .. }) {
-                ctx.send(session.conn, codec::write_quit);
+        if let Some(mut session) = self.session.take() {
+            match (&mut session.crypto, session.stage) {
+                (_, Stage::Connecting { .. }) => {}
+                (Crypto::On(secure), _) => {
+                    if let Ok(frame) = secure.seal(FrameKind::Quit, b"") {
+                        ctx.send(session.conn, |out| {
+                            codec::write_quit_with(out, &frame, None)
+                        });
+                    }
+                }
+                _ => ctx.send(session.conn, codec::write_quit),
             }
             ctx.outputs.close(session.conn);
         }
@@ -385,6 +529,43 @@ impl Chat {
         if let Some(session) = self.session.take() {
             ctx.outputs.close(session.conn);
         }
+    }
+}
+
+/// How a chat we accept is protected.
+#[derive(Debug)]
+pub(super) enum Security {
+    /// The handshake verified: the session and the reply for our 200.
+    Encrypted(Box<secure::Session>, Noise),
+    /// Plain text, and why (`None`: we speak version 1 ourselves).
+    Plain(Option<Unprotected>),
+}
+
+/// An encrypted chat opening shows its safety code, before its first mode line.
+/// The first time in a run, it also says what the code is for.
+fn encrypted(ctx: &mut Ctx, peer: Name, session: &secure::Session, explained: &mut bool) {
+    let safety_code = session.safety_code().to_owned();
+    ctx.outputs
+        .event(ClientEvent::Encrypted { peer, safety_code });
+    if !std::mem::replace(explained, true) {
+        ctx.info(SAFETY_CODE_HELP.to_owned());
+    }
+}
+
+/// Said once per run, after the first safety code.
+pub const SAFETY_CODE_HELP: &str = "compare the safety code with your peer over another \
+channel (phone, in person): the same code on both sides means nobody is in the middle; \
+different codes mean someone is";
+
+/// With `--trace`, the plaintext of a frame, marked as such.
+fn trace_decrypted(ctx: &mut Ctx, conn: ConnId, direction: Direction, text: &[u8]) {
+    if ctx.config.trace {
+        let text = text.to_vec();
+        ctx.outputs.event(ClientEvent::Decrypted {
+            conn,
+            direction,
+            text,
+        });
     }
 }
 
@@ -407,7 +588,7 @@ impl Client {
         if !self.allowed(Trigger::MessageLine) {
             return;
         }
-        let max = self.ctx.config.limits.max_body;
+        let max = self.chat.max_text(self.ctx.config.limits.max_body);
         if text.len() > max {
             let len = text.len();
             return self.ctx.error(ClientError::MessageTooLong { len, max });

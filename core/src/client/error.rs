@@ -8,9 +8,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Mode, Refusal};
+use super::{Mode, Refusal, Unprotected};
 use crate::codec::{DecodeError, Status};
 use crate::contact::{InvalidValue, Name};
+use crate::secure::SecureError;
 use crate::IoFailure;
 
 /// Something went wrong; one line when shown.
@@ -97,6 +98,16 @@ pub enum ClientError {
         peer: Name,
         error: DecodeError,
     },
+    /// The peer's answer to our encrypted CHAT did not complete the handshake.
+    HandshakeFailed {
+        peer: Name,
+        why: SecureError,
+    },
+    /// `--require-encryption` and this chat would be in plain text.
+    NotEncrypted {
+        peer: Name,
+        why: Unprotected,
+    },
     /// The peer answered our CHAT with a non-2xx status.
     PeerRefused {
         peer: Name,
@@ -173,6 +184,10 @@ pub enum LostReason {
     Malformed(DecodeError),
     /// The table refused the peer's move (a MESSAGE out of turn).
     Protocol(Refusal),
+    /// A frame of the encrypted chat did not open (we told the peer why).
+    Undecryptable(SecureError),
+    /// The peer could not open one of our frames: its plain QUIT's `Reason`.
+    PeerRefusedFrame(String),
 }
 
 impl fmt::Display for ClientError {
@@ -249,6 +264,12 @@ impl fmt::Display for ClientError {
             E::PeerSilent { peer, after } => {
                 write!(f, "{peer} did not answer CHAT within {after:?}")
             }
+            E::HandshakeFailed { peer, why } => write!(f, "chat with {peer} ended: {why}"),
+            E::NotEncrypted { peer, why } => write!(
+                f,
+                "not chatting with {peer}: the chat would not be encrypted ({why}) \
+                 and --require-encryption is set"
+            ),
             E::PeerMalformed { peer, error } => {
                 write!(f, "{peer} sent a malformed answer to CHAT ({error})")
             }
@@ -325,6 +346,10 @@ impl fmt::Display for LostReason {
             }
             LostReason::Malformed(error) => write!(f, "protocol error: {error}"),
             LostReason::Protocol(refusal) => write!(f, "protocol error: {refusal}"),
+            LostReason::Undecryptable(why) => write!(f, "{why}"),
+            LostReason::PeerRefusedFrame(reason) => {
+                write!(f, "the peer refused our encrypted frame: {reason}")
+            }
         }
     }
 }

@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
+use super::chat::Security;
 use super::matching::Admission;
 use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
-use crate::codec::{self, AfterError, Decoder, Request, Status, Ticket, Version};
+use crate::codec::{self, AfterError, Decoder, Noise, Request, Status, Ticket, Version};
 use crate::contact::Contact;
 use crate::ConnId;
 
@@ -33,6 +34,8 @@ pub const MAX_INCOMING: usize = 8;
 pub(super) struct ChatAsk {
     contact: Contact,
     ticket: Option<Ticket>,
+    /// The first handshake message of an encrypted chat.
+    noise: Option<Noise>,
 }
 
 /// A CHAT waiting to be decided, and the bytes after it.
@@ -118,8 +121,13 @@ impl Incoming {
         let mut input = bytes;
         match caller.decoder.decode_request(&mut input) {
             Ok(None) => {}
-            Ok(Some(Request::Chat(contact, ticket))) => {
-                return Some((ChatAsk { contact, ticket }, input.to_vec()))
+            Ok(Some(Request::Chat(contact, ticket, noise))) => {
+                let ask = ChatAsk {
+                    contact,
+                    ticket,
+                    noise,
+                };
+                return Some((ask, input.to_vec()));
             }
             Ok(Some(Request::Invalid { error, .. })) => {
                 self.refuse(ctx, conn, Status::BAD_REQUEST, &error)
@@ -141,7 +149,9 @@ impl Incoming {
                 );
                 self.refuse(ctx, conn, Status::NOT_IMPLEMENTED, &reason)
             }
-            Ok(Some(request @ (Request::Message(_) | Request::Quit))) => {
+            Ok(Some(
+                request @ (Request::Message(_) | Request::Quit | Request::QuitWith { .. }),
+            )) => {
                 let reason = format!("{} before CHAT", request_name(&request));
                 self.refuse(ctx, conn, Status::BAD_REQUEST, &reason)
             }
@@ -263,23 +273,44 @@ impl Client {
             }
         };
         let version = self.server.version();
-        let (ticket, unprotected) = match version {
-            Version::V1 => (None, Unprotected::of(&self.ctx, version, None)),
-            Version::V2 => match self.matching.admit(chat.contact.name, chat.ticket) {
-                Admission::Accept {
-                    ticket,
-                    unprotected,
-                } => (ticket, unprotected),
-                Admission::Park => {
-                    return self.incoming.park_for_match(&self.ctx, conn, (chat, rest))
+        let (ticket, security) = match version {
+            Version::V1 => (
+                None,
+                Security::Plain(Unprotected::of(&self.ctx, version, None)),
+            ),
+            Version::V2 => {
+                match self
+                    .matching
+                    .admit(&mut self.ctx, chat.contact.name, chat.ticket, chat.noise)
+                {
+                    Admission::Accept {
+                        ticket,
+                        unprotected,
+                    } => (ticket, Security::Plain(unprotected)),
+                    Admission::Encrypted(ticket, session, reply) => {
+                        (Some(ticket), Security::Encrypted(session, reply))
+                    }
+                    Admission::Park => {
+                        return self.incoming.park_for_match(&self.ctx, conn, (chat, rest))
+                    }
+                    Admission::Refuse(reason) => {
+                        return self.incoming.refuse(
+                            &mut self.ctx,
+                            conn,
+                            Status::FORBIDDEN,
+                            &reason,
+                        )
+                    }
                 }
-                Admission::Refuse(reason) => {
-                    return self
-                        .incoming
-                        .refuse(&mut self.ctx, conn, Status::FORBIDDEN, &reason)
-                }
-            },
+            }
         };
+        if let (true, Security::Plain(Some(why))) = (self.ctx.config.require_encryption, &security)
+        {
+            let reason = format!("this client requires an encrypted chat ({why})");
+            return self
+                .incoming
+                .refuse(&mut self.ctx, conn, Status::FORBIDDEN, &reason);
+        }
         let Some(decoder) = self.incoming.admit(conn) else {
             return;
         };
@@ -289,7 +320,7 @@ impl Client {
         }
         let peer = chat.contact.name;
         self.chat
-            .accept(&mut self.ctx, conn, peer, decoder, me, unprotected);
+            .accept(&mut self.ctx, conn, peer, decoder, me, security);
         self.set_mode(next);
         // Also when `rest` is empty: the decoder may hold a message that came with the CHAT.
         self.chat_data(&rest);

@@ -21,14 +21,15 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use super::{Client, ClientError, ClientEvent, Ctx, Mode};
-use crate::codec::{Introduction, Ticket, Unmatched, Version};
+use crate::codec::{Introduction, Noise, Ticket, Unmatched, Version};
 use crate::contact::Name;
+use crate::secure;
 
 /// Dead tickets remembered, so a CHAT still carrying one is refused at once.
 const DEAD_TICKETS: usize = 8;
 
 /// Why a chat runs without a ticket the server vouched for; shown with the
-/// `not protected` line.
+/// `not encrypted` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unprotected {
     /// The server speaks version 1: no tickets at all.
@@ -76,13 +77,16 @@ pub(super) struct Matching {
 }
 
 /// How a CHAT that came through a version 2 server is decided in WAIT MODE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Admission {
-    /// It is the matched peer: accept, and report STARTED with `ticket`.
+    /// It is the matched v1 peer: accept in plain text, report STARTED.
     Accept {
         ticket: Option<Ticket>,
         unprotected: Option<Unprotected>,
     },
+    /// Its handshake verified under the match's ticket: the encrypted session
+    /// and the reply for the 200; report STARTED with the ticket.
+    Encrypted(Ticket, Box<secure::Session>, Noise),
     /// No MATCHED yet: decide when it comes.
     Park,
     /// Anyone else: 403 with this reason.
@@ -119,21 +123,45 @@ impl Matching {
         }
     }
 
-    /// Who may come in with a CHAT from `name` carrying `ticket`.
-    pub(super) fn admit(&self, name: Name, ticket: Option<Ticket>) -> Admission {
+    /// Who may come in with a CHAT from `name` carrying `ticket` or the first
+    /// handshake message `noise`. With a ticket for the match only a handshake
+    /// under it gets in: a version 2 peer never chats in plain text, and the
+    /// ticket itself never travels between the peers.
+    pub(super) fn admit(
+        &self,
+        ctx: &mut Ctx,
+        name: Name,
+        ticket: Option<Ticket>,
+        noise: Option<Noise>,
+    ) -> Admission {
         if ticket.is_some_and(|t| self.dead.contains(&t)) {
             return Admission::Refuse(WRONG_TICKET);
         }
         match self.matched {
+            // A handshake under a dead ticket is refused at once, as the ticket would be.
+            None if noise.is_some_and(|first| self.under_dead_ticket(ctx, &first)) => {
+                Admission::Refuse(WRONG_TICKET)
+            }
             None => Admission::Park,
             Some(Matched {
                 ticket: Some(expected),
                 ..
-            }) if ticket == Some(expected) => Admission::Accept {
-                ticket,
-                unprotected: None,
+            }) => match noise {
+                Some(first) => {
+                    match secure::Responder::accept(&expected.to_bytes(), ctx.draw_seed(), &first.0)
+                    {
+                        Ok((session, reply)) => {
+                            let reply = Noise(reply.try_into().expect("a handshake message"));
+                            Admission::Encrypted(expected, Box::new(session), reply)
+                        }
+                        Err(_) => Admission::Refuse(WRONG_TICKET),
+                    }
+                }
+                None => Admission::Refuse(WRONG_TICKET),
             },
-            Some(Matched { peer, ticket: None }) if ticket.is_none() && name.same_as(&peer) => {
+            Some(Matched { peer, ticket: None })
+                if ticket.is_none() && noise.is_none() && name.same_as(&peer) =>
+            {
                 Admission::Accept {
                     ticket: None,
                     unprotected: Some(Unprotected::PeerVersion1),
@@ -141,6 +169,13 @@ impl Matching {
             }
             Some(_) => Admission::Refuse(WRONG_TICKET),
         }
+    }
+
+    /// Whether `first` verifies under one of the (few) dead tickets.
+    fn under_dead_ticket(&self, ctx: &mut Ctx, first: &Noise) -> bool {
+        self.dead.iter().any(|ticket| {
+            secure::Responder::accept(&ticket.to_bytes(), ctx.draw_seed(), &first.0).is_ok()
+        })
     }
 
     /// The accepted CHAT used the match up.
@@ -227,8 +262,10 @@ mod tests {
 
     fn ctx() -> Ctx {
         let server: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        let config = ClientConfig::new("alice".parse().unwrap(), server);
         Ctx {
-            config: ClientConfig::new("alice".parse().unwrap(), server),
+            seeds: crate::client::Seeds::new(config.seed),
+            config,
             outputs: OutputQueue::default(),
             now: Instant::now(),
             next_id: 0,
@@ -252,27 +289,52 @@ mod tests {
         n.parse().unwrap()
     }
 
+    /// The decision in a word, for comparing.
+    fn admit(
+        ctx: &mut Ctx,
+        matching: &Matching,
+        who: &str,
+        ticket: Option<Ticket>,
+        noise: Option<Noise>,
+    ) -> &'static str {
+        match matching.admit(ctx, name(who), ticket, noise) {
+            Admission::Accept {
+                unprotected: Some(Unprotected::PeerVersion1),
+                ..
+            } => "plain v1",
+            Admission::Accept { .. } => "plain",
+            Admission::Encrypted(..) => "encrypted",
+            Admission::Park => "park",
+            Admission::Refuse(WRONG_TICKET) => "refuse",
+            Admission::Refuse(_) => "refuse, other reason",
+        }
+    }
+
+    fn hello(ticket: Ticket) -> Noise {
+        let (_, first) = secure::Initiator::new(&ticket.to_bytes(), [9; secure::SEED_LEN]);
+        Noise(first.try_into().unwrap())
+    }
+
     #[test]
-    fn only_the_matchs_ticket_gets_in_and_a_dead_one_never_does() {
+    fn only_a_handshake_under_the_matchs_ticket_gets_in_and_a_dead_one_never_does() {
         let (mut ctx, mut matching) = (ctx(), Matching::default());
         let (t1, t2) = (Ticket::from_bytes([1; 16]), Ticket::from_bytes([2; 16]));
         matching.wait(None);
-        assert_eq!(matching.admit(name("bob"), Some(t1)), Admission::Park);
+        assert_eq!(
+            admit(&mut ctx, &matching, "bob", None, Some(hello(t1))),
+            "park"
+        );
         assert!(matching.on_matched(&mut ctx, true, intro("bob", Some(t1))));
         assert_eq!(
-            matching.admit(name("bob"), Some(t2)),
-            Admission::Refuse(WRONG_TICKET)
+            admit(&mut ctx, &matching, "bob", None, Some(hello(t2))),
+            "refuse"
         );
+        assert_eq!(admit(&mut ctx, &matching, "bob", None, None), "refuse");
+        // The ticket in clear is a downgrade: refused.
+        assert_eq!(admit(&mut ctx, &matching, "bob", Some(t1), None), "refuse");
         assert_eq!(
-            matching.admit(name("bob"), None),
-            Admission::Refuse(WRONG_TICKET)
-        );
-        assert_eq!(
-            matching.admit(name("mallory"), Some(t1)),
-            Admission::Accept {
-                ticket: Some(t1),
-                unprotected: None
-            }
+            admit(&mut ctx, &matching, "mallory", None, Some(hello(t1))),
+            "encrypted"
         );
         let unmatched = Unmatched {
             name: name("bob"),
@@ -280,11 +342,11 @@ mod tests {
             reason: "bob left the server".into(),
         };
         matching.on_unmatched(&mut ctx, true, unmatched);
+        assert_eq!(admit(&mut ctx, &matching, "bob", Some(t1), None), "refuse");
         assert_eq!(
-            matching.admit(name("bob"), Some(t1)),
-            Admission::Refuse(WRONG_TICKET)
+            admit(&mut ctx, &matching, "bob", None, Some(hello(t2))),
+            "park"
         );
-        assert_eq!(matching.admit(name("bob"), Some(t2)), Admission::Park);
     }
 
     #[test]
@@ -292,17 +354,8 @@ mod tests {
         let (mut ctx, mut matching) = (ctx(), Matching::default());
         matching.wait(Some(name("bob")));
         assert!(matching.on_matched(&mut ctx, true, intro("bob", None)));
-        assert_eq!(
-            matching.admit(name("BOB"), None),
-            Admission::Accept {
-                ticket: None,
-                unprotected: Some(Unprotected::PeerVersion1)
-            }
-        );
-        assert_eq!(
-            matching.admit(name("carol"), None),
-            Admission::Refuse(WRONG_TICKET)
-        );
+        assert_eq!(admit(&mut ctx, &matching, "BOB", None, None), "plain v1");
+        assert_eq!(admit(&mut ctx, &matching, "carol", None, None), "refuse");
         assert_eq!(matching.waiting_for(), Some(name("bob")));
     }
 
@@ -310,6 +363,6 @@ mod tests {
     fn matched_while_not_waiting_is_an_error_and_changes_nothing() {
         let (mut ctx, mut matching) = (ctx(), Matching::default());
         assert!(!matching.on_matched(&mut ctx, false, intro("bob", None)));
-        assert_eq!(matching.admit(name("bob"), None), Admission::Park);
+        assert_eq!(admit(&mut ctx, &matching, "bob", None, None), "park");
     }
 }

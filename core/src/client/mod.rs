@@ -99,6 +99,7 @@
 //!   by `limits`.
 
 mod chat;
+pub use chat::SAFETY_CODE_HELP;
 mod error;
 mod incoming;
 mod matching;
@@ -149,6 +150,11 @@ pub struct ClientConfig {
     /// version 1 server ignores the ask and the client speaks version 1 to it.
     /// False speaks version 1 only.
     pub version2: bool,
+    /// Refuse a chat that would not be end-to-end encrypted (a version 1 peer or server).
+    pub require_encryption: bool,
+    /// Seeds the ephemeral keys of every encrypted chat: 32 bytes from the OS
+    /// random source in the CLI; tests fix it. All zeros only in tests.
+    pub seed: [u8; crate::secure::SEED_LEN],
 }
 
 impl ClientConfig {
@@ -163,6 +169,8 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             trace: false,
             version2: true,
+            require_encryption: false,
+            seed: [0; crate::secure::SEED_LEN],
         }
     }
 }
@@ -223,6 +231,14 @@ pub enum ClientEvent {
     /// A chat started without a ticket the server vouched for: the peer or the
     /// server speaks version 1.
     NotProtected { peer: Name, why: Unprotected },
+    /// An encrypted chat started: the safety code both people compare.
+    Encrypted { peer: Name, safety_code: String },
+    /// With `trace` on: the text of an encrypted frame that opened, or that we sealed.
+    Decrypted {
+        conn: ConnId,
+        direction: Direction,
+        text: Vec<u8>,
+    },
     /// With `trace` on: bytes that went over `conn`.
     Trace {
         conn: ConnId,
@@ -245,9 +261,34 @@ struct Ctx {
     outputs: OutputQueue<ClientEvent>,
     now: Instant,
     next_id: u64,
+    /// Seeds for handshakes, a ChaCha20 stream from `config.seed`.
+    seeds: Seeds,
+}
+
+/// One fresh seed per handshake, from the config's seed.
+pub(super) struct Seeds(rand_chacha::ChaCha20Rng);
+
+impl Seeds {
+    pub(super) fn new(seed: [u8; crate::secure::SEED_LEN]) -> Seeds {
+        use rand_chacha::rand_core::SeedableRng;
+        Seeds(rand_chacha::ChaCha20Rng::from_seed(seed))
+    }
+}
+
+impl std::fmt::Debug for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seeds(…)")
+    }
 }
 
 impl Ctx {
+    fn draw_seed(&mut self) -> [u8; crate::secure::SEED_LEN] {
+        use rand_chacha::rand_core::RngCore;
+        let mut seed = [0; crate::secure::SEED_LEN];
+        self.seeds.0.fill_bytes(&mut seed);
+        seed
+    }
+
     fn new_conn(&mut self) -> ConnId {
         self.next_id += 1;
         ConnId(self.next_id)
@@ -311,12 +352,14 @@ impl Client {
         };
         let listen = SocketAddr::new(any, config.listen_port);
         let config_name = config.name;
+        let seeds = Seeds::new(config.seed);
         let mut client = Client {
             ctx: Ctx {
                 config,
                 outputs: OutputQueue::default(),
                 now,
                 next_id: 0,
+                seeds,
             },
             mode: Mode::Unregistered,
             listening: None,
@@ -473,7 +516,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Unmatched(_) => "UNMATCHED",
         Request::Started(_) => "STARTED",
         Request::Message(_) => "MESSAGE",
-        Request::Quit => "QUIT",
+        Request::Quit | Request::QuitWith { .. } => "QUIT",
         Request::Unknown | Request::Page(_) => "an unknown method",
         Request::Invalid { method, .. } => method.as_str(),
     }

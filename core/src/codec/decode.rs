@@ -66,13 +66,20 @@ impl Head {
     fn keeps_body(&self) -> bool {
         matches!(
             self,
-            Head::Request(Request::Message(_)) | Head::Response(..)
+            Head::Request(Request::Message(_) | Request::Quit | Request::QuitWith { .. })
+                | Head::Response(..)
         )
     }
 
     fn with_body(self, body: Vec<u8>) -> Parsed {
         match self {
             Head::Request(Request::Message(_)) => Parsed::Request(Request::Message(body)),
+            Head::Request(Request::Quit) if !body.is_empty() => {
+                Parsed::Request(Request::QuitWith { body, reason: None })
+            }
+            Head::Request(Request::QuitWith { reason, .. }) => {
+                Parsed::Request(Request::QuitWith { body, reason })
+            }
             Head::Request(request) => Parsed::Request(request),
             Head::Response(response) => Parsed::Response(Response { body, ..response }),
             Head::Interim => Parsed::Interim,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use super::v2::{Introduction, Ticket, Version};
+use super::v2::{Introduction, Noise, Ticket, Version};
 use super::{Method, Response, Status};
 use crate::contact::{Contact, Name};
 
@@ -105,6 +105,15 @@ pub(super) fn write_v2_answer_headers(out: &mut Vec<u8>, response: &Response) {
         write_observed(out, observed);
     }
     write_ticket(out, response.ticket.as_ref());
+    write_noise(out, response.noise.as_ref());
+}
+
+fn write_noise(out: &mut Vec<u8>, noise: Option<&Noise>) {
+    if let Some(noise) = noise {
+        out.extend_from_slice(b"Noise: ");
+        noise.write_hex(out);
+        out.extend_from_slice(CRLF);
+    }
 }
 
 /// `Content-Length`, the blank line, and the body.
@@ -180,16 +189,23 @@ pub fn write_unregister(out: &mut Vec<u8>) {
 
 /// `CHAT / HTTP/1.1` with the initiator's own `Name`, `IP`, `Port`.
 pub fn write_chat(out: &mut Vec<u8>, contact: &Contact) {
-    write_chat_v2(out, contact, None);
+    write_chat_v2(out, contact, None, None);
 }
 
-/// CHAT; with a ticket it is version 2's (`Bridgechat: 2`, `Ticket`), else version 1's.
-pub fn write_chat_v2(out: &mut Vec<u8>, contact: &Contact, ticket: Option<&Ticket>) {
+/// CHAT; with a ticket or a handshake message it is version 2's (`Bridgechat: 2`,
+/// `Ticket`, `Noise`), else version 1's.
+pub fn write_chat_v2(
+    out: &mut Vec<u8>,
+    contact: &Contact,
+    ticket: Option<&Ticket>,
+    noise: Option<&Noise>,
+) {
     write_request_line(out, Method::Chat);
     write_contact_headers(out, contact);
-    if ticket.is_some() {
+    if ticket.is_some() || noise.is_some() {
         out.extend_from_slice(OPT_IN);
         write_ticket(out, ticket);
+        write_noise(out, noise);
     }
     out.extend_from_slice(CRLF);
 }
@@ -245,12 +261,43 @@ pub fn write_quit(out: &mut Vec<u8>) {
 
 /// `200 OK`, echoing a contact when there is one, with `Content-Length: 0`.
 pub fn write_ok(out: &mut Vec<u8>, contact: Option<&Contact>) {
+    write_ok_noise(out, contact, None);
+}
+
+/// `200 OK` to a CHAT, with the handshake's reply when the chat is encrypted.
+pub fn write_ok_noise(out: &mut Vec<u8>, contact: Option<&Contact>, noise: Option<&Noise>) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     if let Some(contact) = contact {
         write_contact_headers(out, contact);
     }
+    write_noise(out, noise);
     write_body(out, b"");
 }
+
+/// One sealed frame of an encrypted chat: `MESSAGE` with an octet-stream body.
+pub fn write_sealed_message(out: &mut Vec<u8>, frame: &[u8]) {
+    write_request_line(out, Method::Message);
+    out.extend_from_slice(OCTET_STREAM);
+    write_body(out, frame);
+}
+
+/// QUIT with a sealed frame, or (empty body) with a one-line `Reason`.
+pub fn write_quit_with(out: &mut Vec<u8>, frame: &[u8], reason: Option<&str>) {
+    write_request_line(out, Method::Quit);
+    if let Some(reason) = reason {
+        let mut line = ReasonLine::default();
+        let _ = fmt::write(&mut line, format_args!("{reason}"));
+        out.extend_from_slice(b"Reason: ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(CRLF);
+    }
+    if !frame.is_empty() {
+        out.extend_from_slice(OCTET_STREAM);
+    }
+    write_body(out, frame);
+}
+
+const OCTET_STREAM: &[u8] = b"Content-Type: application/octet-stream\r\n";
 
 /// A v2 REGISTER's answer: the contact echoed, `Bridgechat: 2`, and the address the
 /// server sees for this connection.

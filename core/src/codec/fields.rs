@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use super::decode::{
     BAD_LENGTH, BAD_RESPONSE_CONTACT, BAD_RESPONSE_V2, BODY_TOO_LARGE, CHUNKED, CONFLICTING_LENGTH,
 };
-use super::v2::{Introduction, Ticket, Unmatched, Version};
+use super::v2::{Introduction, Noise, Ticket, Unmatched, Version};
 use super::{DecodeError, Header, HeaderError, Limits, Method, Request, Response, Status};
 use crate::contact::{parse_ip, parse_port, Contact, InvalidValue, Name};
 
@@ -60,6 +60,7 @@ pub(super) struct Fields<'h> {
     bridgechat: Raw<'h>,
     peer: Raw<'h>,
     ticket: Raw<'h>,
+    noise: Raw<'h>,
     peer_version: Raw<'h>,
     observed_ip: Raw<'h>,
     observed_port: Raw<'h>,
@@ -81,6 +82,7 @@ impl<'h> Fields<'h> {
             bridgechat: Raw::Absent,
             peer: Raw::Absent,
             ticket: Raw::Absent,
+            noise: Raw::Absent,
             peer_version: Raw::Absent,
             observed_ip: Raw::Absent,
             observed_port: Raw::Absent,
@@ -94,6 +96,7 @@ impl<'h> Fields<'h> {
                 4 if name.eq_ignore_ascii_case(b"name") => fields.name.see(trim_ows(h.value)),
                 4 if name.eq_ignore_ascii_case(b"port") => fields.port.see(trim_ows(h.value)),
                 4 if name.eq_ignore_ascii_case(b"peer") => fields.peer.see(trim_ows(h.value)),
+                5 if name.eq_ignore_ascii_case(b"noise") => fields.noise.see(trim_ows(h.value)),
                 6 if name.eq_ignore_ascii_case(b"ticket") => fields.ticket.see(trim_ows(h.value)),
                 6 if name.eq_ignore_ascii_case(b"reason") => fields.reason.see(trim_ows(h.value)),
                 10 if name.eq_ignore_ascii_case(b"bridgechat") => {
@@ -147,6 +150,10 @@ impl<'h> Fields<'h> {
         }
     }
 
+    fn noise(&self) -> Result<Option<Noise>, HeaderError> {
+        self.noise.parse(Header::Noise, Noise::parse).transpose()
+    }
+
     fn ticket(&self) -> Result<Option<Ticket>, HeaderError> {
         self.ticket.parse(Header::Ticket, Ticket::parse).transpose()
     }
@@ -196,9 +203,9 @@ impl<'h> Fields<'h> {
                 Ok(contact) => Request::Register(contact, self.version()),
                 Err(error) => invalid(error),
             },
-            Method::Chat => match (self.contact(), self.ticket()) {
-                (Ok(contact), Ok(ticket)) => Request::Chat(contact, ticket),
-                (Err(error), _) | (_, Err(error)) => invalid(error),
+            Method::Chat => match (self.contact(), self.ticket(), self.noise()) {
+                (Ok(contact), Ok(ticket), Ok(noise)) => Request::Chat(contact, ticket, noise),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => invalid(error),
             },
             Method::Bridge => match self.name.parse(Header::Name, Name::new) {
                 None => Request::Bridge {
@@ -213,7 +220,13 @@ impl<'h> Fields<'h> {
             },
             Method::Unregister => Request::Unregister,
             Method::Message => Request::Message(Vec::new()),
-            Method::Quit => Request::Quit,
+            Method::Quit => match self.reason {
+                Raw::Once(text) => Request::QuitWith {
+                    body: Vec::new(),
+                    reason: Some(String::from_utf8_lossy(text).into_owned()),
+                },
+                _ => Request::Quit,
+            },
             Method::Matched => self.introduction().map_or_else(invalid, Request::Matched),
             Method::Unmatched => self.unmatched().map_or_else(invalid, Request::Unmatched),
             Method::Started => self.ticket().map_or_else(invalid, Request::Started),
@@ -240,6 +253,7 @@ impl<'h> Fields<'h> {
             observed: self.observed().map_err(|_| BAD_RESPONSE_V2)?,
             peer_version,
             ticket: self.ticket().map_err(|_| BAD_RESPONSE_V2)?,
+            noise: self.noise().map_err(|_| BAD_RESPONSE_V2)?,
         })
     }
 }

@@ -29,7 +29,7 @@ pub mod v2;
 
 pub use decode::{Decoder, Inbound};
 pub use encode::*;
-pub use v2::{Introduction, Ticket, Unmatched, Version};
+pub use v2::{Introduction, Noise, Ticket, Unmatched, Version, NOISE_LEN};
 
 /// Bounds on what one peer may make us hold. Defaults are the contract's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +168,7 @@ pub enum Header {
     Port,
     Peer,
     Ticket,
+    Noise,
     PeerVersion,
     ObservedIp,
     ObservedPort,
@@ -181,6 +182,7 @@ impl Header {
             Header::Port => "Port",
             Header::Peer => "Peer",
             Header::Ticket => "Ticket",
+            Header::Noise => "Noise",
             Header::PeerVersion => "Peer-Version",
             Header::ObservedIp => "Observed-IP",
             Header::ObservedPort => "Observed-Port",
@@ -221,10 +223,17 @@ pub enum Request {
     Unregister,
     /// The asker's contact, and the match's ticket when it speaks version 2
     /// (written with `Bridgechat: 2`; without a ticket it is a v1 CHAT).
-    Chat(Contact, Option<Ticket>),
+    /// `Noise`: the first handshake message of an encrypted chat (then no ticket).
+    Chat(Contact, Option<Ticket>, Option<Noise>),
     /// One turn of the chat; the text as sent (UTF-8 expected, not enforced).
     Message(Vec<u8>),
     Quit,
+    /// A QUIT with a body (an encrypted chat's sealed quit) or a `Reason` (the
+    /// plain QUIT that ends an encrypted chat whose frame did not verify).
+    QuitWith {
+        body: Vec<u8>,
+        reason: Option<String>,
+    },
     /// Server → v2 waiter: handed to a peer.
     Matched(Introduction),
     /// Server → v2 waiter: the match fell through.
@@ -252,9 +261,14 @@ impl Request {
                 peer: Ok(peer),
             } => write_bridge_for(out, name.as_ref(), peer.as_ref()),
             Request::Unregister => write_unregister(out),
-            Request::Chat(contact, ticket) => write_chat_v2(out, contact, ticket.as_ref()),
+            Request::Chat(contact, ticket, noise) => {
+                write_chat_v2(out, contact, ticket.as_ref(), noise.as_ref())
+            }
             Request::Message(text) => write_message(out, text),
             Request::Quit => write_quit(out),
+            Request::QuitWith { body, reason } => {
+                encode::write_quit_with(out, body, reason.as_deref())
+            }
             Request::Matched(intro) => write_matched(out, intro),
             Request::Unmatched(unmatched) => write_unmatched(
                 out,
@@ -292,6 +306,8 @@ pub struct Response {
     pub peer_version: Option<Version>,
     /// `Ticket` of a v2 pairing where both sides speak version 2.
     pub ticket: Option<Ticket>,
+    /// `Noise` on a peer's 200 to an encrypted CHAT: the handshake's reply.
+    pub noise: Option<Noise>,
 }
 
 impl Response {
@@ -305,6 +321,7 @@ impl Response {
             observed: None,
             peer_version: None,
             ticket: None,
+            noise: None,
         }
     }
 
@@ -313,6 +330,7 @@ impl Response {
             || self.observed.is_some()
             || self.peer_version.is_some()
             || self.ticket.is_some()
+            || self.noise.is_some()
     }
 
     /// The body as text, invalid UTF-8 shown as U+FFFD.

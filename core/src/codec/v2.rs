@@ -62,24 +62,12 @@ impl Ticket {
 
     /// 32 hex digits, either case (written lowercase).
     pub fn parse(hex: &[u8]) -> Result<Ticket, InvalidValue> {
-        if hex.len() != 2 * TICKET_LEN {
-            return Err(InvalidValue::NotATicket);
-        }
-        let mut bytes = [0u8; TICKET_LEN];
-        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
-            let digit = |d: u8| (d as char).to_digit(16).ok_or(InvalidValue::NotATicket);
-            *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-        }
-        Ok(Ticket(bytes))
+        parse_hex(hex).map(Ticket).ok_or(InvalidValue::NotATicket)
     }
 
     /// The wire form: 32 lowercase hex digits.
     pub fn write_hex(&self, out: &mut Vec<u8>) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for byte in self.0 {
-            out.push(DIGITS[usize::from(byte >> 4)]);
-            out.push(DIGITS[usize::from(byte & 0x0f)]);
-        }
+        write_hex(&self.0, out);
     }
 }
 
@@ -92,6 +80,46 @@ impl fmt::Debug for Ticket {
 impl fmt::Display for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Bytes of one Noise handshake message on CHAT or its answer (see `crate::secure`).
+pub const NOISE_LEN: usize = crate::secure::HANDSHAKE_LEN;
+
+/// One handshake message of an encrypted chat: public (an ephemeral key and a
+/// tag), so unlike a ticket it may be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Noise(pub [u8; NOISE_LEN]);
+
+impl Noise {
+    /// 96 hex digits, either case.
+    pub fn parse(hex: &[u8]) -> Result<Noise, InvalidValue> {
+        parse_hex(hex).map(Noise).ok_or(InvalidValue::NotNoise)
+    }
+
+    /// The wire form: 96 lowercase hex digits.
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        write_hex(&self.0, out);
+    }
+}
+
+fn parse_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        let digit = |d: u8| (d as char).to_digit(16);
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(bytes)
+}
+
+fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
     }
 }
 

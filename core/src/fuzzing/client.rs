@@ -155,6 +155,12 @@ fn ticket(n: u8) -> Ticket {
     Ticket::from_bytes([n; 16])
 }
 
+/// The first handshake message of an encrypted chat under `ticket(n)`.
+fn hello(n: u8) -> codec::Noise {
+    let (_, first) = crate::secure::Initiator::new(&ticket(n).to_bytes(), [n; 32]);
+    codec::Noise(first.try_into().expect("a handshake message"))
+}
+
 /// An introduction of `fuzz_contact(1)`: v2 with the ticket, or v1 without.
 fn introduction(v2: bool) -> Introduction {
     Introduction {
@@ -221,8 +227,10 @@ fn peer_says(i: u8) -> Vec<u8> {
     let mut out = Vec::new();
     match i % 9 {
         0 => codec::write_chat(&mut out, &fuzz_contact(1)),
-        7 => codec::write_chat_v2(&mut out, &fuzz_contact(1), Some(&ticket(7))),
-        8 => codec::write_chat_v2(&mut out, &fuzz_contact(1), Some(&ticket(8))),
+        // The first handshake message under the match's ticket: an encrypted chat.
+        7 => codec::write_chat_v2(&mut out, &fuzz_contact(1), None, Some(&hello(7))),
+        // A frame that cannot open (the session's keys are unknown here).
+        8 => codec::write_sealed_message(&mut out, &[8; 40]),
         1 => codec::write_message(&mut out, b"hi there"),
         2 => codec::write_message(&mut out, b"\xff\xfe not utf-8\nsecond line"),
         3 => codec::write_quit(&mut out),

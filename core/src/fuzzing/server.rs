@@ -173,6 +173,7 @@ impl ServerModel {
             Request::Chat(..)
             | Request::Message(_)
             | Request::Quit
+            | Request::QuitWith { .. }
             | Request::Matched(_)
             | Request::Unmatched(_)
             | Request::Started(_)

@@ -377,7 +377,7 @@ pub(crate) fn method_label(request: &Request) -> MethodLabel {
         Request::Unregister => Method::Unregister.as_str(),
         Request::Chat(..) => Method::Chat.as_str(),
         Request::Message(_) => Method::Message.as_str(),
-        Request::Quit => Method::Quit.as_str(),
+        Request::Quit | Request::QuitWith { .. } => Method::Quit.as_str(),
         Request::Matched(_) => Method::Matched.as_str(),
         Request::Unmatched(_) => Method::Unmatched.as_str(),
         Request::Started(_) => Method::Started.as_str(),

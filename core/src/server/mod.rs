@@ -273,7 +273,9 @@ impl Server {
             Request::Invalid { error, .. } => self.reject(conn, Rejection::BadHeader(error)),
             Request::Chat(..) => self.reject(conn, Rejection::PeerRequest(Method::Chat)),
             Request::Message(_) => self.reject(conn, Rejection::PeerRequest(Method::Message)),
-            Request::Quit => self.reject(conn, Rejection::PeerRequest(Method::Quit)),
+            Request::Quit | Request::QuitWith { .. } => {
+                self.reject(conn, Rejection::PeerRequest(Method::Quit))
+            }
             Request::Unknown => self.reject(conn, Rejection::UnknownMethod),
         }
     }
