@@ -159,7 +159,7 @@ impl Server {
         self.answered = rejection.status();
         self.outputs
             .event(ServerEvent::Rejected { conn, rejection });
-        self.close(now, conn, CloseReason::Rejected(rejection.status()));
+        self.close(now, conn, CloseReason::CourseRefused);
     }
 
     /// REGISTER: holds the registration for `legacy_ttl`, replacing an earlier course

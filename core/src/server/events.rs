@@ -137,6 +137,9 @@ pub enum CloseReason {
     ClientAsked,
     /// The server is shutting down.
     Shutdown,
+    /// A course-format request the server could not serve: closed unanswered, since
+    /// the course format has no error answers.
+    CourseRefused,
 }
 
 impl fmt::Display for CloseReason {
@@ -150,6 +153,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Overloaded => f.write_str("over the connection limit"),
             CloseReason::ClientAsked => f.write_str("closed as the client asked"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::CourseRefused => {
+                f.write_str("dropped unanswered (the course format has no error answers)")
+            }
         }
     }
 }
