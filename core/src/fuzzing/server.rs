@@ -32,6 +32,8 @@ struct ServerSlot {
     notes: Vec<Note>,
     /// The ticket of the last MATCHED, for STARTED.
     last_ticket: Option<Ticket>,
+    /// Whether anything was sent on it yet (its first line picks its format).
+    spoke: bool,
 }
 
 /// What the server target expects, and the transport it drives the server through.
@@ -290,6 +292,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
             let Some(i) = live else { return };
             server.handle_data(now, model.slots[i].conn, bytes);
             let s = &mut model.slots[i];
+            s.spoke = true;
             let mut input = bytes;
             while s.mirror_error.is_none() {
                 match s.mirror.decode_request(&mut input) {
@@ -319,6 +322,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                         unprompted: 0,
                         notes: Vec::new(),
                         last_ticket: None,
+                        spoke: false,
                     });
                 }
             }
@@ -364,7 +368,15 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
             }
             8 => {
                 let garbage = ops.bytes(255);
-                send(&mut server, &mut model, garbage);
+                // A first line of course verbs is the course format, which this model
+                // does not know: `course_server` covers it. Keep this one HTTP.
+                let first = live.is_some_and(|i| !model.slots[i].spoke);
+                let mut line = garbage.iter().skip_while(|&&b| b == b'\r' || b == b'\n');
+                if first && line.next().is_some_and(u8::is_ascii_uppercase) {
+                    send(&mut server, &mut model, &[&[0u8][..], garbage].concat());
+                } else {
+                    send(&mut server, &mut model, garbage);
+                }
             }
             9 => {
                 // A request cut short: the rest may follow as other bytes, or never.
