@@ -180,6 +180,10 @@ impl Server {
                 None => return self.course_refuse(now, conn, Rejection::NameTaken(contact.name)),
             }
         }
+        if self.course_held >= self.config.max_connections {
+            // Holds cost memory like connections do, so they are capped alike.
+            return self.course_refuse(now, conn, Rejection::TooManyConnections);
+        }
         let until = now.checked_add(self.config.legacy_ttl);
         self.next_id += 1;
         let holder = ConnId(self.next_id);
