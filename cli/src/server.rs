@@ -131,6 +131,12 @@ pub struct ServerArgs {
     /// (0: never). Well above the per-connection limit: many people share one address.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub max_fallthroughs_per_ip: u32,
+
+    /// Seconds a course-format REGISTER (the class's own programs, see
+    /// docs/COURSE.md) stays registered after its connection closes, unless the
+    /// same clientID registers again. Course clients close after every request.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
+    pub legacy_ttl: Duration,
 }
 
 /// 32 bytes from the OS random source: the seed of the server's tickets.
@@ -184,6 +190,7 @@ impl ServerArgs {
             fallthrough_limit: self.max_fallthroughs,
             serve_metrics: self.metrics_listen.is_none(),
             fallthrough_limit_per_ip: self.max_fallthroughs_per_ip,
+            legacy_ttl: self.legacy_ttl,
             ..defaults
         }
     }

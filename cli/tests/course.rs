@@ -3,11 +3,13 @@
 //! This holds the stand-ins to the facts of the format, so that tests of
 //! bridgechat against them test bridgechat.
 
+mod common;
 mod course_support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 
+use common::on_each_transport;
 use course_support::{CourseClient, QuitForm, Received, ReferenceServer, WAIT};
 
 #[test]
@@ -148,4 +150,195 @@ fn the_stand_in_client_refuses_a_bridgeack_of_another_shape() {
         assert!(client.bridge().is_err(), "accepted {answer:?}");
         server.join().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------
+// The course programs against `bridgechat server`
+
+on_each_transport!(
+    two_course_clients_meet_through_bridgechat_server_and_chat,
+    a_course_registration_outlives_its_connection_until_the_ttl,
+    course_and_bridgechat_clients_share_one_registry_and_pair,
+    garbage_in_the_course_format_is_dropped_and_others_are_served,
+);
+
+fn bridgechat_server(transport: &str, extra: &[&str]) -> (common::Proc, SocketAddr) {
+    let (server, addr) = common::server(transport, extra);
+    (server, addr.parse().expect("a listening address"))
+}
+
+/// One exchange on a fresh connection, as the course clients do it.
+fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect_timeout(&server, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+fn two_course_clients_meet_through_bridgechat_server_and_chat(transport: &str) {
+    let (_server, addr) = bridgechat_server(transport, &[]);
+    let alice = CourseClient::new("alice", addr).unwrap();
+    let bob = CourseClient::new("bob", addr).unwrap();
+
+    let regack = alice.register().unwrap();
+    assert_eq!(
+        regack,
+        format!(
+            "REGACK\r\nclientID: alice\r\nIP: 127.0.0.1\r\nPort: {}\r\nStatus: registered\r\n\r\n",
+            alice.me.port
+        )
+    );
+    bob.register().unwrap();
+    // Each request was its own connection, closed since: the registrations hold.
+    assert_eq!(alice.bridge().unwrap(), None, "nobody waits yet");
+    assert_eq!(alice.bridge().unwrap(), None, "never handed itself");
+    let contact = bob.bridge().unwrap().expect("bob is handed alice");
+    assert_eq!(contact, alice.me);
+    assert_eq!(bob.bridge().unwrap(), None, "alice was handed out once");
+
+    let mut bob_side = bob.chat(&contact).unwrap();
+    let (initiator, mut alice_side) = alice.accept_chat().unwrap();
+    assert_eq!(initiator, bob.me);
+    bob_side.send_turn("hi alice").unwrap();
+    assert_eq!(
+        alice_side.receive_turn().unwrap(),
+        Received::Text("hi alice".to_owned())
+    );
+    alice_side.send_turn("hello bob").unwrap();
+    assert_eq!(
+        bob_side.receive_turn().unwrap(),
+        Received::Text("hello bob".to_owned())
+    );
+    bob_side.quit(QuitForm::Block).unwrap();
+    assert_eq!(alice_side.receive_turn().unwrap(), Received::Quit);
+}
+
+fn a_course_registration_outlives_its_connection_until_the_ttl(transport: &str) {
+    let (mut server, addr) = bridgechat_server(transport, &["--legacy-ttl", "1"]);
+    let alice = CourseClient::new("alice", addr).unwrap();
+    alice.register().unwrap();
+    assert_eq!(alice.bridge().unwrap(), None, "alice waits");
+    server.expect("alice is waiting for a peer");
+    // Its TTL ends: the name is free and nobody waits any more.
+    server.expect("unregistered alice");
+    let bob = CourseClient::new("bob", addr).unwrap();
+    bob.register().unwrap();
+    assert_eq!(bob.bridge().unwrap(), None, "alice expired with her wait");
+    // The same clientID registering again replaces the old registration at once.
+    let alice_again = CourseClient::new("alice", addr).unwrap();
+    alice_again.register().unwrap();
+    alice_again.register().unwrap();
+    assert_eq!(alice_again.bridge().unwrap(), Some(bob.me.clone()));
+}
+
+fn course_and_bridgechat_clients_share_one_registry_and_pair(transport: &str) {
+    let (_server, addr) = bridgechat_server(transport, &[]);
+    let alice = CourseClient::new("alice", addr).unwrap();
+    alice.register().unwrap();
+    assert_eq!(alice.bridge().unwrap(), None);
+
+    let mut http = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    http.set_read_timeout(Some(WAIT)).unwrap();
+    // The name is taken, whatever its case.
+    http.write_all(b"REGISTER / HTTP/1.1\r\nName: ALICE\r\nIP: 127.0.0.1\r\nPort: 4000\r\nBridgechat: 2\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let answer = common::read_message(&mut http);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 409 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    http.write_all(b"REGISTER / HTTP/1.1\r\nName: bob\r\nIP: 127.0.0.1\r\nPort: 4000\r\nBridgechat: 2\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let answer = common::read_message(&mut http);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A course client cannot take bob's name either: dropped unanswered.
+    let taken = exchange(
+        addr,
+        b"REGISTER\r\nclientID: Bob\r\nIP: 127.0.0.1\r\nPort: 5000\r\n\r\n",
+    );
+    assert_eq!(taken, b"", "no REGACK for a name a bridgechat client holds");
+
+    // The bridgechat asker is handed the course waiter and told its dialect.
+    http.write_all(b"BRIDGE / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8(common::read_message(&mut http)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Name: alice\r\n"), "{answer}");
+    assert!(
+        answer.contains(&format!("Port: {}\r\n", alice.me.port)),
+        "{answer}"
+    );
+    assert!(answer.contains("Peer-Version: 1\r\n"), "{answer}");
+    assert!(answer.contains("Dialect: course\r\n"), "{answer}");
+    assert!(
+        !answer.contains("Ticket"),
+        "no ticket for a course peer: {answer}"
+    );
+
+    // The other way: bob waits, a course asker is handed bob and bob hears MATCHED.
+    http.write_all(b"BRIDGE / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8(common::read_message(&mut http)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(!answer.contains("Name:"), "bob waits: {answer}");
+    let carol = CourseClient::new("carol", addr).unwrap();
+    carol.register().unwrap();
+    let bob = carol.bridge().unwrap().expect("carol is handed bob");
+    assert_eq!((bob.id.as_str(), bob.port), ("bob", 4000));
+    let matched = String::from_utf8(common::read_message(&mut http)).unwrap();
+    assert!(matched.starts_with("MATCHED / HTTP/1.1\r\n"), "{matched}");
+    assert!(matched.contains("Name: carol\r\n"), "{matched}");
+    assert!(matched.contains("Dialect: course\r\n"), "{matched}");
+}
+
+fn garbage_in_the_course_format_is_dropped_and_others_are_served(transport: &str) {
+    let (mut server, addr) = bridgechat_server(transport, &["--head-timeout", "1"]);
+    for garbage in [
+        &b"REGISTER\r\nclientID: zo\xc3\xab\r\nIP: 127.0.0.1\r\nPort: 3000\r\n\r\n"[..],
+        b"REGISTER\r\nclientID: dan\r\nIP: nowhere\r\nPort: 3000\r\n\r\n",
+        b"BRIDGE\r\nclientID: nobody\r\n\r\n",
+        b"CHAT\r\nType: message\r\nMessage: hi\r\n\r\n",
+        b"QUIT\r\n\x00\x01\r\n\r\n",
+        b"REGACK\r\nno colon here\r\n\r\n",
+    ] {
+        let answer = exchange(addr, garbage);
+        assert_eq!(
+            answer,
+            b"",
+            "answered {:?}",
+            String::from_utf8_lossy(garbage)
+        );
+    }
+    let too_long = [b"BRIDGE\r\nclientID: ".as_slice(), &[b'a'; 9000]].concat();
+    assert_eq!(exchange(addr, &too_long), b"");
+    // A course head that never ends is dropped after the head timeout.
+    let mut slow = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    slow.write_all(b"REGISTER\r\nclientID: slow\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert_eq!(rest, b"", "nothing but the close");
+    server.expect("closed after 408");
+
+    // Everyone else is served as before, both formats.
+    let alice = CourseClient::new("alice", addr).unwrap();
+    alice.register().unwrap();
+    assert_eq!(alice.bridge().unwrap(), None);
+    let mut http = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    http.set_read_timeout(Some(WAIT)).unwrap();
+    http.write_all(b"GARBAGE\x00\r\n\r\n").unwrap();
+    let answer = common::read_message(&mut http);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let bob = CourseClient::new("bob", addr).unwrap();
+    bob.register().unwrap();
+    assert_eq!(bob.bridge().unwrap(), Some(alice.me.clone()));
 }

@@ -212,8 +212,19 @@ pub fn write_chat_v2(
 
 /// Server → v2 waiter: `MATCHED` with the peer's contact, version, observed address, ticket.
 pub fn write_matched(out: &mut Vec<u8>, intro: &Introduction) {
+    write_matched_dialect(out, intro, false);
+}
+
+/// Says that the peer introduced speaks the course format (raw chat turns, no HTTP).
+const COURSE_DIALECT: &[u8] = b"Dialect: course\r\n";
+
+/// `MATCHED`, with `Dialect: course` when the peer is a course-format client.
+pub fn write_matched_dialect(out: &mut Vec<u8>, intro: &Introduction, course_peer: bool) {
     write_request_line(out, Method::Matched);
     write_introduction(out, intro);
+    if course_peer {
+        out.extend_from_slice(COURSE_DIALECT);
+    }
     write_body(out, b"");
 }
 
@@ -312,8 +323,16 @@ pub fn write_registered_v2(out: &mut Vec<u8>, contact: &Contact, observed: Socke
 /// A v2 BRIDGE's answer when paired: the waiter's contact, version, observed address
 /// and, when both speak version 2, the ticket.
 pub fn write_paired(out: &mut Vec<u8>, intro: &Introduction) {
+    write_paired_dialect(out, intro, false);
+}
+
+/// A v2 BRIDGE's paired answer, with `Dialect: course` when the waiter is a course client.
+pub fn write_paired_dialect(out: &mut Vec<u8>, intro: &Introduction, course_peer: bool) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     write_introduction(out, intro);
+    if course_peer {
+        out.extend_from_slice(COURSE_DIALECT);
+    }
     write_body(out, b"");
 }
 

@@ -23,7 +23,7 @@ pub use crate::course::fuzz::decode as course;
 pub use client::client;
 pub use registry::{Bridged, Note, PendingMatch, Registered, RegistryModel};
 pub use secure::secure;
-pub use server::server;
+pub use server::{course_server, server};
 
 /// Small limits, so that a short input can reach every one of them.
 const SMALL: Limits = Limits {

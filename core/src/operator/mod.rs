@@ -409,6 +409,7 @@ fn close_label(reason: &CloseReason) -> &'static str {
         CloseReason::Overloaded => "overloaded",
         CloseReason::ClientAsked => "client_asked",
         CloseReason::Shutdown => "shutdown",
+        CloseReason::CourseRefused => "course_refused",
     }
 }
 

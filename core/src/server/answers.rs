@@ -40,9 +40,11 @@ impl Server {
         rejection: Rejection,
         reason: CloseReason,
     ) {
-        self.send(conn, |out| {
-            codec::write_error(out, rejection.status(), &rejection, AfterError::Close)
-        });
+        if !self.speaks_course(conn) {
+            self.send(conn, |out| {
+                codec::write_error(out, rejection.status(), &rejection, AfterError::Close)
+            });
+        }
         self.outputs
             .event(ServerEvent::Rejected { conn, rejection });
         self.close(now, conn, reason);

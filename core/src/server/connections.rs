@@ -14,6 +14,7 @@ use crate::contact::Contact;
 use crate::operator;
 use crate::ConnId;
 
+use super::course::{Sniffed, Wire};
 use super::events::{CloseReason, Rejection, ServerEvent};
 use super::matching::{Introduced, Pending, Place, Strikes};
 use super::Server;
@@ -45,6 +46,34 @@ pub(super) struct Conn {
     pub(super) fallthroughs: Strikes,
     /// When the first byte of the unfinished request in `decoder` arrived, for its latency.
     pub(super) request_started: Option<Instant>,
+    /// Which format the connection speaks, once its first line says.
+    pub(super) wire: Wire,
+    /// A course registration held without a connection: when it expires. Such an
+    /// entry has no socket, no timers but its TTL, and counts in no connection limit.
+    pub(super) held_until: Option<Instant>,
+}
+
+impl Conn {
+    pub(super) fn new(peer: SocketAddr, decoder: Decoder, now: Instant) -> Conn {
+        Conn {
+            peer,
+            decoder,
+            registration: None,
+            version: Version::V1,
+            ever_registered: false,
+            head_started: None,
+            head_timer_queued: false,
+            last_activity: now,
+            wait: None,
+            introduced: None,
+            pending: None,
+            bridges: 0,
+            fallthroughs: Strikes::default(),
+            request_started: None,
+            wire: Wire::Undecided(Vec::new()),
+            held_until: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +83,8 @@ pub(super) enum TimerKind {
     Idle,
     /// A v2 waiter's match must see STARTED by then.
     Match,
+    /// A course registration's TTL.
+    CourseHold,
 }
 
 impl Server {
@@ -63,7 +94,8 @@ impl Server {
         let conn = ConnId(self.next_id);
         self.outputs.event(ServerEvent::Accepted { conn, peer });
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        let over = if self.shut_down || self.conns.len() >= self.config.max_connections {
+        let served = self.conns.len() - self.course_held;
+        let over = if self.shut_down || served >= self.config.max_connections {
             Some(Rejection::TooManyConnections)
         } else if from_ip >= self.config.max_per_ip {
             Some(Rejection::TooManyFromAddress)
@@ -90,27 +122,10 @@ impl Server {
             self.outputs.close(conn);
             return conn;
         }
-        self.conns.insert(
-            conn,
-            Conn {
-                peer,
-                decoder: Decoder::new(self.config.limits),
-                registration: None,
-                version: Version::V1,
-                ever_registered: false,
-                head_started: None,
-                head_timer_queued: false,
-                last_activity: now,
-                wait: None,
-                introduced: None,
-                pending: None,
-                bridges: 0,
-                fallthroughs: Strikes::default(),
-                request_started: None,
-            },
-        );
+        let decoder = Decoder::new(self.config.limits);
+        self.conns.insert(conn, Conn::new(peer, decoder, now));
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        self.peak_connections = self.peak_connections.max(self.conns.len());
+        self.peak_connections = self.peak_connections.max(served + 1);
         let deadline = now.checked_add(self.config.register_timeout);
         self.push_timer(deadline, conn, TimerKind::Register);
         let deadline = now.checked_add(self.config.idle_timeout);
@@ -129,7 +144,17 @@ impl Server {
         if self.config.trace {
             self.trace(conn, crate::Direction::Received, bytes);
         }
-        let mut input = bytes;
+        let held;
+        let mut input = match self.sniff(conn, bytes) {
+            Sniffed::Http(None) => bytes,
+            Sniffed::Http(Some(first)) => {
+                held = first;
+                &held[..]
+            }
+            Sniffed::Course(None) => return self.receive_course(now, conn, bytes),
+            Sniffed::Course(Some(first)) => return self.receive_course(now, conn, &first),
+            Sniffed::Undecided { started } => return self.track_head(now, conn, started, false),
+        };
         let mut completed_any = false;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -161,11 +186,27 @@ impl Server {
                 }
             }
         }
+        let mid_head = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.decoder.is_mid_head());
+        self.track_head(now, conn, mid_head, completed_any);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.request_started = match c.decoder.is_mid_message() {
+                true => c.request_started.or(Some(now)),
+                false => None,
+            };
+        }
+    }
+
+    /// Arms the head timer while a head is half-read (`restart`: a new one began in
+    /// this read), and disarms it when none is.
+    pub(super) fn track_head(&mut self, now: Instant, conn: ConnId, mid_head: bool, restart: bool) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.decoder.is_mid_head() {
-            if completed_any || c.head_started.is_none() {
+        if mid_head {
+            if restart || c.head_started.is_none() {
                 c.head_started = Some(now);
             }
             if !c.head_timer_queued {
@@ -179,17 +220,15 @@ impl Server {
         } else {
             c.head_started = None;
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.request_started = match c.decoder.is_mid_message() {
-                true => c.request_started.or(Some(now)),
-                false => None,
-            };
-        }
     }
 
     /// Forgets `conn` and tells the transport to close it.
     pub(super) fn close(&mut self, now: Instant, conn: ConnId, reason: CloseReason) {
-        if self.forget(now, conn, reason) {
+        let socket = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.held_until.is_none());
+        if self.forget(now, conn, reason) && socket {
             self.outputs.close(conn);
         }
     }
@@ -204,6 +243,12 @@ impl Server {
         let Some(c) = self.conns.remove(&conn) else {
             return false;
         };
+        if c.held_until.is_some() {
+            // No socket: nothing was counted for it but the hold itself.
+            self.course_held -= 1;
+            self.compact_timers();
+            return true;
+        }
         let ip = c.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
@@ -248,6 +293,7 @@ impl Server {
                 (Some(c), TimerKind::Head) => c.head_timer_queued,
                 (Some(_), TimerKind::Idle) => true,
                 (Some(c), TimerKind::Match) => c.pending.is_some(),
+                (Some(c), TimerKind::CourseHold) => c.held_until.is_some(),
             });
     }
 
@@ -293,6 +339,7 @@ impl Server {
                 }
             }
             TimerKind::Match => self.match_timed_out(now, conn),
+            TimerKind::CourseHold => self.course_hold_ended(now, conn),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::codec::{DecodeError, HeaderError, Method, Status, Version};
 use crate::contact::{self, Contact, Name, UnusableIp};
+use crate::course::{CourseError, Verb};
 use crate::{ConnId, Direction};
 
 /// Why a request or connection was refused; the text is also the response body.
@@ -40,6 +41,11 @@ pub enum Rejection {
     TooManyConnections,
     /// `max_per_ip` reached for this address (503); closes.
     TooManyFromAddress,
+    /// Course format: a block the course decoder refused. The course format has no
+    /// error answers, so every course refusal closes the connection unanswered.
+    Course(CourseError),
+    /// Course format: a verb that is not a request to the server (REGACK, CHAT, ...).
+    CourseVerb(Verb),
 }
 
 impl Rejection {
@@ -60,6 +66,8 @@ impl Rejection {
             Rejection::TooManyConnections | Rejection::TooManyFromAddress => {
                 Status::SERVICE_UNAVAILABLE
             }
+            // Never written: the course format has no status; for the metrics only.
+            Rejection::Course(_) | Rejection::CourseVerb(_) => Status::BAD_REQUEST,
         }
     }
 }
@@ -102,6 +110,10 @@ impl fmt::Display for Rejection {
             Rejection::UnknownMethod => f.write_str("unknown method"),
             Rejection::TooManyConnections => f.write_str("server is full, try again later"),
             Rejection::TooManyFromAddress => f.write_str("too many connections from your address"),
+            Rejection::Course(e) => write!(f, "course format: {e}"),
+            Rejection::CourseVerb(v) => {
+                write!(f, "course format: {} is not a server request", v.as_str())
+            }
         }
     }
 }
@@ -125,6 +137,9 @@ pub enum CloseReason {
     ClientAsked,
     /// The server is shutting down.
     Shutdown,
+    /// A course-format request the server could not serve: closed unanswered, since
+    /// the course format has no error answers.
+    CourseRefused,
 }
 
 impl fmt::Display for CloseReason {
@@ -138,6 +153,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Overloaded => f.write_str("over the connection limit"),
             CloseReason::ClientAsked => f.write_str("closed as the client asked"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::CourseRefused => {
+                f.write_str("dropped unanswered (the course format has no error answers)")
+            }
         }
     }
 }

@@ -242,7 +242,12 @@ impl Server {
     }
 
     /// The waiter `conn` (named `me`) is paired with, if any, and the place it waits in.
-    fn find_waiter(&self, conn: ConnId, me: &Name, peer: Option<Name>) -> Option<(ConnId, Place)> {
+    pub(super) fn find_waiter(
+        &self,
+        conn: ConnId,
+        me: &Name,
+        peer: Option<Name>,
+    ) -> Option<(ConnId, Place)> {
         match peer {
             None => {
                 // Someone who asked for me by name first, then whoever waits for anyone;
@@ -268,7 +273,7 @@ impl Server {
 
     /// Hands `waiter` (out of `place`) to `asker`: the asker's answer, and MATCHED to a
     /// v2 waiter.
-    fn pair(&mut self, now: Instant, asker: ConnId, waiter: ConnId, place: Place) {
+    pub(super) fn pair(&mut self, now: Instant, asker: ConnId, waiter: ConnId, place: Place) {
         let (Some(a), Some(w)) = (self.conns.get(&asker), self.conns.get(&waiter)) else {
             return;
         };
@@ -277,12 +282,15 @@ impl Server {
             return;
         };
         let (a_version, w_version) = (a.version, w.version);
+        let (a_course, w_course) = (a.held_until.is_some(), w.held_until.is_some());
         let (a_seen, w_seen, waiter_bridges) = (a.peer, w.peer, w.bridges);
         let both_v2 = a_version == Version::V2 && w_version == Version::V2;
         let ticket = both_v2.then(|| self.tickets.draw());
         self.next_match += 1;
         let id = self.next_match;
         match a_version {
+            // A course asker has no connection here: its BRIDGEACK goes where it asked.
+            Version::V1 if a_course => {}
             Version::V1 => self.answer_ok(asker, Some(w_contact)),
             Version::V2 => {
                 let intro = Introduction {
@@ -291,7 +299,9 @@ impl Server {
                     observed: w_seen,
                     ticket,
                 };
-                self.send(asker, |out| codec::write_paired(out, &intro));
+                self.send(asker, |out| {
+                    codec::write_paired_dialect(out, &intro, w_course)
+                });
             }
         }
         if w_version == Version::V2 {
@@ -301,7 +311,9 @@ impl Server {
                 observed: a_seen,
                 ticket,
             };
-            self.send(waiter, |out| codec::write_matched(out, &intro));
+            self.send(waiter, |out| {
+                codec::write_matched_dialect(out, &intro, a_course)
+            });
             let deadline = Some(self.config.match_timeout)
                 .filter(|t| !t.is_zero())
                 .and_then(|t| now.checked_add(t));
@@ -512,7 +524,7 @@ impl Server {
         Some(pending)
     }
 
-    fn enter_place(&mut self, conn: ConnId, place: Place, front: bool) {
+    pub(super) fn enter_place(&mut self, conn: ConnId, place: Place, front: bool) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -532,7 +544,7 @@ impl Server {
         }
     }
 
-    fn leave_place(&mut self, conn: ConnId) {
+    pub(super) fn leave_place(&mut self, conn: ConnId) {
         let Some(place) = self.conns.get_mut(&conn).and_then(|c| c.wait.take()) else {
             return;
         };

@@ -42,6 +42,7 @@ use crate::{ConnId, Endpoint, ExitError, IoFailure, Output};
 
 mod answers;
 mod connections;
+mod course;
 mod events;
 mod matching;
 #[cfg(test)]
@@ -99,6 +100,10 @@ pub struct ServerConfig {
     pub fallthrough_window: Duration,
     /// Answer `GET /metrics` on this port (false when metrics are served elsewhere: 404).
     pub serve_metrics: bool,
+    /// How long a course-format registration outlives the connection that made it
+    /// (course clients close after every request), unless the same clientID
+    /// registers again: 600 s.
+    pub legacy_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +125,7 @@ impl Default for ServerConfig {
             fallthrough_limit_per_ip: 30,
             fallthrough_window: Duration::from_secs(60),
             serve_metrics: true,
+            legacy_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct Server {
     /// Keyed by ids the server hands out itself, so a fast non-keyed hash is safe here;
     /// `names`, `named` and `per_ip` hold peer-chosen keys and keep std's SipHash.
     conns: FxHashMap<ConnId, Conn>,
+    /// Entries of `conns` that are course registrations held without a connection.
+    course_held: usize,
     /// Registered names, folded to lower case: unique without regard to case.
     names: HashMap<NameKey, ConnId>,
     per_ip: HashMap<IpAddr, usize>,
@@ -171,6 +179,7 @@ impl Server {
             config,
             next_id: 0,
             conns: FxHashMap::default(),
+            course_held: 0,
             names: HashMap::new(),
             per_ip: HashMap::new(),
             fallthroughs_by_ip: HashMap::new(),
@@ -194,7 +203,7 @@ impl Server {
 
     pub fn stats(&self) -> ServerStats {
         ServerStats {
-            connections: self.conns.len(),
+            connections: self.conns.len() - self.course_held,
             peak_connections: self.peak_connections,
             registered: self.names.len(),
             waiting: !self.anyone.is_empty(),
