@@ -44,11 +44,15 @@
 //! decoder carries on with the next block.
 
 use std::fmt;
-use std::io::Write as _;
 use std::net::IpAddr;
 
 use crate::codec::Limits;
 use crate::contact::{parse_ip, parse_port, Contact, InvalidValue, Name};
+
+mod encode;
+mod turns;
+pub use encode::*;
+pub use turns::*;
 
 /// The verbs of the course format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -568,203 +572,6 @@ fn trim_ows(mut value: &[u8]) -> &[u8] {
 
 // ---------------------------------------------------------------------------
 // Raw chat turns
-
-/// What one read on a raw chat connection delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn<'a> {
-    /// One message: the bytes exactly as read (UTF-8 expected, not enforced).
-    Text(&'a [u8]),
-    /// The peer quits: `QUIT` alone, with or without line ends after it.
-    Quit,
-    /// A message and the quit block (`QUIT` and an empty line) arrived in one read.
-    TextThenQuit(&'a [u8]),
-}
-
-/// Reads what one read delivered on a raw chat connection; `None` for an empty read.
-///
-/// Raw turns have no framing, so the course programs take one read as one
-/// message; so does this. The quit forms are recognised: the whole read being
-/// `QUIT` followed only by line ends, or a read that *ends* with the quit
-/// block `QUIT\r\n\r\n` (LF alone allowed), since a quit written right after
-/// a turn may arrive in the same read.
-pub fn read_turn(read: &[u8]) -> Option<Turn<'_>> {
-    if read.is_empty() {
-        return None;
-    }
-    let line_ends = read
-        .iter()
-        .rev()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
-    let (rest, ends) = read.split_at(read.len() - line_ends);
-    let Some(before) = rest.strip_suffix(b"QUIT") else {
-        return Some(Turn::Text(read));
-    };
-    let blank_line =
-        ends.windows(2).any(|w| w == b"\n\n") || ends.windows(3).any(|w| w == b"\n\r\n");
-    Some(match (before.is_empty(), blank_line) {
-        (true, _) => Turn::Quit,
-        (false, true) => Turn::TextThenQuit(before),
-        (false, false) => Turn::Text(read),
-    })
-}
-
-/// Appends one raw turn: the text itself, nothing more. Send it as one write.
-pub fn write_turn(out: &mut Vec<u8>, text: &[u8]) -> Result<(), UnencodableText> {
-    if text.is_empty() {
-        return Err(UnencodableText::Empty);
-    }
-    out.extend_from_slice(text);
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// Telling the course format from HTTP
-
-/// Which format a connection speaks, from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Course,
-    Http,
-    /// The first line has not ended yet; ask again with more bytes.
-    Undecided,
-}
-
-/// Tells from the first bytes of a connection whether it speaks the course
-/// format or HTTP: an HTTP start line names its version (` HTTP/1.1` after a
-/// request target, `HTTP/1.1 200 OK` for a response), a course line is a bare verb.
-///
-/// Blank lines before the first line are skipped (both formats allow them).
-/// A first line that reaches `limits.max_head` bytes (blank lines before it
-/// counted) is called HTTP, so that the HTTP decoder refuses it with its own error.
-pub fn detect(first_bytes: &[u8], limits: &Limits) -> Dialect {
-    let start = first_bytes
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(first_bytes.len());
-    let bytes = &first_bytes[start..];
-    let (line, complete) = match bytes.iter().position(|&b| b == b'\n') {
-        Some(end) => (&bytes[..end], true),
-        None => (bytes, false),
-    };
-    let says_http = line.starts_with(b"HTTP/") || line.windows(6).any(|w| w == b" HTTP/");
-    if says_http || start + line.len() >= limits.max_head {
-        Dialect::Http
-    } else if complete {
-        Dialect::Course
-    } else {
-        Dialect::Undecided
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Encoding
-
-fn write_header(out: &mut Vec<u8>, field: Field, value: &[u8]) {
-    out.extend_from_slice(field.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn write_verb(out: &mut Vec<u8>, verb: Verb) {
-    out.extend_from_slice(verb.as_str().as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `clientID`, `IP`, `Port`, in that order, one space after each colon.
-fn write_contact(out: &mut Vec<u8>, contact: &Contact) {
-    write_header(out, Field::ClientId, contact.name.as_bytes());
-    out.extend_from_slice(b"IP: ");
-    // Writing to a Vec cannot fail.
-    let _ = match contact.ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => write!(out, "{v6}"),
-    };
-    let _ = write!(out, "\r\nPort: {}\r\n", contact.port());
-}
-
-/// `REGISTER` with the client's own `clientID`, `IP`, `Port`.
-pub fn write_register(out: &mut Vec<u8>, contact: &Contact) {
-    write_verb(out, Verb::Register);
-    write_contact(out, contact);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `REGACK` echoing the registration, with `Status: registered` when `registered`
-/// (the instructor's server leaves it out).
-pub fn write_regack(out: &mut Vec<u8>, contact: &Contact, registered: bool) {
-    write_verb(out, Verb::RegAck);
-    write_contact(out, contact);
-    if registered {
-        write_header(out, Field::Status, b"registered");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `BRIDGE` naming the asker.
-pub fn write_bridge(out: &mut Vec<u8>, name: &Name) {
-    write_verb(out, Verb::Bridge);
-    write_header(out, Field::ClientId, name.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `BRIDGEACK` naming the other client, or the empty form when there is none:
-/// exactly `clientID`, `IP`, `Port`, since several clients parse it by position.
-pub fn write_bridgeack(out: &mut Vec<u8>, peer: Option<&Contact>) {
-    write_verb(out, Verb::BridgeAck);
-    match peer {
-        Some(contact) => write_contact(out, contact),
-        None => {
-            for field in [Field::ClientId, Field::Ip, Field::Port] {
-                write_header(out, field, b"");
-            }
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `CHAT` with the initiator's own contact; sent as its own write, never answered.
-pub fn write_chat(out: &mut Vec<u8>, contact: &Contact) {
-    write_verb(out, Verb::Chat);
-    write_contact(out, contact);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `QUIT\r\n\r\n\r\n`, the form most course programs send.
-pub fn write_quit(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"QUIT\r\n\r\n\r\n");
-}
-
-/// Framed chat family: `CHAT` with `Type: init`, and the contact when given.
-pub fn write_chat_init(out: &mut Vec<u8>, contact: Option<&Contact>) {
-    write_verb(out, Verb::Chat);
-    write_header(out, Field::Type, b"init");
-    if let Some(contact) = contact {
-        write_contact(out, contact);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Framed chat family: `CHAT` with `Type: message` and the text as `Message`.
-/// The text must be one line: no CR, LF or other control byte (tab is fine).
-pub fn write_chat_message(out: &mut Vec<u8>, text: &[u8]) -> Result<(), UnencodableText> {
-    if text.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(UnencodableText::ControlByte);
-    }
-    write_verb(out, Verb::Chat);
-    write_header(out, Field::Type, b"message");
-    write_header(out, Field::Message, text);
-    out.extend_from_slice(b"\r\n");
-    Ok(())
-}
-
-/// Framed chat family: `CHAT` with `Type: quit`.
-pub fn write_chat_quit(out: &mut Vec<u8>) {
-    write_verb(out, Verb::Chat);
-    write_header(out, Field::Type, b"quit");
-    out.extend_from_slice(b"\r\n");
-}
 
 /// The body of the course fuzz target, as a plain function so it also runs as a test.
 #[cfg(any(test, feature = "fuzzing"))]
