@@ -141,7 +141,8 @@ impl Incoming {
                 | Request::Unregister
                 | Request::Matched(_)
                 | Request::Unmatched(_)
-                | Request::Started(_)),
+                | Request::Started(_)
+                | Request::Relay(_)),
             )) => {
                 let reason = format!(
                     "{} is a server request, not a peer request",

@@ -517,6 +517,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Matched(_) => "MATCHED",
         Request::Unmatched(_) => "UNMATCHED",
         Request::Started(_) => "STARTED",
+        Request::Relay(_) => "RELAY",
         Request::Message(_) => "MESSAGE",
         Request::Quit | Request::QuitWith { .. } => "QUIT",
         Request::Unknown | Request::Page(_) => "an unknown method",

@@ -258,6 +258,14 @@ pub fn write_started(out: &mut Vec<u8>, ticket: Option<&Ticket>) {
     write_body(out, b"");
 }
 
+/// `RELAY` with the match's ticket: a peer joining the relay, or the server
+/// telling the waiter that its peer waits there.
+pub fn write_relay(out: &mut Vec<u8>, ticket: &Ticket) {
+    write_request_line(out, Method::Relay);
+    write_ticket(out, Some(ticket));
+    write_body(out, b"");
+}
+
 /// One chat turn: `MESSAGE` with a `text/plain` body.
 pub fn write_message(out: &mut Vec<u8>, text: &[u8]) {
     write_request_line(out, Method::Message);

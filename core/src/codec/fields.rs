@@ -230,6 +230,11 @@ impl<'h> Fields<'h> {
             Method::Matched => self.introduction().map_or_else(invalid, Request::Matched),
             Method::Unmatched => self.unmatched().map_or_else(invalid, Request::Unmatched),
             Method::Started => self.ticket().map_or_else(invalid, Request::Started),
+            Method::Relay => match self.ticket() {
+                Ok(Some(ticket)) => Request::Relay(ticket),
+                Ok(None) => invalid(HeaderError::Missing(Header::Ticket)),
+                Err(error) => invalid(error),
+            },
         }
     }
 

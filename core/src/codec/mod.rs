@@ -126,6 +126,9 @@ pub enum Method {
     Unmatched,
     /// Version 2, waiter → server: the introduced peer's chat has started.
     Started,
+    /// Version 2, a peer → server on a fresh connection: splice me with the other
+    /// holder of this ticket. Server → waiter: your peer waits at the relay.
+    Relay,
 }
 
 impl Method {
@@ -140,6 +143,7 @@ impl Method {
             Method::Matched => "MATCHED",
             Method::Unmatched => "UNMATCHED",
             Method::Started => "STARTED",
+            Method::Relay => "RELAY",
         }
     }
 
@@ -155,6 +159,7 @@ impl Method {
             "MATCHED" => Method::Matched,
             "UNMATCHED" => Method::Unmatched,
             "STARTED" => Method::Started,
+            "RELAY" => Method::Relay,
             _ => return None,
         })
     }
@@ -240,6 +245,8 @@ pub enum Request {
     Unmatched(Unmatched),
     /// V2 waiter → server: the chat with the match's peer started (ticket, if it had one).
     Started(Option<Ticket>),
+    /// Version 2, both ways (see [`Method::Relay`]); the ticket is required.
+    Relay(Ticket),
     /// A method the contract does not name (→ 501, connection kept).
     Unknown,
     /// `GET` or `HEAD`: an operator page; a server answers it, anyone else treats it as `Unknown`.
@@ -277,6 +284,7 @@ impl Request {
                 &unmatched.reason,
             ),
             Request::Started(ticket) => write_started(out, ticket.as_ref()),
+            Request::Relay(ticket) => write_relay(out, ticket),
             Request::Bridge { peer: Err(_), .. }
             | Request::Unknown
             | Request::Invalid { .. }

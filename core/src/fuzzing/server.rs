@@ -166,7 +166,7 @@ impl ServerModel {
                 self.registry.started(i, ticket);
             }
             Request::Invalid {
-                method: Method::Started | Method::Matched | Method::Unmatched,
+                method: Method::Started | Method::Matched | Method::Unmatched | Method::Relay,
                 ..
             }
             | Request::Invalid {
@@ -182,6 +182,7 @@ impl ServerModel {
             | Request::Matched(_)
             | Request::Unmatched(_)
             | Request::Started(_)
+            | Request::Relay(_)
             | Request::Unknown => {
                 assert_eq!(status, Status::NOT_IMPLEMENTED)
             }

@@ -381,6 +381,7 @@ pub(crate) fn method_label(request: &Request) -> MethodLabel {
         Request::Matched(_) => Method::Matched.as_str(),
         Request::Unmatched(_) => Method::Unmatched.as_str(),
         Request::Started(_) => Method::Started.as_str(),
+        Request::Relay(_) => Method::Relay.as_str(),
         Request::Invalid { method, .. } => method.as_str(),
         Request::Page(page) if page.head_only => "HEAD",
         Request::Page(_) => "GET",

@@ -267,11 +267,12 @@ impl Server {
                 self.reject(conn, Rejection::Notification(Method::Unmatched))
             }
             // Version 1 knows none of these methods, whatever their headers.
-            Request::Started(_) | Request::Matched(_) | Request::Unmatched(_) => {
-                self.reject(conn, Rejection::UnknownMethod)
-            }
+            Request::Started(_)
+            | Request::Matched(_)
+            | Request::Unmatched(_)
+            | Request::Relay(_) => self.reject(conn, Rejection::UnknownMethod),
             Request::Invalid {
-                method: Method::Started | Method::Matched | Method::Unmatched,
+                method: Method::Started | Method::Matched | Method::Unmatched | Method::Relay,
                 ..
             } if !v2 => self.reject(conn, Rejection::UnknownMethod),
             // A v1 server never reads `Ticket`: such a CHAT is a peer request to it.
