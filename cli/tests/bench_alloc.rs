@@ -67,10 +67,10 @@ impl Transport<ServerEvent> for Wire {
     fn now(&mut self) -> Instant {
         self.now
     }
-    fn listen(&mut self, addr: SocketAddr) {
+    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
         black_box(addr);
     }
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         black_box((conn, addr));
     }
     fn transmit(&mut self, _conn: ConnId, bytes: &[u8]) {

@@ -85,8 +85,8 @@ impl Transport<ServerEvent> for Wire {
     fn now(&mut self) -> Instant {
         Instant::now()
     }
-    fn listen(&mut self, _addr: SocketAddr) {}
-    fn connect(&mut self, _conn: ConnId, _addr: SocketAddr) {}
+    fn listen(&mut self, _addr: SocketAddr, _shared: bool) {}
+    fn connect(&mut self, _conn: ConnId, _addr: SocketAddr, _from: Option<u16>) {}
     fn transmit(&mut self, _conn: ConnId, bytes: &[u8]) {
         self.sent += bytes.len();
     }

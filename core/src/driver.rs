@@ -88,10 +88,11 @@ impl Outcomes {
 pub trait Transport<Event> {
     /// The time outcomes are fed back at.
     fn now(&mut self) -> Instant;
-    /// Bind a listener; queue `Listening` or `ListenFailed`.
-    fn listen(&mut self, addr: SocketAddr);
-    /// Start connecting; queue `Connected` or `ConnectFailed`, now or later.
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr);
+    /// Bind a listener (see `Output::Listen` for `shared`); queue `Listening` or `ListenFailed`.
+    fn listen(&mut self, addr: SocketAddr, shared: bool);
+    /// Start connecting, from local port `from` when given (see `Output::Connect`);
+    /// queue `Connected` or `ConnectFailed`, now or later.
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>);
     /// Send `bytes` on `conn` after what is queued there. Unknown `conn`s are
     /// ignored; if the connection breaks, queue `Closed`.
     fn transmit(&mut self, conn: ConnId, bytes: &[u8]);
@@ -120,8 +121,8 @@ where
     loop {
         while let Some(output) = endpoint.poll_output() {
             match output {
-                Output::Listen { addr } => transport.listen(addr),
-                Output::Connect { conn, addr } => transport.connect(conn, addr),
+                Output::Listen { addr, shared } => transport.listen(addr, shared),
+                Output::Connect { conn, addr, from } => transport.connect(conn, addr, from),
                 Output::Transmit { conn, bytes } => transport.transmit(conn, bytes),
                 Output::Close { conn } => transport.close(conn),
                 Output::Abort { conn } => transport.abort(conn),
@@ -222,10 +223,14 @@ mod tests {
         }
         fn poll_output(&mut self) -> Option<Output<'_, &'static str>> {
             Some(match self.queue.pop_front()? {
-                Step::Listen(addr) => Output::Listen { addr },
+                Step::Listen(addr) => Output::Listen {
+                    addr,
+                    shared: false,
+                },
                 Step::Connect(id) => Output::Connect {
                     conn: ConnId(id),
                     addr: addr(),
+                    from: None,
                 },
                 Step::Transmit(id, text) => {
                     self.bytes = text.as_bytes().to_vec();
@@ -254,11 +259,11 @@ mod tests {
         fn now(&mut self) -> Instant {
             Instant::now()
         }
-        fn listen(&mut self, addr: SocketAddr) {
+        fn listen(&mut self, addr: SocketAddr, _shared: bool) {
             self.log.borrow_mut().push("out listen".into());
             self.outcomes.push(Outcome::Listening(addr));
         }
-        fn connect(&mut self, conn: ConnId, _addr: SocketAddr) {
+        fn connect(&mut self, conn: ConnId, _addr: SocketAddr, _from: Option<u16>) {
             self.log.borrow_mut().push(format!("out connect {conn}"));
             self.outcomes.push(Outcome::ConnectFailed(
                 conn,

@@ -43,11 +43,11 @@
 //!     fn now(&mut self) -> Instant {
 //!         Instant::now()
 //!     }
-//!     fn listen(&mut self, addr: SocketAddr) {
+//!     fn listen(&mut self, addr: SocketAddr, _shared: bool) {
 //!         // Bind a listener, then say what came of it.
 //!         self.outcomes.push(Outcome::Listening(addr));
 //!     }
-//!     fn connect(&mut self, _conn: ConnId, _addr: SocketAddr) {
+//!     fn connect(&mut self, _conn: ConnId, _addr: SocketAddr, _from: Option<u16>) {
 //!         // Start connecting; push `Connected` or `ConnectFailed` once it is decided.
 //!     }
 //!     fn transmit(&mut self, _conn: ConnId, _bytes: &[u8]) {
@@ -143,10 +143,18 @@ pub enum Direction {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a, E> {
     /// Bind a TCP listener on `addr`; report with `handle_listening` or `handle_listen_failed`.
-    Listen { addr: SocketAddr },
+    /// The bind is exclusive: it fails if anything holds the port. `shared`: outgoing
+    /// connections asked for with `from: Some(port)` will bind this same port afterwards
+    /// (`SO_REUSEADDR` and `SO_REUSEPORT`), so a peer or router sees them come from it.
+    Listen { addr: SocketAddr, shared: bool },
     /// Open a TCP connection to `addr`; report with `handle_connected` or `handle_connect_failed`.
+    /// `from`: bind this local port first (the shared listener's port), else an ephemeral one.
     /// The core times out connects itself (it emits `Close` for one that hangs).
-    Connect { conn: ConnId, addr: SocketAddr },
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+        from: Option<u16>,
+    },
     /// Send these bytes on `conn`, after everything queued before them.
     Transmit { conn: ConnId, bytes: &'a [u8] },
     /// Send what is queued on `conn`, then close it. The core has already forgotten it.

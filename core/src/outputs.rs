@@ -11,8 +11,8 @@ use crate::{ConnId, ExitError, Output};
 
 #[derive(Debug)]
 enum Item<E> {
-    Listen(SocketAddr),
-    Connect(ConnId, SocketAddr),
+    Listen(SocketAddr, bool),
+    Connect(ConnId, SocketAddr, Option<u16>),
     Transmit {
         conn: ConnId,
         start: usize,
@@ -75,12 +75,12 @@ impl<E, O: Observe<E>> OutputQueue<E, O> {
         &self.tx[start..end]
     }
 
-    pub(crate) fn listen(&mut self, addr: SocketAddr) {
-        self.items.push_back(Item::Listen(addr));
+    pub(crate) fn listen(&mut self, addr: SocketAddr, shared: bool) {
+        self.items.push_back(Item::Listen(addr, shared));
     }
 
-    pub(crate) fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        self.items.push_back(Item::Connect(conn, addr));
+    pub(crate) fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
+        self.items.push_back(Item::Connect(conn, addr, from));
     }
 
     pub(crate) fn close(&mut self, conn: ConnId) {
@@ -107,8 +107,8 @@ impl<E, O: Observe<E>> OutputQueue<E, O> {
             return None;
         };
         Some(match item {
-            Item::Listen(addr) => Output::Listen { addr },
-            Item::Connect(conn, addr) => Output::Connect { conn, addr },
+            Item::Listen(addr, shared) => Output::Listen { addr, shared },
+            Item::Connect(conn, addr, from) => Output::Connect { conn, addr, from },
             Item::Transmit { conn, start, end } => Output::Transmit {
                 conn,
                 bytes: &self.tx[start..end],

@@ -1130,7 +1130,7 @@ fn the_chat_port_listens_in_the_family_of_the_registered_ip() {
         config.advertise_ip = ip.map(|ip| ip.parse().unwrap());
         let mut client = Client::new(config, Instant::now());
         match client.poll_output() {
-            Some(Output::Listen { addr }) => addr.to_string(),
+            Some(Output::Listen { addr, .. }) => addr.to_string(),
             other => panic!("first output {other:?}"),
         }
     };
@@ -1219,8 +1219,8 @@ fn drain(client: &mut Client) -> Vec<String> {
     let mut out = Vec::new();
     while let Some(o) = client.poll_output() {
         out.push(match o {
-            Output::Listen { addr } => format!("listen {addr}"),
-            Output::Connect { conn, addr } => format!("connect {conn} {addr}"),
+            Output::Listen { addr, .. } => format!("listen {addr}"),
+            Output::Connect { conn, addr, .. } => format!("connect {conn} {addr}"),
             Output::Transmit { conn, bytes } => {
                 format!("send {conn} {}", String::from_utf8_lossy(bytes))
             }

@@ -437,9 +437,9 @@ impl Transport<ServerEvent> for Wire<'_> {
         self.now
     }
 
-    fn listen(&mut self, _addr: SocketAddr) {}
+    fn listen(&mut self, _addr: SocketAddr, _shared: bool) {}
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         panic!("unexpected connect of {conn} to {addr}");
     }
 

@@ -485,7 +485,7 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         Instant::now()
     }
 
-    fn listen(&mut self, addr: SocketAddr) {
+    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
         let bound = bind_listener(addr).and_then(|listener| {
             listener.set_nonblocking(true)?;
             let mut listener = TcpListener::from_std(listener);
@@ -504,7 +504,7 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         });
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         match TcpStream::connect(addr) {
             Ok(stream) => match self.add(stream) {
                 Some(token) => self.adopt(token, conn, State::Connecting),

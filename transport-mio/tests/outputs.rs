@@ -77,6 +77,7 @@ impl Endpoint for Scripted {
         Some(match self.queue.pop_front()? {
             Step::Listen => Output::Listen {
                 addr: "127.0.0.1:0".parse().expect("an address"),
+                shared: false,
             },
             Step::Event(seen) => Output::Event(seen),
             Step::Do(Do::Transmit(conn, bytes)) => {

@@ -375,12 +375,12 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Shown<'_, F> {
         Instant::now()
     }
 
-    fn listen(&mut self, addr: SocketAddr) {
-        self.net.listen(addr);
+    fn listen(&mut self, addr: SocketAddr, shared: bool) {
+        self.net.listen(addr, shared);
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        self.net.connect(conn, addr);
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
+        self.net.connect(conn, addr, from);
     }
 
     fn transmit(&mut self, conn: ConnId, bytes: &[u8]) {
@@ -542,7 +542,7 @@ impl Backlog {
 }
 
 impl Net {
-    fn listen(&mut self, addr: SocketAddr) {
+    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
         let started = bind_listener(addr).and_then(|listener| {
             let bound = listener.local_addr()?;
             let aborting = Arc::clone(&self.aborting);
@@ -558,7 +558,7 @@ impl Net {
         }
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         let (outbox, writer) = self.writer(conn);
         match spawn("bridgechat-connect", move || writer.connect(addr)) {
             Ok(_) => {

@@ -72,6 +72,7 @@ impl Endpoint for Amplifier {
         Some(match self.queue.pop_front()? {
             Item::Listen => Output::Listen {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                shared: false,
             },
             Item::Transmit(conn, bytes) => {
                 self.answer = bytes;

@@ -124,10 +124,14 @@ impl Endpoint for Scripted {
     fn handle_timeout(&mut self, _: Instant) {}
     fn poll_output(&mut self) -> Option<Output<'_, Seen>> {
         Some(match self.queue.pop_front()? {
-            Item::Listen(addr) => Output::Listen { addr },
+            Item::Listen(addr) => Output::Listen {
+                addr,
+                shared: false,
+            },
             Item::Connect(conn, addr) => Output::Connect {
                 conn: ConnId(conn),
                 addr,
+                from: None,
             },
             Item::Transmit(conn, bytes) => {
                 self.transmitting = bytes;

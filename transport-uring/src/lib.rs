@@ -565,7 +565,7 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         Instant::now()
     }
 
-    fn listen(&mut self, addr: SocketAddr) {
+    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
         let bound = bind_listener(addr).and_then(|socket| {
             let local = socket.local_addr()?;
             self.listeners.push(Some(Listener {
@@ -581,7 +581,7 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         });
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         match start_connect(addr) {
             Ok(socket) => {
                 let key = self.add(Conn::new(socket, State::Connecting));

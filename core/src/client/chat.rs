@@ -190,7 +190,7 @@ impl Chat {
             unprotected,
             crypto: Crypto::Plain,
         });
-        ctx.outputs.connect(conn, peer.socket_addr());
+        ctx.outputs.connect(conn, peer.socket_addr(), None);
     }
 
     /// A peer's CHAT accepted on an incoming connection: answer 200 with our

@@ -373,7 +373,7 @@ impl Client {
             queue: VecDeque::new(),
             exited: false,
         };
-        client.ctx.outputs.listen(listen);
+        client.ctx.outputs.listen(listen, false);
         client.server.connect(&mut client.ctx);
         client
     }

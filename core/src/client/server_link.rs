@@ -226,7 +226,7 @@ impl ServerLink {
             conn,
             deadline: ctx.now + ctx.config.connect_timeout,
         };
-        ctx.outputs.connect(conn, ctx.config.server);
+        ctx.outputs.connect(conn, ctx.config.server, None);
     }
 
     /// Start-up is over once the listener is bound and the first connect has finished.

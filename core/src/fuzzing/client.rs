@@ -322,12 +322,12 @@ impl Transport<ClientEvent> for ClientConns {
         self.now
     }
 
-    fn listen(&mut self, addr: SocketAddr) {
+    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
         self.not_exited(format_args!("Listen {addr}"));
         self.listen = Some(addr);
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         self.not_exited(format_args!("Connect {conn} {addr}"));
         assert!(self.seen.insert(conn), "{conn} reused by Connect");
         self.live.insert(conn);

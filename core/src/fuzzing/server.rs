@@ -196,9 +196,9 @@ impl Transport<ServerEvent> for ServerModel {
         self.now
     }
 
-    fn listen(&mut self, _addr: SocketAddr) {}
+    fn listen(&mut self, _addr: SocketAddr, _shared: bool) {}
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         panic!("the server opens no connections ({conn} to {addr})");
     }
 

@@ -174,7 +174,7 @@ impl Server {
     /// (tests pass fixed values), since the core never asks the OS itself.
     pub fn new(config: ServerConfig, seed: [u8; 32]) -> Server {
         let mut outputs = OutputQueue::default();
-        outputs.listen(config.listen);
+        outputs.listen(config.listen, false);
         Server {
             config,
             next_id: 0,

@@ -523,7 +523,7 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
         self.net.now
     }
 
-    fn listen(&mut self, addr: SocketAddr) {
+    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
         let net = &mut *self.net;
         let ip = if addr.ip().is_unspecified() {
             net.nodes[self.node.0].ip
@@ -546,7 +546,7 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
         self.outcomes.push(Outcome::Listening(reported));
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         let net = &mut *self.net;
         let local = net.alloc_local(self.node);
         let Some(accepted) = net.accept_at(addr, local) else {

@@ -15,8 +15,8 @@ impl Transport<ServerEvent> for CourseRig {
     fn now(&mut self) -> Instant {
         self.now.expect("set before driving")
     }
-    fn listen(&mut self, _addr: SocketAddr) {}
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
+    fn listen(&mut self, _addr: SocketAddr, _shared: bool) {}
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
         panic!("the server opens no connections ({conn} to {addr})");
     }
     fn transmit(&mut self, conn: ConnId, _bytes: &[u8]) {
