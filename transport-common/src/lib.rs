@@ -1,4 +1,4 @@
-//! What both bridgechat transports (mio and std) share: the limits and timings
+//! What the bridgechat transports (mio, std, io_uring) share: the limits and timings
 //! they apply to every connection, how they bind a listener, and how they
 //! start a connection (from a given local port when asked).
 //!
@@ -37,7 +37,8 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// itself stays exclusive, so a port another program or another bridgechat
 /// holds still fails with `AddrInUse`; SO_REUSEPORT is set only once the port
 /// is ours, and Linux checks it when a later socket binds the port, not when it
-/// is set. Another bridgechat never shares the port: its listener binds exclusively.
+/// is set. Only a socket of this user that asks for SO_REUSEPORT itself can
+/// then share the port, and bridgechat's listeners never ask before binding.
 pub fn bind_listener(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
