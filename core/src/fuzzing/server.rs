@@ -16,7 +16,9 @@ use crate::server::{Server, ServerConfig, ServerEvent, ServerInput};
 use crate::{ConnId, Endpoint};
 
 mod course;
+mod relay;
 pub use course::course_server;
+use relay::{RelayModel, RelaySlot};
 
 /// One connection of the server target, and what the model expects of it.
 #[derive(Debug)]
@@ -37,6 +39,13 @@ struct ServerSlot {
     last_ticket: Option<Ticket>,
     /// Whether anything was sent on it yet (its first line picks its format).
     spoke: bool,
+    /// Requests the mirror decoded: RELAY opens a relay only as the first.
+    decoded: usize,
+    relay: RelaySlot,
+    /// Relayed: bytes its peer sent that it has not received yet.
+    expected: Vec<u8>,
+    /// Held at a relay: what it sent before its peer came.
+    held: Vec<u8>,
 }
 
 /// What the server target expects, and the transport it drives the server through.
@@ -50,6 +59,7 @@ struct ServerModel {
     /// Every ticket issued so far: none may be issued twice.
     tickets: HashSet<[u8; 16]>,
     exited: bool,
+    relays: RelayModel,
     /// Stays empty: nothing the server asks for (a listener) is reported back.
     outcomes: Outcomes,
 }
@@ -60,6 +70,7 @@ impl ServerModel {
     }
 
     fn forget(&mut self, i: usize) {
+        self.relay_closed(i);
         self.slots[i].open = false;
         self.registry.close(i);
     }
@@ -86,6 +97,10 @@ impl ServerModel {
             Request::Unmatched(unmatched) => Note::Unmatched {
                 peer: unmatched.name,
             },
+            Request::Relay(ticket) => {
+                assert!(self.registry.is_v2(i), "a notification to a v1 connection");
+                return self.relay_note(i, ticket);
+            }
             other => panic!("the server sent a request that is no notification: {other:?}"),
         };
         assert!(self.registry.is_v2(i), "a notification to a v1 connection");
@@ -175,6 +190,9 @@ impl ServerModel {
             } if !self.registry.is_v2(i) => assert_eq!(status, Status::NOT_IMPLEMENTED),
             Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
             Request::Page(_) => assert!(status == Status::OK || status == Status::NOT_FOUND),
+            // Not a first request (the first opens a relay, modelled apart).
+            Request::Relay(_) if self.registry.is_v2(i) => assert_eq!(status, Status::BAD_REQUEST),
+            Request::Relay(_) => assert_eq!(status, Status::NOT_IMPLEMENTED),
             Request::Chat(..)
             | Request::Message(_)
             | Request::Quit
@@ -182,7 +200,6 @@ impl ServerModel {
             | Request::Matched(_)
             | Request::Unmatched(_)
             | Request::Started(_)
-            | Request::Relay(_)
             | Request::Unknown => {
                 assert_eq!(status, Status::NOT_IMPLEMENTED)
             }
@@ -208,6 +225,9 @@ impl Transport<ServerEvent> for ServerModel {
         };
         let s = &mut self.slots[i];
         assert!(s.open, "transmit on {conn} after it closed");
+        if s.relay != RelaySlot::No {
+            return self.relay_transmit(i, bytes);
+        }
         let mut input = bytes;
         loop {
             let s = &mut self.slots[i];
@@ -283,6 +303,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         statuses: Vec::new(),
         tickets: HashSet::new(),
         exited: false,
+        relays: RelayModel::default(),
         outcomes: Outcomes::default(),
     };
     let mut slots: [Option<usize>; 8] = [None; 8];
@@ -296,12 +317,24 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         let send = move |server: &mut Server, model: &mut ServerModel, bytes: &[u8]| {
             let Some(i) = live else { return };
             server.handle_data(now, model.slots[i].conn, bytes);
-            let s = &mut model.slots[i];
-            s.spoke = true;
+            model.slots[i].spoke = true;
+            if model.relayed(i, bytes) {
+                return;
+            }
             let mut input = bytes;
-            while s.mirror_error.is_none() {
+            while model.slots[i].mirror_error.is_none() {
+                let s = &mut model.slots[i];
                 match s.mirror.decode_request(&mut input) {
-                    Ok(Some(request)) => s.unanswered.push_back(request),
+                    Ok(Some(Request::Relay(ticket))) if s.decoded == 0 => {
+                        // The connection leaves HTTP: the rest is relayed, verbatim.
+                        let mut rest = s.mirror.take_unparsed();
+                        rest.extend_from_slice(input);
+                        return model.relay_first(i, ticket, &rest);
+                    }
+                    Ok(Some(request)) => {
+                        s.decoded += 1;
+                        s.unanswered.push_back(request);
+                    }
                     Ok(None) => break,
                     Err(error) => s.mirror_error = Some(error),
                 }
@@ -328,6 +361,10 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                         notes: Vec::new(),
                         last_ticket: None,
                         spoke: false,
+                        decoded: 0,
+                        relay: RelaySlot::No,
+                        expected: Vec::new(),
+                        held: Vec::new(),
                     });
                 }
             }
@@ -423,7 +460,23 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                 );
             }
             _ => {
-                if ops.arg() == 0xff {
+                let arg = ops.arg();
+                if arg != 0xff {
+                    // RELAY with a slot's last MATCHED ticket or a stranger's, maybe
+                    // with bytes behind it.
+                    let from = usize::from(arg & 0x07) % model.slots.len().max(1);
+                    let ticket = match arg & 0x08 {
+                        0 => model.slots.get(from).and_then(|s| s.last_ticket),
+                        _ => None,
+                    };
+                    let ticket = ticket.unwrap_or(Ticket::from_bytes([arg; 16]));
+                    let mut out = Vec::new();
+                    codec::write_relay(&mut out, &ticket);
+                    if arg & 0x10 != 0 {
+                        out.extend_from_slice(b"\x00CHAT / HTTP/1.1\r\n");
+                    }
+                    send(&mut server, &mut model, &out);
+                } else {
                     server.handle_input(now, ServerInput::Shutdown);
                     let exited = drain_server(&mut server, &mut model);
                     assert!(exited, "Shutdown must end in Exit");
@@ -473,6 +526,7 @@ fn drain_server(server: &mut Server, model: &mut ServerModel) -> bool {
             );
         }
     }
+    model.check_relays();
     exited
 }
 
@@ -536,6 +590,34 @@ mod tests {
             statuses,
             [200, 409, 200, 200, 200, 200, 200, 403, 501, 400, 200]
         );
+    }
+
+    #[test]
+    fn server_target_models_a_relay() {
+        #[rustfmt::skip]
+        let ops = [
+            op(0, 0), 0, op(0, 1), 1, // open #0, #1
+            op(3, 0), 0, op(3, 1), 1, // v2 alice on #0, v2 bob on #1
+            op(4, 0), 0, op(4, 1), 0, // alice waits; bob is handed alice: a ticket
+            op(0, 2), 2,            // open #2
+            op(15, 2), 0x10,        // #2 RELAY with alice's ticket, bytes behind: held
+            op(0, 3), 0,            // open #3
+            op(15, 3), 0x00,        // #3 RELAY with it too: 200 to both, spliced
+            op(8, 3), 3, b'a', b'b', b'c', // relayed to #2 verbatim
+            op(8, 2), 2, b'\r', b'\n', // and back
+            op(15, 1), 0x00,        // RELAY on bob's server connection: 400
+            op(0, 4), 0,            // open #4
+            op(15, 4), 0x00,        // a third RELAY with the ticket: 403, closed
+            op(12, 0), 60,          // 15 s pass: the relay is not idle long enough to end
+            op(8, 2), 1, b'x',      // still relayed
+            op(7, 2),               // #2 closes: the server closes #3
+            op(15, 0), 0xff,        // shutdown
+        ];
+        let statuses: Vec<u16> = server(&ops, Instant::now())
+            .iter()
+            .map(|s| s.code())
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 200, 400]);
     }
 
     /// Found by the fuzzer: a lone CR before a REGISTER, skipped as a blank line.
