@@ -12,7 +12,9 @@
 //!
 //! Version 2 is opt-in per connection: a REGISTER with `Bridgechat: 2` makes the
 //! connection v2 (named waits, MATCHED/UNMATCHED notifications, tickets, observed
-//! addresses). A connection that never sends it gets exactly version 1.
+//! addresses). A connection that never sends it gets exactly version 1. A new
+//! connection whose first request is RELAY opts in by asking: it joins the relay
+//! of a live match (see `relay`) and stops being an HTTP connection.
 //!
 //! Costs stay flat as clients pile up: every request does a constant number
 //! of hash-map operations (by connection id and by name); timers live in a
