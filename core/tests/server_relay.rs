@@ -517,3 +517,56 @@ fn the_metrics_count_relays_and_relayed_bytes() {
     pages.render_metrics(s.net.now, &mut text);
     assert!(text.contains("bridgechat_relays_active 0\n"), "{text}");
 }
+
+#[test]
+fn a_first_peer_that_leaves_frees_its_slot_and_spends_the_ticket() {
+    each_chunking_with(config(|c| c.max_relays = 1), |s| {
+        let m = matched(s);
+        let bob = s.open();
+        s.send(bob, &relay(&m.ticket));
+        told_relay(s, m.alice, m.ticket);
+        let joined = s
+            .net
+            .take_server_events(s.server)
+            .into_iter()
+            .find_map(|e| match e {
+                ServerEvent::RelayJoined { conn } => Some(conn),
+                _ => None,
+            });
+        s.net.close_raw(s.client, bob);
+        s.net.run();
+        assert_eq!(s.net.server(s.server).stats().relays, 0);
+        let joined = joined.expect("bob joined the relay");
+        assert_eq!(relay_ended(s), [RelayEnd::Closed(joined)]);
+        let alice = s.open();
+        assert_eq!(
+            s.ask(alice, &relay(&m.ticket)),
+            error_closing("403 Forbidden", "unknown ticket"),
+            "the relay this ticket opened is over"
+        );
+    });
+}
+
+#[test]
+fn shutting_down_closes_every_relay() {
+    each_chunking(|s| {
+        let m = matched(s);
+        let (bob, alice) = spliced(s, &m);
+        let carol = s.registered_v2("carol", 9003);
+        assert_eq!(s.ask(carol, &bridge()), ok());
+        let dave = s.registered_v2("dave", 9004);
+        s.send(dave, &bridge());
+        let ticket = responses(s.take(dave).as_bytes())[0].ticket.unwrap();
+        let held = s.open();
+        s.send(held, &relay(&ticket));
+        s.net
+            .server_input(s.server, bridgechat_core::server::ServerInput::Shutdown);
+        s.net.run();
+        assert!(s.is_closed(bob) && s.is_closed(alice) && s.is_closed(held));
+        assert_eq!(
+            relay_ended(s),
+            [RelayEnd::Shutdown, RelayEnd::Shutdown],
+            "one spliced, one half-joined"
+        );
+    });
+}
