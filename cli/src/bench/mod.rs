@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 pub mod hist;
 pub mod load;
 pub mod pingpong;
+pub mod relay;
 
 use hist::Histogram;
 use load::{LoadConfig, LoadReport, Stage};
@@ -30,6 +31,12 @@ pub enum Phase {
     /// No server: a raw TCP ping-pong on loopback of the same size as one MESSAGE
     /// turn, --turns messages per pair, --clients/2 pairs.
     Pingpong,
+    /// --clients/2 pairs relayed through the server (v2 REGISTER and BRIDGE for a
+    /// ticket, then RELAY), held for --hold; then --turns/2 round trips of
+    /// --message-size bytes over one relay and over a direct loopback connection,
+    /// alternating, and a 4 MiB bulk transfer over each. Needs a server started
+    /// with --relay-rate and --relay-budget large enough for the bulk transfer.
+    Relay,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +47,7 @@ Examples:
   bridgechat bench -c 1000 -t 100 --phase pair 500 pairs, each chatting 100 turns
   bridgechat bench -c 100000 --hold 30         hold 100,000 registered clients idle for 30 s
   bridgechat bench --phase pingpong -c 2 -t 10000   raw TCP reference, no server
+  bridgechat bench --phase relay -c 2000 -t 2000 --hold 5   1,000 relayed pairs, relay vs direct
 
 Start a server first (e.g. `bridgechat server --quiet`). bench prints one line per
 stage (count, rate, latency percentiles) and `summary` lines for scripts.
@@ -118,6 +126,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         return run_pingpong(&args, &message);
     }
     let server = resolve(&args.server)?;
+    if args.phase == Phase::Relay {
+        return run_relay(&args, server);
+    }
     let duration = seconds("duration", args.duration)?;
     let hold = seconds("hold", args.hold)?;
     let stall = seconds("stall", args.stall)?.max(Duration::from_millis(100));
@@ -233,6 +244,44 @@ fn run_pingpong(args: &BenchArgs, message: &[u8]) -> Result<(), String> {
         us(r.latency.quantile(0.5)),
         us(r.latency.quantile(0.99)),
         us(r.latency.mean()),
+    );
+    Ok(())
+}
+
+fn run_relay(args: &BenchArgs, server: SocketAddr) -> Result<(), String> {
+    let ip = preflight(server)?;
+    let pairs = (args.clients / 2).max(1);
+    let rounds = (args.turns / 2).max(1);
+    let hold = seconds("hold", args.hold)?;
+    println!(
+        "bridgechat bench: {pairs} relayed pair(s) through {server}, then {rounds} round trips of {} bytes relayed and direct, alternating",
+        args.message_size
+    );
+    let r = relay::run(server, ip, pairs, rounds, args.message_size, hold)?;
+    println!(
+        "setup     {} relayed pairs in {:.3} s",
+        r.pairs,
+        r.setup.as_secs_f64()
+    );
+    for (path, latency, rate) in [
+        ("relayed", &r.relayed, r.relayed_bytes_per_sec),
+        ("direct", &r.direct, r.direct_bytes_per_sec),
+    ] {
+        println!(
+            "{path:<9} round trip {}  bulk {:.1} MiB/s",
+            latency.summary(),
+            rate / f64::from(1 << 20)
+        );
+    }
+    println!(
+        "summary phase=relay pairs={} bytes={} rtt_p50_us_relayed={:.2} rtt_p50_us_direct={:.2} rtt_ratio={:.3} mib_s_relayed={:.1} mib_s_direct={:.1}",
+        r.pairs,
+        r.size,
+        us(r.relayed.quantile(0.5)),
+        us(r.direct.quantile(0.5)),
+        r.relayed.quantile(0.5).as_secs_f64() / r.direct.quantile(0.5).as_secs_f64().max(1e-12),
+        r.relayed_bytes_per_sec / f64::from(1 << 20),
+        r.direct_bytes_per_sec / f64::from(1 << 20),
     );
     Ok(())
 }
