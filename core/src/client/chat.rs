@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::course_chat::{self, PeerTurn};
 use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{ClientError, ClientEvent, Ctx, LostReason, NoContact};
@@ -76,6 +77,8 @@ struct Session {
     /// Why no ticket protects this chat, said when it opens.
     unprotected: Option<Unprotected>,
     crypto: Crypto,
+    /// The peer speaks the course format: a course CHAT, raw turns (`course_chat`).
+    course: bool,
 }
 
 /// The peer the server handed us, in READY MODE, and how to ask it.
@@ -84,6 +87,7 @@ struct ReadyPeer {
     contact: Contact,
     ticket: Option<Ticket>,
     unprotected: Option<Unprotected>,
+    course: bool,
 }
 
 #[derive(Debug, Default)]
@@ -140,11 +144,13 @@ impl Chat {
         contact: Contact,
         ticket: Option<Ticket>,
         unprotected: Option<Unprotected>,
+        course: bool,
     ) {
         self.ready_peer = Some(ReadyPeer {
             contact,
             ticket,
             unprotected,
+            course,
         });
     }
 
@@ -169,6 +175,7 @@ impl Chat {
             contact: peer,
             ticket,
             unprotected,
+            course,
         }) = self.ready_peer
         else {
             return ctx.error(ClientError::NoPeer);
@@ -189,6 +196,7 @@ impl Chat {
             ticket,
             unprotected,
             crypto: Crypto::Plain,
+            course,
         });
         ctx.outputs.connect(conn, peer.socket_addr(), None);
     }
@@ -204,7 +212,14 @@ impl Chat {
         me: Contact,
         security: Security,
     ) {
+        let course = matches!(security, Security::Course);
         let (crypto, unprotected) = match security {
+            // A course CHAT is never answered.
+            Security::Course => {
+                let why = Some(Unprotected::CoursePeer);
+                not_protected(ctx, peer, why);
+                (Crypto::Plain, why)
+            }
             Security::Encrypted(session, reply) => {
                 ctx.send(conn, |out| {
                     codec::write_ok_noise(out, Some(&me), Some(&reply))
@@ -227,13 +242,15 @@ impl Chat {
             ticket: None,
             unprotected,
             crypto,
+            course,
         });
     }
 
     /// The longest line we may send now: a sealed frame holds a little less.
     pub(super) fn max_text(&self, plain: usize) -> usize {
-        match self.session.as_ref().map(|s| &s.crypto) {
-            Some(Crypto::On(_)) => secure::MAX_PLAINTEXT.min(plain),
+        match self.session.as_ref().map(|s| (&s.crypto, s.course)) {
+            Some((Crypto::On(_), _)) => secure::MAX_PLAINTEXT.min(plain),
+            Some((_, true)) => course_chat::COURSE_TURN_MAX.min(plain),
             _ => plain,
         }
     }
@@ -253,6 +270,14 @@ impl Chat {
             Ok(me) => me,
             Err(reason) => return Some(self.fail(ctx, ClientError::CannotStartChat(reason), true)),
         };
+        if session.course {
+            // No answer comes: the chat is open, and we write first. The held
+            // turns go out after the mode line, each as a write of its own.
+            ctx.send(conn, |out| course_chat::write_chat(out, &me));
+            session.stage = Stage::Open;
+            not_protected(ctx, session.peer, session.unprotected);
+            return Some(ChatNews::Accepted);
+        }
         session.stage = Stage::Asked {
             deadline: ctx.now + ctx.config.request_timeout,
         };
@@ -288,6 +313,13 @@ impl Chat {
     fn on_closed(&mut self, ctx: &mut Ctx, conn: ConnId) -> Option<ChatNews> {
         let session = self.session.as_ref().filter(|s| s.conn == conn)?;
         Some(match session.stage {
+            // End of stream is one of the course format's ways to quit.
+            Stage::Open if session.course => {
+                let peer = session.peer;
+                self.session = None;
+                ctx.outputs.event(ClientEvent::PeerLeft { peer });
+                ChatNews::Ended
+            }
             Stage::Open => self.lose(ctx, LostReason::ClosedWithoutQuit, false),
             Stage::Connecting { .. } | Stage::Asked { .. } => {
                 let error = ClientError::PeerClosed { peer: session.peer };
@@ -322,6 +354,12 @@ impl Chat {
     fn receive(&mut self, ctx: &mut Ctx, input: &mut &[u8]) -> Option<ChatNews> {
         let session = self.session.as_mut()?;
         let peer = session.peer;
+        if session.course {
+            return match course_chat::next_turn(input)? {
+                PeerTurn::Message(text) => Some(ChatNews::Message(text)),
+                PeerTurn::Quit => Some(self.peer_quit(ctx)),
+            };
+        }
         match session.stage {
             Stage::Connecting { .. } => None,
             Stage::Asked { .. } => match session.decoder.decode_response(input) {
@@ -468,6 +506,15 @@ impl Chat {
             return false;
         };
         let conn = session.conn;
+        if session.course {
+            let mut turn = Vec::new();
+            if let Err(what) = course_chat::write_turn(&mut turn, text) {
+                ctx.error(ClientError::NotInCourseFormat(what));
+                return false;
+            }
+            ctx.send(conn, |out| out.extend_from_slice(&turn));
+            return true;
+        }
         match &mut session.crypto {
             Crypto::On(secure) => match secure.seal(FrameKind::Message, text) {
                 Ok(frame) => {
@@ -513,6 +560,7 @@ impl Chat {
         if let Some(mut session) = self.session.take() {
             match (&mut session.crypto, session.stage) {
                 (_, Stage::Connecting { .. }) => {}
+                _ if session.course => ctx.send(session.conn, course_chat::write_quit),
                 (Crypto::On(secure), _) => {
                     if let Ok(frame) = secure.seal(FrameKind::Quit, b"") {
                         ctx.send(session.conn, |out| {
@@ -541,6 +589,19 @@ pub(super) enum Security {
     Encrypted(Box<secure::Session>, Noise),
     /// Plain text, and why (`None`: we speak version 1 ourselves).
     Plain(Option<Unprotected>),
+    /// A course CHAT: raw turns, no answer, no encryption.
+    Course,
+}
+
+impl Security {
+    /// Why the chat would not be encrypted, if it would not.
+    pub(super) fn unprotected(&self) -> Option<Unprotected> {
+        match self {
+            Security::Encrypted(..) => None,
+            Security::Plain(why) => *why,
+            Security::Course => Some(Unprotected::CoursePeer),
+        }
+    }
 }
 
 /// An encrypted chat opening shows its safety code, before its first mode line.

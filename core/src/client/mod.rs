@@ -99,6 +99,8 @@
 //!   by `limits`.
 
 mod chat;
+mod course_chat;
+mod course_link;
 mod endpoint;
 pub use chat::SAFETY_CODE_HELP;
 mod error;
@@ -154,6 +156,9 @@ pub struct ClientConfig {
     pub version2: bool,
     /// Refuse a chat that would not be end-to-end encrypted (a version 1 peer or server).
     pub require_encryption: bool,
+    /// Speak the course format (`--legacy`) to the server and to every peer we
+    /// ask; see `course_link` and `course_chat`. No encryption, no `/bridge NAME`.
+    pub legacy: bool,
     /// Seeds the ephemeral keys of every encrypted chat: 32 bytes from the OS
     /// random source in the CLI; tests fix it. All zeros only in tests.
     pub seed: [u8; crate::secure::SEED_LEN],
@@ -172,6 +177,7 @@ impl ClientConfig {
             trace: false,
             version2: true,
             require_encryption: false,
+            legacy: false,
             seed: [0; crate::secure::SEED_LEN],
         }
     }

@@ -28,11 +28,13 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::course_link::{self, CourseLink};
 use super::{ClientError, ClientEvent, Ctx, NoContact, Reconnecting, Unprotected, Unreachable};
 use crate::codec::{
     self, Decoder, Inbound, Introduction, Request, Response, Status, Ticket, Unmatched, Version,
 };
 use crate::contact::{Contact, Name};
+use crate::course;
 use crate::{ConnId, IoFailure};
 
 /// How many connects `/register` tries before giving up.
@@ -91,6 +93,8 @@ enum Link {
         local_ip: IpAddr,
         /// V2 once the server's REGISTER answer said so.
         version: Version,
+        /// `--legacy`: the server speaks the course format.
+        course: Option<CourseLink>,
     },
 }
 
@@ -125,6 +129,8 @@ pub(super) enum Bridged {
     /// The waiter to chat with; `ticket` goes in our CHAT.
     Paired {
         contact: Contact,
+        /// The peer speaks the course format (`Dialect: course`, or `--legacy`).
+        course: bool,
         ticket: Option<Ticket>,
         unprotected: Option<Unprotected>,
     },
@@ -269,12 +275,20 @@ impl ServerLink {
         let Some(conn) = self.conn() else {
             return ctx.error(ClientError::NotConnected);
         };
+        if peer.is_some() && ctx.config.legacy {
+            return ctx.error(ClientError::NotInCourseFormat("/bridge NAME"));
+        }
         if peer.is_some() && self.version() != Version::V2 {
             return ctx.error(ClientError::NamedBridgeNeedsVersion2);
         }
-        ctx.send(conn, |out| {
-            codec::write_bridge_for(out, None, peer.as_ref())
-        });
+        if ctx.config.legacy {
+            let me = self.name;
+            ctx.send(conn, |out| course_link::write_bridge(out, &me));
+        } else {
+            ctx.send(conn, |out| {
+                codec::write_bridge_for(out, None, peer.as_ref())
+            });
+        }
         self.sent(Pending::Bridge {
             deadline: ctx.now + ctx.config.request_timeout,
             peer,
@@ -328,7 +342,11 @@ impl ServerLink {
         } else {
             Version::V1
         };
-        ctx.send(conn, |out| codec::write_register_as(out, &contact, version));
+        if ctx.config.legacy {
+            ctx.send(conn, |out| course_link::write_register(out, &contact));
+        } else {
+            ctx.send(conn, |out| codec::write_register_as(out, &contact, version));
+        }
         self.sent(Pending::Register {
             contact,
             deadline: ctx.now + ctx.config.request_timeout,
@@ -351,6 +369,10 @@ impl ServerLink {
             decoder: Decoder::new(ctx.config.limits),
             local_ip: local.ip(),
             version: Version::V1,
+            course: ctx
+                .config
+                .legacy
+                .then(|| CourseLink::new(ctx.config.limits)),
         };
         if let Some(Pending::Reconnect { name, .. }) = self.pending {
             self.pending = None;
@@ -432,11 +454,28 @@ impl ServerLink {
             conn,
             decoder,
             version,
+            course,
             ..
         } = &mut self.link
         else {
             return None;
         };
+        if let Some(course) = course {
+            let conn = *conn;
+            return match course.next_answer(input)? {
+                Ok((verb, response)) if self.course_answers(verb) => {
+                    Some(self.answer(ctx, response))
+                }
+                Ok(_) => {
+                    ctx.outputs.close(conn);
+                    Some(self.gone(Some(course_link::NOT_AN_ANSWER)))
+                }
+                Err(e) => {
+                    ctx.outputs.close(conn);
+                    Some(self.gone(Some(e)))
+                }
+            };
+        }
         let decoded = match version {
             Version::V1 => decoder
                 .decode_response(input)
@@ -451,6 +490,17 @@ impl ServerLink {
                 ctx.outputs.close(*conn);
                 Some(self.gone(Some(e)))
             }
+        }
+    }
+
+    /// Whether a course answer of `verb` is the one the oldest request waits for.
+    fn course_answers(&self, verb: course::Verb) -> bool {
+        match (self.unanswered.front(), self.pending, verb) {
+            (Some(Sent::Pending), Some(Pending::Register { .. }), course::Verb::RegAck) => true,
+            (Some(Sent::Pending), Some(Pending::Bridge { .. }), course::Verb::BridgeAck) => true,
+            (Some(Sent::Pending), _, _) => false,
+            // Skipped, or shown as an answer nobody asked for.
+            _ => true,
         }
     }
 
@@ -499,12 +549,13 @@ impl ServerLink {
                         None => Bridged::Waiting { peer },
                         Some(contact) => Bridged::Paired {
                             contact,
+                            course: response.course_peer,
                             ticket: response.ticket,
-                            unprotected: Unprotected::of(
-                                ctx,
-                                self.version(),
-                                response.ticket.as_ref(),
-                            ),
+                            unprotected: if response.course_peer && !ctx.config.legacy {
+                                Some(Unprotected::CoursePeer)
+                            } else {
+                                Unprotected::of(ctx, self.version(), response.ticket.as_ref())
+                            },
                         },
                     })
                 } else {
