@@ -463,3 +463,55 @@ fn a_turn_held_before_the_chat_opened_goes_out_as_a_write_of_its_own() {
     );
     assert_eq!(client.mode(), Mode::Read);
 }
+
+#[test]
+fn a_waiting_legacy_client_also_takes_a_version_1_http_chat() {
+    let mut net = Net::new(1, Chunking::Whole);
+    let server = net.add_default_server();
+    let alice = net.add_client(legacy_config("alice", net.addr_of(server, 7070)));
+    send_lines(&mut net, alice, &["/register", "/bridge"]);
+    assert_eq!(net.mode(alice), Mode::Wait);
+    let dave = net.add_raw();
+    let alice_addr = net.addr_of(alice, chat_port(&net, alice));
+    let conn = net.connect_raw(dave, alice_addr).unwrap();
+    net.send_raw(
+        dave,
+        conn,
+        b"CHAT / HTTP/1.1\r\nName: dave\r\nIP: 10.0.0.9\r\nPort: 9\r\n\r\n",
+    );
+    net.run();
+    assert_eq!(net.mode(alice), Mode::Read);
+    assert!(
+        net.raw_text(dave, conn).starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        net.raw_text(dave, conn)
+    );
+    assert_eq!(not_protected(&net, alice), [Unprotected::Legacy]);
+}
+
+#[test]
+fn require_encryption_closes_a_course_chat_unanswered() {
+    let mut net = Net::new(1, Chunking::Whole);
+    let server = net.add_default_server();
+    let alice = net.add_client(ClientConfig {
+        require_encryption: true,
+        ..ClientConfig::new(name("alice"), net.addr_of(server, 7070))
+    });
+    send_lines(&mut net, alice, &["/register", "/bridge"]);
+    let (carol, _) = course_client(&mut net, server, "carol");
+    let alice_addr = net.addr_of(alice, chat_port(&net, alice));
+    let conn = net.connect_raw(carol, alice_addr).unwrap();
+    let chat = format!(
+        "CHAT\r\nclientID: carol\r\nIP: {}\r\nPort: 3000\r\n\r\n",
+        net.addr_of(carol, 0).ip()
+    );
+    net.send_raw(carol, conn, chat.as_bytes());
+    net.run();
+    assert_eq!(
+        net.raw_text(carol, conn),
+        "",
+        "no HTTP answer to a course CHAT"
+    );
+    assert!(net.raw_is_closed(carol, conn));
+    assert_eq!(net.mode(alice), Mode::Wait);
+}

@@ -216,7 +216,7 @@ impl Chat {
         let (crypto, unprotected) = match security {
             // A course CHAT is never answered.
             Security::Course => {
-                let why = Some(Unprotected::CoursePeer);
+                let why = Some(Unprotected::course(ctx));
                 not_protected(ctx, peer, why);
                 (Crypto::Plain, why)
             }

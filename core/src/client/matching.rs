@@ -43,6 +43,14 @@ pub enum Unprotected {
 }
 
 impl Unprotected {
+    /// A chat in the course format: we speak it (`--legacy`), or the peer does.
+    pub(super) fn course(ctx: &Ctx) -> Unprotected {
+        match ctx.config.legacy {
+            true => Unprotected::Legacy,
+            false => Unprotected::CoursePeer,
+        }
+    }
+
     /// For a chat we start or accept: `None` when a ticket protects it, or when
     /// we speak version 1 ourselves (then nothing is different from version 1).
     pub(super) fn of(ctx: &Ctx, server: Version, ticket: Option<&Ticket>) -> Option<Unprotected> {

@@ -551,8 +551,8 @@ impl ServerLink {
                             contact,
                             course: response.course_peer,
                             ticket: response.ticket,
-                            unprotected: if response.course_peer && !ctx.config.legacy {
-                                Some(Unprotected::CoursePeer)
+                            unprotected: if response.course_peer {
+                                Some(Unprotected::course(ctx))
                             } else {
                                 Unprotected::of(ctx, self.version(), response.ticket.as_ref())
                             },
