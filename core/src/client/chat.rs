@@ -31,11 +31,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::course_chat::{self, PeerTurn};
 use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{ClientError, ClientEvent, Ctx, LostReason, NoContact};
 
+mod course;
 mod news;
 use crate::codec::{self, Decoder, Noise, Request, Response, Ticket};
 use crate::contact::{Contact, Name};
@@ -77,7 +77,7 @@ struct Session {
     /// Why no ticket protects this chat, said when it opens.
     unprotected: Option<Unprotected>,
     crypto: Crypto,
-    /// The peer speaks the course format: a course CHAT, raw turns (`course_chat`).
+    /// The peer speaks the course format: a course CHAT, raw turns (`course`).
     course: bool,
 }
 
@@ -214,12 +214,7 @@ impl Chat {
     ) {
         let course = matches!(security, Security::Course);
         let (crypto, unprotected) = match security {
-            // A course CHAT is never answered.
-            Security::Course => {
-                let why = Some(Unprotected::course(ctx));
-                not_protected(ctx, peer, why);
-                (Crypto::Plain, why)
-            }
+            Security::Course => course::accepted(ctx, peer),
             Security::Encrypted(session, reply) => {
                 ctx.send(conn, |out| {
                     codec::write_ok_noise(out, Some(&me), Some(&reply))
@@ -250,7 +245,7 @@ impl Chat {
     pub(super) fn max_text(&self, plain: usize) -> usize {
         match self.session.as_ref().map(|s| (&s.crypto, s.course)) {
             Some((Crypto::On(_), _)) => secure::MAX_PLAINTEXT.min(plain),
-            Some((_, true)) => course_chat::COURSE_TURN_MAX.min(plain),
+            Some((_, true)) => course::COURSE_TURN_MAX.min(plain),
             _ => plain,
         }
     }
@@ -271,12 +266,7 @@ impl Chat {
             Err(reason) => return Some(self.fail(ctx, ClientError::CannotStartChat(reason), true)),
         };
         if session.course {
-            // No answer comes: the chat is open, and we write first. The held
-            // turns go out after the mode line, each as a write of its own.
-            ctx.send(conn, |out| course_chat::write_chat(out, &me));
-            session.stage = Stage::Open;
-            not_protected(ctx, session.peer, session.unprotected);
-            return Some(ChatNews::Accepted);
+            return Some(self.open_course(ctx, &me));
         }
         session.stage = Stage::Asked {
             deadline: ctx.now + ctx.config.request_timeout,
@@ -313,13 +303,7 @@ impl Chat {
     fn on_closed(&mut self, ctx: &mut Ctx, conn: ConnId) -> Option<ChatNews> {
         let session = self.session.as_ref().filter(|s| s.conn == conn)?;
         Some(match session.stage {
-            // End of stream is one of the course format's ways to quit.
-            Stage::Open if session.course => {
-                let peer = session.peer;
-                self.session = None;
-                ctx.outputs.event(ClientEvent::PeerLeft { peer });
-                ChatNews::Ended
-            }
+            Stage::Open if session.course => self.course_closed(ctx),
             Stage::Open => self.lose(ctx, LostReason::ClosedWithoutQuit, false),
             Stage::Connecting { .. } | Stage::Asked { .. } => {
                 let error = ClientError::PeerClosed { peer: session.peer };
@@ -354,13 +338,8 @@ impl Chat {
     fn receive(&mut self, ctx: &mut Ctx, input: &mut &[u8]) -> Option<ChatNews> {
         let session = self.session.as_mut()?;
         let peer = session.peer;
-        if session.course {
-            return match course_chat::next_turn(input)? {
-                PeerTurn::Message(text) => Some(ChatNews::Message(text)),
-                PeerTurn::Quit => Some(self.peer_quit(ctx)),
-            };
-        }
         match session.stage {
+            Stage::Open if session.course => self.course_turn(ctx, input),
             Stage::Connecting { .. } => None,
             Stage::Asked { .. } => match session.decoder.decode_response(input) {
                 Ok(Some(response)) => Some(self.answer(ctx, response)),
@@ -506,16 +485,8 @@ impl Chat {
             return false;
         };
         let conn = session.conn;
-        if session.course {
-            let mut turn = Vec::new();
-            if let Err(what) = course_chat::write_turn(&mut turn, text) {
-                ctx.error(ClientError::NotInCourseFormat(what));
-                return false;
-            }
-            ctx.send(conn, |out| out.extend_from_slice(&turn));
-            return true;
-        }
         match &mut session.crypto {
+            _ if session.course => return course::send_turn(ctx, conn, text),
             Crypto::On(secure) => match secure.seal(FrameKind::Message, text) {
                 Ok(frame) => {
                     trace_decrypted(ctx, conn, Direction::Sent, text);
@@ -560,7 +531,7 @@ impl Chat {
         if let Some(mut session) = self.session.take() {
             match (&mut session.crypto, session.stage) {
                 (_, Stage::Connecting { .. }) => {}
-                _ if session.course => ctx.send(session.conn, course_chat::write_quit),
+                _ if session.course => ctx.send(session.conn, crate::course::write_quit),
                 (Crypto::On(secure), _) => {
                     if let Ok(frame) = secure.seal(FrameKind::Quit, b"") {
                         ctx.send(session.conn, |out| {
@@ -591,17 +562,6 @@ pub(super) enum Security {
     Plain(Option<Unprotected>),
     /// A course CHAT: raw turns, no answer, no encryption.
     Course,
-}
-
-impl Security {
-    /// Why the chat would not be encrypted, if it would not.
-    pub(super) fn unprotected(&self) -> Option<Unprotected> {
-        match self {
-            Security::Encrypted(..) => None,
-            Security::Plain(why) => *why,
-            Security::Course => Some(Unprotected::CoursePeer),
-        }
-    }
 }
 
 /// An encrypted chat opening shows its safety code, before its first mode line.

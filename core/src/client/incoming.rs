@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::Instant;
 
 use super::chat::Security;
-use super::course_chat::{CallerDialect, Heard};
+use super::course_incoming::{CallerDialect, Heard};
 use super::matching::Admission;
 use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
 use crate::codec::{self, AfterError, Decoder, Noise, Request, Status, Ticket, Version};

@@ -18,6 +18,11 @@
 //!   which CHAT a ticket lets in);
 //! - `modes`: the mode table that combines them.
 //!
+//! The course format (`--legacy`, or a peer the server says speaks it) lives
+//! beside the part it extends: `server_link/course.rs` (REGISTER, BRIDGE and
+//! their course answers), `chat/course.rs` (a course CHAT and raw turns) and
+//! `course_incoming` (a course CHAT on the chat port).
+//!
 //! A sub-machine reports what happened (a "news" value); [`Client`] turns it
 //! into a trigger for the mode table and into what the other parts must do.
 //! This file only routes each input to the part that owns it.
@@ -99,8 +104,7 @@
 //!   by `limits`.
 
 mod chat;
-mod course_chat;
-mod course_link;
+mod course_incoming;
 mod endpoint;
 pub use chat::SAFETY_CODE_HELP;
 mod error;

@@ -28,14 +28,15 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::course_link::{self, CourseLink};
 use super::{ClientError, ClientEvent, Ctx, NoContact, Reconnecting, Unprotected, Unreachable};
 use crate::codec::{
     self, Decoder, Inbound, Introduction, Request, Response, Status, Ticket, Unmatched, Version,
 };
 use crate::contact::{Contact, Name};
-use crate::course;
 use crate::{ConnId, IoFailure};
+
+mod course;
+use course::CourseLink;
 
 /// How many connects `/register` tries before giving up.
 pub const RECONNECT_ATTEMPTS: u32 = 5;
@@ -275,20 +276,15 @@ impl ServerLink {
         let Some(conn) = self.conn() else {
             return ctx.error(ClientError::NotConnected);
         };
-        if peer.is_some() && ctx.config.legacy {
-            return ctx.error(ClientError::NotInCourseFormat("/bridge NAME"));
+        if ctx.config.legacy {
+            return self.bridge_course(ctx, conn, peer);
         }
         if peer.is_some() && self.version() != Version::V2 {
             return ctx.error(ClientError::NamedBridgeNeedsVersion2);
         }
-        if ctx.config.legacy {
-            let me = self.name;
-            ctx.send(conn, |out| course_link::write_bridge(out, &me));
-        } else {
-            ctx.send(conn, |out| {
-                codec::write_bridge_for(out, None, peer.as_ref())
-            });
-        }
+        ctx.send(conn, |out| {
+            codec::write_bridge_for(out, None, peer.as_ref())
+        });
         self.sent(Pending::Bridge {
             deadline: ctx.now + ctx.config.request_timeout,
             peer,
@@ -342,11 +338,11 @@ impl ServerLink {
         } else {
             Version::V1
         };
-        if ctx.config.legacy {
-            ctx.send(conn, |out| course_link::write_register(out, &contact));
-        } else {
-            ctx.send(conn, |out| codec::write_register_as(out, &contact, version));
-        }
+        let legacy = ctx.config.legacy;
+        ctx.send(conn, |out| match legacy {
+            true => crate::course::write_register(out, &contact),
+            false => codec::write_register_as(out, &contact, version),
+        });
         self.sent(Pending::Register {
             contact,
             deadline: ctx.now + ctx.config.request_timeout,
@@ -450,32 +446,21 @@ impl ServerLink {
     /// Decodes the next answer (or, on a v2 connection, notification) from `input`;
     /// `None` when more bytes are needed.
     pub(super) fn receive(&mut self, ctx: &mut Ctx, input: &mut &[u8]) -> Option<ServerNews> {
+        if let Link::Up {
+            course: Some(_), ..
+        } = self.link
+        {
+            return self.receive_course(ctx, input);
+        }
         let Link::Up {
             conn,
             decoder,
             version,
-            course,
             ..
         } = &mut self.link
         else {
             return None;
         };
-        if let Some(course) = course {
-            let conn = *conn;
-            return match course.next_answer(input)? {
-                Ok((verb, response)) if self.course_answers(verb) => {
-                    Some(self.answer(ctx, response))
-                }
-                Ok(_) => {
-                    ctx.outputs.close(conn);
-                    Some(self.gone(Some(course_link::NOT_AN_ANSWER)))
-                }
-                Err(e) => {
-                    ctx.outputs.close(conn);
-                    Some(self.gone(Some(e)))
-                }
-            };
-        }
         let decoded = match version {
             Version::V1 => decoder
                 .decode_response(input)
@@ -490,17 +475,6 @@ impl ServerLink {
                 ctx.outputs.close(*conn);
                 Some(self.gone(Some(e)))
             }
-        }
-    }
-
-    /// Whether a course answer of `verb` is the one the oldest request waits for.
-    fn course_answers(&self, verb: course::Verb) -> bool {
-        match (self.unanswered.front(), self.pending, verb) {
-            (Some(Sent::Pending), Some(Pending::Register { .. }), course::Verb::RegAck) => true,
-            (Some(Sent::Pending), Some(Pending::Bridge { .. }), course::Verb::BridgeAck) => true,
-            (Some(Sent::Pending), _, _) => false,
-            // Skipped, or shown as an answer nobody asked for.
-            _ => true,
         }
     }
 

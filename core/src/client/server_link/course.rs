@@ -13,9 +13,62 @@
 //! The course format has no error answers: a server that refuses a request
 //! says nothing, and the request times out (`request_timeout`).
 
-use crate::codec::{DecodeError, Limits, Response, Status};
-use crate::contact::{Contact, Name};
+use super::*;
+use crate::codec::{DecodeError, Limits};
 use crate::course::{self, CourseDecoder, CourseError, CourseMessage, Verb};
+
+impl ServerLink {
+    /// `/bridge`: BRIDGE naming ourselves; `/bridge NAME` has no course form.
+    pub(super) fn bridge_course(&mut self, ctx: &mut Ctx, conn: ConnId, peer: Option<Name>) {
+        if peer.is_some() {
+            return ctx.error(ClientError::NotInCourseFormat("/bridge NAME"));
+        }
+        let me = self.name;
+        ctx.send(conn, |out| course::write_bridge(out, &me));
+        self.sent(Pending::Bridge {
+            deadline: ctx.now + ctx.config.request_timeout,
+            peer,
+        });
+    }
+
+    /// The next course answer in `input`, taken as the HTTP answer it means;
+    /// anything else ends the connection. `None` when more bytes are needed.
+    pub(super) fn receive_course(
+        &mut self,
+        ctx: &mut Ctx,
+        input: &mut &[u8],
+    ) -> Option<ServerNews> {
+        let Link::Up {
+            conn,
+            course: Some(course),
+            ..
+        } = &mut self.link
+        else {
+            return None;
+        };
+        let conn = *conn;
+        let malformed = match course.next_answer(input)? {
+            Ok((verb, response)) if self.course_answers(verb) => {
+                return Some(self.answer(ctx, response))
+            }
+            Ok(_) => NOT_AN_ANSWER,
+            Err(e) => e,
+        };
+        ctx.outputs.close(conn);
+        Some(self.gone(Some(malformed)))
+    }
+
+    /// Whether a course answer of `verb` is the one the oldest request waits for.
+    fn course_answers(&self, verb: Verb) -> bool {
+        match (self.unanswered.front(), self.pending, verb) {
+            (Some(Sent::Pending), Some(Pending::Register { .. }), Verb::RegAck) => true,
+            (Some(Sent::Pending), Some(Pending::Bridge { .. }), Verb::BridgeAck) => true,
+            (Some(Sent::Pending), _, _) => false,
+            // Skipped, or shown as an answer nobody asked for.
+            _ => true,
+        }
+    }
+}
 
 /// Reads the server's course answers on one connection.
 #[derive(Debug)]
@@ -66,7 +119,7 @@ fn answer(message: CourseMessage) -> Result<(Verb, Response), DecodeError> {
 }
 
 /// A course message the server may send, but not as the answer we wait for.
-pub(super) const NOT_AN_ANSWER: DecodeError = DecodeError {
+const NOT_AN_ANSWER: DecodeError = DecodeError {
     status: Status::BAD_REQUEST,
     reason: "the server sent a course message that is not the answer to the request",
 };
@@ -85,14 +138,4 @@ fn malformed(error: CourseError) -> DecodeError {
         status: Status::BAD_REQUEST,
         reason,
     }
-}
-
-/// `REGISTER` with our contact, in one write.
-pub(super) fn write_register(out: &mut Vec<u8>, contact: &Contact) {
-    course::write_register(out, contact);
-}
-
-/// `BRIDGE` naming ourselves, in one write.
-pub(super) fn write_bridge(out: &mut Vec<u8>, me: &Name) {
-    course::write_bridge(out, me);
 }
