@@ -7,11 +7,10 @@
 mod common;
 mod course_support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use common::{on_each_transport, Proc};
-use course_support::{CourseClient, QuitForm, RawChat, Received, ReferenceServer, WAIT};
+use course_support::{exchange, CourseClient, QuitForm, RawChat, Received, ReferenceServer, WAIT};
 
 on_each_transport!(
     a_legacy_client_registers_bridges_and_chats_through_a_reference_server,
@@ -198,18 +197,6 @@ fn a_course_client_and_a_bridgechat_client_meet_and_chat_both_ways(transport: &s
     dave.exits_cleanly();
 }
 
-/// Sends `bytes` to `addr` and reads until the other side closes.
-fn send_and_read_to_end(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.write_all(bytes).unwrap();
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .expect("closed within the wait");
-    answer
-}
-
 fn garbage_on_a_legacy_clients_chat_port_is_closed_unanswered(transport: &str) {
     let (_server, addr) = bridgechat_server(transport);
     let (mut alice, port) = Proc::client("alice", &addr.to_string(), transport, &["--legacy"]);
@@ -223,7 +210,7 @@ fn garbage_on_a_legacy_clients_chat_port_is_closed_unanswered(transport: &str) {
         b"QUIT\r\n\r\n\r\n",
         b"CHAT\r\nType: message\r\nMessage: hi\r\n\r\n",
     ] {
-        let answer = send_and_read_to_end(chat_port, garbage);
+        let answer = exchange(chat_port, garbage);
         assert_eq!(
             answer,
             b"",
@@ -232,7 +219,7 @@ fn garbage_on_a_legacy_clients_chat_port_is_closed_unanswered(transport: &str) {
         );
     }
     let too_long = [b"CHAT\r\nclientID: ".as_slice(), &[b'a'; 9000]].concat();
-    assert_eq!(send_and_read_to_end(chat_port, &too_long), b"");
+    assert_eq!(exchange(chat_port, &too_long), b"");
 
     // Still waiting, and a real course peer gets in.
     let frank = CourseClient::new("frank", addr).unwrap();

@@ -27,36 +27,6 @@ fn legacy_config(who: &str, server: SocketAddr) -> ClientConfig {
     }
 }
 
-fn modes(net: &Net, node: NodeId) -> Vec<Mode> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::ModeChanged { mode, .. } => Some(*mode),
-            _ => None,
-        })
-        .collect()
-}
-
-fn received(net: &Net, node: NodeId) -> Vec<String> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::MessageReceived { text, .. } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn errors(net: &Net, node: NodeId) -> Vec<String> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Error(error) => Some(error.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn not_protected(net: &Net, node: NodeId) -> Vec<Unprotected> {
     net.client_events(node)
         .iter()
@@ -143,11 +113,15 @@ fn legacy_registers_and_bridges_in_the_course_format_however_the_answers_are_spl
     for (chunking, seed) in CHUNKINGS {
         let Legacy { net, alice, .. } = legacy_ready_with_bob(chunking, seed);
         assert_eq!(
-            modes(&net, alice),
+            net.modes_of(alice),
             [Mode::Registered, Mode::Ready],
             "{chunking:?}"
         );
-        assert!(errors(&net, alice).is_empty(), "{:?}", errors(&net, alice));
+        assert!(
+            net.errors_of(alice).is_empty(),
+            "{:?}",
+            net.errors_of(alice)
+        );
     }
 }
 
@@ -179,7 +153,7 @@ fn legacy_chats_in_raw_turns_and_quits_with_the_course_quit() {
     assert_eq!(net.mode(alice), Mode::Read);
     net.send_raw(bob, conn, b"hello alice");
     net.run();
-    assert_eq!(received(&net, alice), ["hello alice"]);
+    assert_eq!(net.received_by(alice), ["hello alice"]);
     assert_eq!(net.mode(alice), Mode::Write);
 
     send_lines(&mut net, alice, &["/quit"]);
@@ -202,7 +176,7 @@ fn a_turn_and_the_quit_in_one_read_are_the_turn_then_the_quit() {
     let conn = accepted(&net, bob);
     net.send_raw(bob, conn, b"byeQUIT\r\n\r\n\r\n");
     net.run();
-    assert_eq!(received(&net, alice), ["bye"]);
+    assert_eq!(net.received_by(alice), ["bye"]);
     assert!(left(&net, alice), "bob left");
     assert_eq!(net.mode(alice), Mode::Registered);
 }
@@ -244,10 +218,10 @@ fn an_answer_that_is_not_the_awaited_course_answer_ends_the_server_connection() 
         assert_eq!(net.mode(alice), Mode::Unregistered, "{shown}");
         assert!(net.raw_is_closed(server, conn), "{shown}");
         assert_eq!(
-            errors(&net, alice).len(),
+            net.errors_of(alice).len(),
             1,
             "{shown}: {:?}",
-            errors(&net, alice)
+            net.errors_of(alice)
         );
     }
 }
@@ -268,7 +242,7 @@ fn legacy_has_no_named_bridge() {
     send_lines(&mut net, alice, &["/bridge bob"]);
     assert_eq!(net.raw_text(server, conn), sent, "nothing sent");
     assert_eq!(
-        errors(&net, alice),
+        net.errors_of(alice),
         ["the course format has no /bridge NAME"]
     );
 }
@@ -311,11 +285,11 @@ fn a_bridgechat_client_told_dialect_course_speaks_the_course_format_to_that_peer
     assert_eq!(net.raw_text(carol, conn), format!("{chat}hi carol"));
     net.send_raw(carol, conn, "héllo bob".as_bytes());
     net.run();
-    assert_eq!(received(&net, bob), ["héllo bob"]);
+    assert_eq!(net.received_by(bob), ["héllo bob"]);
     // A turn longer than the course programs read at once cannot be sent.
     let long = "x".repeat(4097);
     send_lines(&mut net, bob, &[&long]);
-    assert_eq!(errors(&net, bob).len(), 1, "{:?}", errors(&net, bob));
+    assert_eq!(net.errors_of(bob).len(), 1, "{:?}", net.errors_of(bob));
     assert_eq!(net.raw_text(carol, conn), format!("{chat}hi carol"));
     send_lines(&mut net, bob, &["/quit"]);
     assert_eq!(
@@ -353,7 +327,7 @@ fn a_bridgechat_waiter_takes_a_course_chat_and_answers_nothing() {
     assert_eq!(not_protected(&net, alice), [Unprotected::CoursePeer]);
     net.send_raw(carol, conn, b"hi alice");
     net.run();
-    assert_eq!(received(&net, alice), ["hi alice"]);
+    assert_eq!(net.received_by(alice), ["hi alice"]);
     send_lines(&mut net, alice, &["hi carol"]);
     assert_eq!(net.raw_text(carol, conn), "hi carol");
     net.send_raw(carol, conn, b"QUIT");
