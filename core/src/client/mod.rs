@@ -42,9 +42,9 @@
 //! | REGISTERED | the server answers REGISTER (`/name`) with 200 | REGISTERED |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
-//! | READY MODE | the peer answers our CHAT with 200 | WRITE MODE |
+//! | READY MODE | the peer answers our CHAT with 200 (a course peer: our CHAT is sent) | WRITE MODE |
 //! | READY MODE | `/chat` fails (refused, unreachable, no answer) | REGISTERED |
-//! | WAIT MODE | a peer's CHAT arrives (we answer 200) | READ MODE |
+//! | WAIT MODE | a peer's CHAT arrives (we answer 200; a course CHAT is not answered) | READ MODE |
 //! | WRITE MODE | we send a MESSAGE | READ MODE |
 //! | READ MODE | the peer's MESSAGE arrives | WRITE MODE |
 //! | WRITE / READ MODE | QUIT, the chat connection closes, or a MESSAGE out of turn | REGISTERED |
