@@ -33,7 +33,8 @@ Commands typed once it runs:
 Examples:
   bridgechat client --name alice
   bridgechat client --name bob --server 192.0.2.10:7070 --port 9002
-  BRIDGECHAT_SERVER=192.0.2.10:7070 bridgechat client --name carol --trace")]
+  BRIDGECHAT_SERVER=192.0.2.10:7070 bridgechat client --name carol --trace
+  bridgechat client --name dave --server 192.0.2.20:5000 --legacy   (a course server)")]
 pub struct ClientArgs {
     /// Your name, e.g. alice: 1-32 characters from A-Z a-z 0-9 and _ - . (dot)
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
@@ -68,8 +69,14 @@ pub struct ClientArgs {
 
     /// Refuse any chat that would not be end-to-end encrypted (a peer or
     /// server speaking protocol version 1).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "legacy")]
     pub require_encryption: bool,
+
+    /// Speak the course's original wire format (REGISTER/REGACK, BRIDGE/BRIDGEACK,
+    /// a course CHAT and raw turns) to the server and to peers, to work with the
+    /// class's own server and clients. No encryption, no /bridge NAME.
+    #[arg(long)]
+    pub legacy: bool,
 }
 
 fn parse_name(raw: &str) -> Result<Name, String> {
@@ -140,6 +147,7 @@ impl ClientArgs {
             trace: self.trace,
             connect_timeout: CONNECT_TIMEOUT,
             require_encryption: self.require_encryption,
+            legacy: self.legacy,
             seed,
             ..ClientConfig::new(self.name, server)
         }

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use common::on_each_transport;
-use course_support::{CourseClient, QuitForm, Received, ReferenceServer, WAIT};
+use course_support::{exchange, CourseClient, QuitForm, Received, ReferenceServer, WAIT};
 
 #[test]
 fn two_course_clients_meet_through_the_reference_server_and_chat() {
@@ -165,16 +165,6 @@ on_each_transport!(
 fn bridgechat_server(transport: &str, extra: &[&str]) -> (common::Proc, SocketAddr) {
     let (server, addr) = common::server(transport, extra);
     (server, addr.parse().expect("a listening address"))
-}
-
-/// One exchange on a fresh connection, as the course clients do it.
-fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect_timeout(&server, WAIT).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.write_all(request).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    answer
 }
 
 fn two_course_clients_meet_through_bridgechat_server_and_chat(transport: &str) {

@@ -758,3 +758,51 @@ proptest! {
         prop_assert_eq!(decode_in(limits, bytes.chunks(1)), whole);
     }
 }
+
+// ---------------------------------------------------------------------------
+// `Dialect: course` in a bridgechat answer
+
+fn one_response(wire: &[u8]) -> bridgechat_core::Response {
+    let mut decoder = bridgechat_core::Decoder::default();
+    let mut input = wire;
+    let response = decoder.decode_response(&mut input).unwrap().unwrap();
+    assert!(input.is_empty(), "one message, wholly read");
+    response
+}
+
+#[test]
+fn a_pairing_says_whether_the_peer_speaks_the_course_format() {
+    use bridgechat_core::codec::{self, Introduction, Version};
+    let intro = Introduction {
+        peer: Contact::new(
+            Name::new(b"carol").unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            3000,
+        )
+        .unwrap(),
+        peer_version: Version::V1,
+        observed: "127.0.0.1:5000".parse().unwrap(),
+        ticket: None,
+    };
+    for course_peer in [true, false] {
+        let mut wire = Vec::new();
+        codec::write_paired_dialect(&mut wire, &intro, course_peer);
+        let response = one_response(&wire);
+        assert_eq!(response.course_peer, course_peer);
+        assert_eq!(response.contact, Some(intro.peer));
+        // It survives a round trip through the generic encoder.
+        let mut again = Vec::new();
+        response.encode(&mut again);
+        assert_eq!(one_response(&again), response);
+    }
+    // Another dialect, or the header twice, is none the client knows.
+    for dialect in [
+        "Dialect: pigeon\r\n",
+        "Dialect: course\r\nDialect: course\r\n",
+    ] {
+        let wire = format!("HTTP/1.1 200 OK\r\n{dialect}Content-Length: 0\r\n\r\n");
+        assert!(!one_response(wire.as_bytes()).course_peer, "{dialect}");
+    }
+    let wire = b"HTTP/1.1 200 OK\r\ndialect:  COURSE \r\nContent-Length: 0\r\n\r\n";
+    assert!(one_response(wire).course_peer, "any case, spaces around");
+}

@@ -106,6 +106,21 @@ impl Peer {
     }
 }
 
+/// One exchange on a fresh connection, as the course clients do it, except
+/// that it reads until the other side closes (within [`WAIT`], else it
+/// panics): what a server or peer answered before closing.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr).expect("a connection");
+    stream.write_all(request).expect("the request sent");
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed within {WAIT:?}: {e}"),
+    }
+    answer
+}
+
 // ---------------------------------------------------------------------------
 // The per-request client and its chat listener
 

@@ -35,6 +35,7 @@ use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{ClientError, ClientEvent, Ctx, LostReason, NoContact};
 
+mod course;
 mod news;
 use crate::codec::{self, Decoder, Noise, Request, Response, Ticket};
 use crate::contact::{Contact, Name};
@@ -76,6 +77,8 @@ struct Session {
     /// Why no ticket protects this chat, said when it opens.
     unprotected: Option<Unprotected>,
     crypto: Crypto,
+    /// The peer speaks the course format: a course CHAT, raw turns (`course`).
+    course: bool,
 }
 
 /// The peer the server handed us, in READY MODE, and how to ask it.
@@ -84,6 +87,7 @@ struct ReadyPeer {
     contact: Contact,
     ticket: Option<Ticket>,
     unprotected: Option<Unprotected>,
+    course: bool,
 }
 
 #[derive(Debug, Default)]
@@ -140,11 +144,13 @@ impl Chat {
         contact: Contact,
         ticket: Option<Ticket>,
         unprotected: Option<Unprotected>,
+        course: bool,
     ) {
         self.ready_peer = Some(ReadyPeer {
             contact,
             ticket,
             unprotected,
+            course,
         });
     }
 
@@ -169,6 +175,7 @@ impl Chat {
             contact: peer,
             ticket,
             unprotected,
+            course,
         }) = self.ready_peer
         else {
             return ctx.error(ClientError::NoPeer);
@@ -189,6 +196,7 @@ impl Chat {
             ticket,
             unprotected,
             crypto: Crypto::Plain,
+            course,
         });
         ctx.outputs.connect(conn, peer.socket_addr(), None);
     }
@@ -204,7 +212,9 @@ impl Chat {
         me: Contact,
         security: Security,
     ) {
+        let course = matches!(security, Security::Course);
         let (crypto, unprotected) = match security {
+            Security::Course => course::accepted(ctx, peer),
             Security::Encrypted(session, reply) => {
                 ctx.send(conn, |out| {
                     codec::write_ok_noise(out, Some(&me), Some(&reply))
@@ -227,13 +237,15 @@ impl Chat {
             ticket: None,
             unprotected,
             crypto,
+            course,
         });
     }
 
     /// The longest line we may send now: a sealed frame holds a little less.
     pub(super) fn max_text(&self, plain: usize) -> usize {
-        match self.session.as_ref().map(|s| &s.crypto) {
-            Some(Crypto::On(_)) => secure::MAX_PLAINTEXT.min(plain),
+        match self.session.as_ref().map(|s| (&s.crypto, s.course)) {
+            Some((Crypto::On(_), _)) => secure::MAX_PLAINTEXT.min(plain),
+            Some((_, true)) => course::COURSE_TURN_MAX.min(plain),
             _ => plain,
         }
     }
@@ -253,6 +265,9 @@ impl Chat {
             Ok(me) => me,
             Err(reason) => return Some(self.fail(ctx, ClientError::CannotStartChat(reason), true)),
         };
+        if session.course {
+            return Some(self.open_course(ctx, &me));
+        }
         session.stage = Stage::Asked {
             deadline: ctx.now + ctx.config.request_timeout,
         };
@@ -288,6 +303,7 @@ impl Chat {
     fn on_closed(&mut self, ctx: &mut Ctx, conn: ConnId) -> Option<ChatNews> {
         let session = self.session.as_ref().filter(|s| s.conn == conn)?;
         Some(match session.stage {
+            Stage::Open if session.course => self.course_closed(ctx),
             Stage::Open => self.lose(ctx, LostReason::ClosedWithoutQuit, false),
             Stage::Connecting { .. } | Stage::Asked { .. } => {
                 let error = ClientError::PeerClosed { peer: session.peer };
@@ -323,6 +339,7 @@ impl Chat {
         let session = self.session.as_mut()?;
         let peer = session.peer;
         match session.stage {
+            Stage::Open if session.course => self.course_turn(ctx, input),
             Stage::Connecting { .. } => None,
             Stage::Asked { .. } => match session.decoder.decode_response(input) {
                 Ok(Some(response)) => Some(self.answer(ctx, response)),
@@ -469,6 +486,7 @@ impl Chat {
         };
         let conn = session.conn;
         match &mut session.crypto {
+            _ if session.course => return course::send_turn(ctx, conn, text),
             Crypto::On(secure) => match secure.seal(FrameKind::Message, text) {
                 Ok(frame) => {
                     trace_decrypted(ctx, conn, Direction::Sent, text);
@@ -513,6 +531,7 @@ impl Chat {
         if let Some(mut session) = self.session.take() {
             match (&mut session.crypto, session.stage) {
                 (_, Stage::Connecting { .. }) => {}
+                _ if session.course => ctx.send(session.conn, crate::course::write_quit),
                 (Crypto::On(secure), _) => {
                     if let Ok(frame) = secure.seal(FrameKind::Quit, b"") {
                         ctx.send(session.conn, |out| {
@@ -541,6 +560,8 @@ pub(super) enum Security {
     Encrypted(Box<secure::Session>, Noise),
     /// Plain text, and why (`None`: we speak version 1 ourselves).
     Plain(Option<Unprotected>),
+    /// A course CHAT: raw turns, no answer, no encryption.
+    Course,
 }
 
 /// An encrypted chat opening shows its safety code, before its first mode line.

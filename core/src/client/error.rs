@@ -28,6 +28,8 @@ pub enum ClientError {
     BadPeerName(InvalidValue),
     /// `/bridge NAME` while the server speaks version 1, which has no named meetings.
     NamedBridgeNeedsVersion2,
+    /// Something the course format (`--legacy`, or a course peer) cannot carry.
+    NotInCourseFormat(&'static str),
     /// The server sent a request other than a notification we can take now
     /// (MATCHED while not waiting, for instance); ignored.
     UnexpectedNotification(&'static str),
@@ -202,6 +204,7 @@ impl fmt::Display for ClientError {
                 "/bridge NAME is not supported by this server (it speaks protocol version 1): \
                  type /bridge to meet whoever comes",
             ),
+            E::NotInCourseFormat(what) => write!(f, "the course format has no {what}"),
             E::UnexpectedNotification(method) => {
                 write!(
                     f,

@@ -20,6 +20,7 @@ use std::fmt;
 use std::time::Instant;
 
 use super::chat::Security;
+use super::course_incoming::{CallerDialect, Heard};
 use super::matching::Admission;
 use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
 use crate::codec::{self, AfterError, Decoder, Noise, Request, Status, Ticket, Version};
@@ -36,6 +37,8 @@ pub(super) struct ChatAsk {
     ticket: Option<Ticket>,
     /// The first handshake message of an encrypted chat.
     noise: Option<Noise>,
+    /// A course CHAT: the chat goes on in raw turns.
+    course: bool,
 }
 
 /// A CHAT waiting to be decided, and the bytes after it.
@@ -44,6 +47,8 @@ type Parked = (ChatAsk, Vec<u8>);
 /// An accepted connection that has not sent its CHAT yet.
 #[derive(Debug)]
 struct Caller {
+    /// HTTP or the course format, from its first line.
+    dialect: CallerDialect,
     decoder: Decoder,
     /// When it must have sent CHAT; once parked, when MATCHED must have come
     /// (`None` while parked for our BRIDGE's answer).
@@ -93,6 +98,7 @@ impl Incoming {
         self.callers.insert(
             conn,
             Caller {
+                dialect: CallerDialect::new(),
                 decoder: Decoder::new(ctx.config.limits),
                 deadline: Some(ctx.now + ctx.config.request_timeout),
                 parked: None,
@@ -118,7 +124,24 @@ impl Incoming {
             }
             return None;
         }
-        let mut input = bytes;
+        let bytes = match caller.dialect.hear(bytes, &ctx.config.limits) {
+            Heard::Http(bytes) => bytes,
+            Heard::More => return None,
+            Heard::Chat(contact, rest) => {
+                let ask = ChatAsk {
+                    contact,
+                    ticket: None,
+                    noise: None,
+                    course: true,
+                };
+                return Some((ask, rest));
+            }
+            Heard::Refused => {
+                self.refuse(ctx, conn, Status::BAD_REQUEST, &"not a course CHAT");
+                return None;
+            }
+        };
+        let mut input: &[u8] = &bytes;
         match caller.decoder.decode_request(&mut input) {
             Ok(None) => {}
             Ok(Some(Request::Chat(contact, ticket, noise))) => {
@@ -126,6 +149,7 @@ impl Incoming {
                     contact,
                     ticket,
                     noise,
+                    course: false,
                 };
                 return Some((ask, input.to_vec()));
             }
@@ -200,12 +224,15 @@ impl Incoming {
     }
 
     fn refuse(&mut self, ctx: &mut Ctx, conn: ConnId, status: Status, reason: &dyn fmt::Display) {
-        if self.callers.remove(&conn).is_none() {
+        let Some(caller) = self.callers.remove(&conn) else {
             return;
+        };
+        // The course format has no error answers: a course caller is just closed.
+        if caller.dialect.answers_http() {
+            ctx.send(conn, |out| {
+                codec::write_error(out, status, reason, AfterError::Close)
+            });
         }
-        ctx.send(conn, |out| {
-            codec::write_error(out, status, reason, AfterError::Close)
-        });
         ctx.outputs.close(conn);
     }
 
@@ -305,8 +332,12 @@ impl Client {
                 }
             }
         };
-        if let (true, Security::Plain(Some(why))) = (self.ctx.config.require_encryption, &security)
-        {
+        let security = if chat.course {
+            Security::Course
+        } else {
+            security
+        };
+        if let (true, Some(why)) = (self.ctx.config.require_encryption, security.unprotected()) {
             let reason = format!("this client requires an encrypted chat ({why})");
             return self
                 .incoming

@@ -36,12 +36,27 @@ pub enum Unprotected {
     ServerVersion1,
     /// The peer speaks version 1: its CHAT carries no ticket.
     PeerVersion1,
+    /// The peer speaks the course format, which has no encryption.
+    CoursePeer,
+    /// We speak the course format ourselves (`--legacy`).
+    Legacy,
 }
 
 impl Unprotected {
+    /// A chat in the course format: we speak it (`--legacy`), or the peer does.
+    pub(super) fn course(ctx: &Ctx) -> Unprotected {
+        match ctx.config.legacy {
+            true => Unprotected::Legacy,
+            false => Unprotected::CoursePeer,
+        }
+    }
+
     /// For a chat we start or accept: `None` when a ticket protects it, or when
     /// we speak version 1 ourselves (then nothing is different from version 1).
     pub(super) fn of(ctx: &Ctx, server: Version, ticket: Option<&Ticket>) -> Option<Unprotected> {
+        if ctx.config.legacy {
+            return Some(Unprotected::Legacy);
+        }
         match (ctx.config.version2, server, ticket) {
             (false, _, _) | (true, Version::V2, Some(_)) => None,
             (true, Version::V1, _) => Some(Unprotected::ServerVersion1),
@@ -55,6 +70,8 @@ impl fmt::Display for Unprotected {
         f.write_str(match self {
             Unprotected::ServerVersion1 => "the server speaks protocol version 1",
             Unprotected::PeerVersion1 => "the peer speaks protocol version 1",
+            Unprotected::CoursePeer => "the peer speaks the course format, which has no encryption",
+            Unprotected::Legacy => "--legacy speaks the course format, which has no encryption",
         })
     }
 }

@@ -18,6 +18,11 @@
 //!   which CHAT a ticket lets in);
 //! - `modes`: the mode table that combines them.
 //!
+//! The course format (`--legacy`, or a peer the server says speaks it) lives
+//! beside the part it extends: `server_link/course.rs` (REGISTER, BRIDGE and
+//! their course answers), `chat/course.rs` (a course CHAT and raw turns) and
+//! `course_incoming` (a course CHAT on the chat port).
+//!
 //! A sub-machine reports what happened (a "news" value); [`Client`] turns it
 //! into a trigger for the mode table and into what the other parts must do.
 //! This file only routes each input to the part that owns it.
@@ -37,9 +42,9 @@
 //! | REGISTERED | the server answers REGISTER (`/name`) with 200 | REGISTERED |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
-//! | READY MODE | the peer answers our CHAT with 200 | WRITE MODE |
+//! | READY MODE | the peer answers our CHAT with 200 (a course peer: our CHAT is sent) | WRITE MODE |
 //! | READY MODE | `/chat` fails (refused, unreachable, no answer) | REGISTERED |
-//! | WAIT MODE | a peer's CHAT arrives (we answer 200) | READ MODE |
+//! | WAIT MODE | a peer's CHAT arrives (we answer 200; a course CHAT is not answered) | READ MODE |
 //! | WRITE MODE | we send a MESSAGE | READ MODE |
 //! | READ MODE | the peer's MESSAGE arrives | WRITE MODE |
 //! | WRITE / READ MODE | QUIT, the chat connection closes, or a MESSAGE out of turn | REGISTERED |
@@ -99,6 +104,7 @@
 //!   by `limits`.
 
 mod chat;
+mod course_incoming;
 mod endpoint;
 pub use chat::SAFETY_CODE_HELP;
 mod error;
@@ -154,6 +160,9 @@ pub struct ClientConfig {
     pub version2: bool,
     /// Refuse a chat that would not be end-to-end encrypted (a version 1 peer or server).
     pub require_encryption: bool,
+    /// Speak the course format (`--legacy`) to the server and to every peer we
+    /// ask; see `course_link` and `course_chat`. No encryption, no `/bridge NAME`.
+    pub legacy: bool,
     /// Seeds the ephemeral keys of every encrypted chat: 32 bytes from the OS
     /// random source in the CLI; tests fix it. All zeros only in tests.
     pub seed: [u8; crate::secure::SEED_LEN],
@@ -172,6 +181,7 @@ impl ClientConfig {
             trace: false,
             version2: true,
             require_encryption: false,
+            legacy: false,
             seed: [0; crate::secure::SEED_LEN],
         }
     }

@@ -35,6 +35,9 @@ use crate::codec::{
 use crate::contact::{Contact, Name};
 use crate::{ConnId, IoFailure};
 
+mod course;
+use course::CourseLink;
+
 /// How many connects `/register` tries before giving up.
 pub const RECONNECT_ATTEMPTS: u32 = 5;
 /// The wait before the second attempt; it doubles for each one after.
@@ -91,6 +94,8 @@ enum Link {
         local_ip: IpAddr,
         /// V2 once the server's REGISTER answer said so.
         version: Version,
+        /// `--legacy`: the server speaks the course format.
+        course: Option<CourseLink>,
     },
 }
 
@@ -125,6 +130,8 @@ pub(super) enum Bridged {
     /// The waiter to chat with; `ticket` goes in our CHAT.
     Paired {
         contact: Contact,
+        /// The peer speaks the course format (`Dialect: course`, or `--legacy`).
+        course: bool,
         ticket: Option<Ticket>,
         unprotected: Option<Unprotected>,
     },
@@ -269,6 +276,9 @@ impl ServerLink {
         let Some(conn) = self.conn() else {
             return ctx.error(ClientError::NotConnected);
         };
+        if ctx.config.legacy {
+            return self.bridge_course(ctx, conn, peer);
+        }
         if peer.is_some() && self.version() != Version::V2 {
             return ctx.error(ClientError::NamedBridgeNeedsVersion2);
         }
@@ -328,7 +338,11 @@ impl ServerLink {
         } else {
             Version::V1
         };
-        ctx.send(conn, |out| codec::write_register_as(out, &contact, version));
+        let legacy = ctx.config.legacy;
+        ctx.send(conn, |out| match legacy {
+            true => crate::course::write_register(out, &contact),
+            false => codec::write_register_as(out, &contact, version),
+        });
         self.sent(Pending::Register {
             contact,
             deadline: ctx.now + ctx.config.request_timeout,
@@ -351,6 +365,10 @@ impl ServerLink {
             decoder: Decoder::new(ctx.config.limits),
             local_ip: local.ip(),
             version: Version::V1,
+            course: ctx
+                .config
+                .legacy
+                .then(|| CourseLink::new(ctx.config.limits)),
         };
         if let Some(Pending::Reconnect { name, .. }) = self.pending {
             self.pending = None;
@@ -428,6 +446,12 @@ impl ServerLink {
     /// Decodes the next answer (or, on a v2 connection, notification) from `input`;
     /// `None` when more bytes are needed.
     pub(super) fn receive(&mut self, ctx: &mut Ctx, input: &mut &[u8]) -> Option<ServerNews> {
+        if let Link::Up {
+            course: Some(_), ..
+        } = self.link
+        {
+            return self.receive_course(ctx, input);
+        }
         let Link::Up {
             conn,
             decoder,
@@ -499,12 +523,13 @@ impl ServerLink {
                         None => Bridged::Waiting { peer },
                         Some(contact) => Bridged::Paired {
                             contact,
+                            course: response.course_peer,
                             ticket: response.ticket,
-                            unprotected: Unprotected::of(
-                                ctx,
-                                self.version(),
-                                response.ticket.as_ref(),
-                            ),
+                            unprotected: if response.course_peer {
+                                Some(Unprotected::course(ctx))
+                            } else {
+                                Unprotected::of(ctx, self.version(), response.ticket.as_ref())
+                            },
                         },
                     })
                 } else {

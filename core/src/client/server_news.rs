@@ -75,10 +75,12 @@ impl Client {
             }
             ServerNews::Bridged(Bridged::Paired {
                 contact,
+                course,
                 ticket,
                 unprotected,
             }) => {
-                self.chat.set_ready_peer(contact, ticket, unprotected);
+                self.chat
+                    .set_ready_peer(contact, ticket, unprotected, course);
                 self.enter(Trigger::PeerWaiting);
             }
             ServerNews::Bridged(Bridged::Waiting { peer }) => {

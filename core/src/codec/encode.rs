@@ -106,6 +106,9 @@ pub(super) fn write_v2_answer_headers(out: &mut Vec<u8>, response: &Response) {
     }
     write_ticket(out, response.ticket.as_ref());
     write_noise(out, response.noise.as_ref());
+    if response.course_peer {
+        out.extend_from_slice(COURSE_DIALECT);
+    }
 }
 
 fn write_noise(out: &mut Vec<u8>, noise: Option<&Noise>) {

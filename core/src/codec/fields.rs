@@ -65,6 +65,7 @@ pub(super) struct Fields<'h> {
     observed_ip: Raw<'h>,
     observed_port: Raw<'h>,
     reason: Raw<'h>,
+    dialect: Raw<'h>,
 }
 
 impl<'h> Fields<'h> {
@@ -87,6 +88,7 @@ impl<'h> Fields<'h> {
             observed_ip: Raw::Absent,
             observed_port: Raw::Absent,
             reason: Raw::Absent,
+            dialect: Raw::Absent,
         };
         for h in headers {
             let name = h.name.as_bytes();
@@ -99,6 +101,7 @@ impl<'h> Fields<'h> {
                 5 if name.eq_ignore_ascii_case(b"noise") => fields.noise.see(trim_ows(h.value)),
                 6 if name.eq_ignore_ascii_case(b"ticket") => fields.ticket.see(trim_ows(h.value)),
                 6 if name.eq_ignore_ascii_case(b"reason") => fields.reason.see(trim_ows(h.value)),
+                7 if name.eq_ignore_ascii_case(b"dialect") => fields.dialect.see(trim_ows(h.value)),
                 10 if name.eq_ignore_ascii_case(b"bridgechat") => {
                     fields.bridgechat.see(trim_ows(h.value))
                 }
@@ -259,6 +262,8 @@ impl<'h> Fields<'h> {
             peer_version,
             ticket: self.ticket().map_err(|_| BAD_RESPONSE_V2)?,
             noise: self.noise().map_err(|_| BAD_RESPONSE_V2)?,
+            // Another dialect, or a repeated header, is none we know: the peer's is ours.
+            course_peer: matches!(self.dialect, Raw::Once(v) if v.eq_ignore_ascii_case(b"course")),
         })
     }
 }

@@ -318,6 +318,9 @@ pub struct Response {
     pub ticket: Option<Ticket>,
     /// `Noise` on a peer's 200 to an encrypted CHAT: the handshake's reply.
     pub noise: Option<Noise>,
+    /// `Dialect: course` in a v2 pairing: the peer speaks the course format
+    /// (a course CHAT, raw turns, no answer to CHAT, no encryption).
+    pub course_peer: bool,
 }
 
 impl Response {
@@ -332,6 +335,7 @@ impl Response {
             peer_version: None,
             ticket: None,
             noise: None,
+            course_peer: false,
         }
     }
 
@@ -341,6 +345,7 @@ impl Response {
             || self.peer_version.is_some()
             || self.ticket.is_some()
             || self.noise.is_some()
+            || self.course_peer
     }
 
     /// The body as text, invalid UTF-8 shown as U+FFFD.

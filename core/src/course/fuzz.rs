@@ -74,14 +74,26 @@ pub fn decode(data: &[u8]) {
             let again = feed(&[&bytes], Limits::default());
             assert_eq!(again, [Ok(message.clone())], "re-encoded {message:?}");
         }
-        // Once detection decides, more bytes never change its mind.
-        let mut decided = None;
-        for end in 0..=data.len().min(256) {
-            match (detect(&data[..end], &limits), decided) {
-                (Dialect::Undecided, None) => {}
-                (Dialect::Undecided, Some(d)) => panic!("{d:?} became undecided"),
-                (d, None) => decided = Some(d),
-                (d, Some(before)) => assert_eq!(d, before, "detection changed its mind"),
+        // Once detection decides, more bytes never change its mind; the verb-only
+        // detection (the server's and the client's chat port) calls course only
+        // what `detect` does.
+        for verb_only in [false, true] {
+            let mut decided = None;
+            for end in 0..=data.len().min(256) {
+                let first = &data[..end];
+                let dialect = match verb_only {
+                    false => detect(first, &limits),
+                    true => detect_verb(first, &limits),
+                };
+                if dialect == Dialect::Course {
+                    assert_eq!(detect(first, &limits), Dialect::Course);
+                }
+                match (dialect, decided) {
+                    (Dialect::Undecided, None) => {}
+                    (Dialect::Undecided, Some(d)) => panic!("{d:?} became undecided"),
+                    (d, None) => decided = Some(d),
+                    (d, Some(before)) => assert_eq!(d, before, "detection changed its mind"),
+                }
             }
         }
     }

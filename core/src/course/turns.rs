@@ -89,3 +89,49 @@ pub fn detect(first_bytes: &[u8], limits: &Limits) -> Dialect {
         Dialect::Undecided
     }
 }
+
+/// The first lines a course message can start with.
+const VERBS: [&[u8]; 6] = [
+    b"REGISTER",
+    b"REGACK",
+    b"BRIDGE",
+    b"BRIDGEACK",
+    b"CHAT",
+    b"QUIT",
+];
+
+/// Whether the first line so far can still be a course verb (spaces, tabs and the
+/// CR of its line end allowed after it). Anything else goes to the HTTP decoder at
+/// once, so that HTTP clients see exactly what they saw before the course format
+/// was served, garbage answered as early as ever.
+pub fn may_be_course(first: &[u8]) -> bool {
+    let start = first
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(first.len());
+    let rest = &first[start..];
+    let complete = rest.contains(&b'\n');
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+    let word_end = line
+        .iter()
+        .position(|b| !b.is_ascii_uppercase())
+        .unwrap_or(line.len());
+    let (word, tail) = line.split_at(word_end);
+    if !tail.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
+        return false;
+    }
+    match tail.is_empty() && !complete {
+        true => VERBS.iter().any(|verb| verb.starts_with(word)),
+        false => VERBS.contains(&word),
+    }
+}
+
+/// [`detect`] for a connection that may also be HTTP garbage: only a first line
+/// that is (or can still become) a course verb is the course format, so that
+/// anything else goes to the HTTP reader, which answers it as it always did.
+pub fn detect_verb(first_bytes: &[u8], limits: &Limits) -> Dialect {
+    match may_be_course(first_bytes) {
+        true => detect(first_bytes, limits),
+        false => Dialect::Http,
+    }
+}

@@ -9,22 +9,31 @@ use super::{fuzz_contact, fuzz_name, OpReader};
 use crate::client::{Client, ClientConfig, ClientEvent, ClientInput};
 use crate::codec::{self, Decoder, Introduction, Request, Status, Ticket, Version};
 use crate::contact::{Contact, Name};
+use crate::course::{self, CourseDecoder, CourseMessage};
 use crate::driver::{drive, Outcome, Outcomes, Transport};
 use crate::{ConnId, Endpoint};
 
 /// Drives a [`Client`] from operations read out of `data`: typed lines, Ctrl+C, end of
 /// input, and bytes from the server and from peers in any interleaving, with time passing.
 ///
+/// The first byte's low bit makes it a `--legacy` client (the course format to
+/// the server and peers); the server and peers may send either format.
+///
 /// Checks: no panic; connection ids are never reused; nothing is sent on, or closed
-/// twice on, a connection that is closed; what goes to the server decodes as requests;
-/// timers make progress; nothing happens after `Exit`.
+/// twice on, a connection that is closed; what goes to the server decodes as requests
+/// (course requests with `--legacy`); timers make progress; nothing happens after `Exit`.
 pub fn client(data: &[u8], start: Instant) {
     let server_addr: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7070);
     let me = fuzz_name(0);
-    let mut client = Client::new(ClientConfig::new(me, server_addr), start);
-    let mut conns = ClientConns::new(server_addr, start);
-    let mut now = start;
     let mut ops = OpReader { data };
+    let legacy = ops.byte().is_some_and(|b| b % 2 == 1);
+    let config = ClientConfig {
+        legacy,
+        ..ClientConfig::new(me, server_addr)
+    };
+    let mut client = Client::new(config, start);
+    let mut conns = ClientConns::new(server_addr, start, legacy);
+    let mut now = start;
     if conns.drain(&mut client) {
         return;
     }
@@ -174,7 +183,15 @@ fn introduction(v2: bool) -> Introduction {
 /// What the server might answer or, version 2, notify, chosen by `i`.
 fn server_says(i: u8, me: Name) -> Vec<u8> {
     let mut out = Vec::new();
-    match i % 14 {
+    match i % 18 {
+        14 => course::write_regack(
+            &mut out,
+            &Contact::new(me, IpAddr::V4(Ipv4Addr::LOCALHOST), 9000).expect("a valid contact"),
+            i / 18 % 2 == 0,
+        ),
+        15 => course::write_bridgeack(&mut out, None),
+        16 => course::write_bridgeack(&mut out, Some(&fuzz_contact(1))),
+        17 => codec::write_paired_dialect(&mut out, &introduction(false), true),
         8 => codec::write_registered_v2(
             &mut out,
             &Contact::new(me, IpAddr::V4(Ipv4Addr::LOCALHOST), 9000).expect("a valid contact"),
@@ -188,7 +205,7 @@ fn server_says(i: u8, me: Name) -> Vec<u8> {
             Some(&ticket(7)),
             &"peer1 left the server",
         ),
-        12 => codec::write_paired(&mut out, &introduction(i / 14 % 2 == 0)),
+        12 => codec::write_paired(&mut out, &introduction(i / 18 % 2 == 0)),
         13 => codec::write_started(&mut out, Some(&ticket(7))),
         0 => codec::write_ok(&mut out, None),
         1 => codec::write_ok(&mut out, Some(&fuzz_contact(1))),
@@ -225,7 +242,12 @@ fn server_says(i: u8, me: Name) -> Vec<u8> {
 /// What a peer might send on a chat connection, chosen by `i`.
 fn peer_says(i: u8) -> Vec<u8> {
     let mut out = Vec::new();
-    match i % 9 {
+    match i % 13 {
+        // The course format: its CHAT, raw turns, a turn and the quit in one read.
+        9 => course::write_chat(&mut out, &fuzz_contact(1)),
+        10 => out.extend_from_slice("hi there, h\u{e9}llo".as_bytes()),
+        11 => out.extend_from_slice(b"byeQUIT\r\n\r\n\r\n"),
+        12 => out.extend_from_slice(b"QUIT"),
         0 => codec::write_chat(&mut out, &fuzz_contact(1)),
         // The first handshake message under the match's ticket: an encrypted chat.
         7 => codec::write_chat_v2(&mut out, &fuzz_contact(1), None, Some(&hello(7))),
@@ -271,6 +293,9 @@ struct ClientConns {
     established: BTreeSet<ConnId>,
     /// Decodes what goes to the server; the client must speak the protocol.
     to_server: BTreeMap<ConnId, Decoder>,
+    /// With `--legacy`, the server connection speaks the course format instead.
+    to_course_server: Option<CourseDecoder>,
+    legacy: bool,
     /// Set at `Exit`: nothing may follow it.
     exited: bool,
     /// What the fuzzer decided became of listens, connects and connections.
@@ -278,7 +303,7 @@ struct ClientConns {
 }
 
 impl ClientConns {
-    fn new(server_addr: SocketAddr, now: Instant) -> ClientConns {
+    fn new(server_addr: SocketAddr, now: Instant, legacy: bool) -> ClientConns {
         ClientConns {
             server_addr,
             now,
@@ -291,6 +316,8 @@ impl ClientConns {
             live: BTreeSet::new(),
             established: BTreeSet::new(),
             to_server: BTreeMap::new(),
+            to_course_server: None,
+            legacy,
             exited: false,
             outcomes: Outcomes::default(),
         }
@@ -334,7 +361,11 @@ impl Transport<ClientEvent> for ClientConns {
         self.connecting.push_back(conn);
         if addr == self.server_addr {
             self.server = Some(conn);
-            self.to_server.insert(conn, Decoder::default());
+            if self.legacy {
+                self.to_course_server = Some(CourseDecoder::default());
+            } else {
+                self.to_server.insert(conn, Decoder::default());
+            }
         } else {
             self.peers.push(conn);
         }
@@ -346,6 +377,25 @@ impl Transport<ClientEvent> for ClientConns {
             self.live.contains(&conn),
             "transmit on closed or unknown {conn}"
         );
+        if let Some(decoder) = self
+            .to_course_server
+            .as_mut()
+            .filter(|_| self.server == Some(conn))
+        {
+            let mut input = bytes;
+            while let Some(message) = decoder
+                .decode(&mut input)
+                .unwrap_or_else(|e| panic!("the client sent a malformed course request: {e}"))
+            {
+                assert!(
+                    matches!(
+                        message,
+                        CourseMessage::Register(_) | CourseMessage::Bridge(_)
+                    ),
+                    "the client sent {message:?} to a course server"
+                );
+            }
+        }
         if let Some(decoder) = self.to_server.get_mut(&conn) {
             let mut input = bytes;
             while let Some(request) = decoder
@@ -395,6 +445,13 @@ mod tests {
     fn client_target_runs_on_a_few_inputs() {
         let start = Instant::now();
         client(b"", start);
+        // --legacy: register, bridge, chat with a course peer.
+        client(
+            &[
+                1, 5, 1, 6, 1, 0, 0, 7, 14, 0, 1, 7, 16, 0, 4, 6, 1, 10, 10, 10, 0, 10, 11, 13, 0,
+            ],
+            start,
+        );
         client(
             &[5, 1, 6, 1, 0, 0, 7, 0, 0, 1, 9, 10, 0, 10, 1, 0, 3, 13, 0],
             start,

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::codec::Version;
 use crate::contact::{self, Contact, Name};
-use crate::course::{self, detect, CourseDecoder, CourseMessage, Dialect};
+use crate::course::{self, CourseDecoder, CourseMessage, Dialect};
 use crate::ConnId;
 
 use super::connections::{Conn, TimerKind};
@@ -45,41 +45,6 @@ pub(super) enum Sniffed {
     },
 }
 
-const VERBS: [&[u8]; 6] = [
-    b"REGISTER",
-    b"REGACK",
-    b"BRIDGE",
-    b"BRIDGEACK",
-    b"CHAT",
-    b"QUIT",
-];
-
-/// Whether the first line so far can still be a course verb (spaces, tabs and the
-/// CR of its line end allowed after it). Anything else goes to the HTTP decoder at
-/// once, so that HTTP clients see exactly what they saw before the course format
-/// was served, garbage answered as early as ever.
-fn may_be_course(first: &[u8]) -> bool {
-    let start = first
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(first.len());
-    let rest = &first[start..];
-    let complete = rest.contains(&b'\n');
-    let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
-    let word_end = line
-        .iter()
-        .position(|b| !b.is_ascii_uppercase())
-        .unwrap_or(line.len());
-    let (word, tail) = line.split_at(word_end);
-    if !tail.iter().all(|&b| matches!(b, b' ' | b'\t' | b'\r')) {
-        return false;
-    }
-    match tail.is_empty() && !complete {
-        true => VERBS.iter().any(|verb| verb.starts_with(word)),
-        false => VERBS.contains(&word),
-    }
-}
-
 impl Server {
     /// Decides, once, which format `conn` speaks from its first line.
     pub(super) fn sniff(&mut self, conn: ConnId, bytes: &[u8]) -> Sniffed {
@@ -94,10 +59,7 @@ impl Server {
             };
         };
         held.extend_from_slice(bytes);
-        let dialect = match may_be_course(held) {
-            true => detect(held, &limits),
-            false => Dialect::Http,
-        };
+        let dialect = course::detect_verb(held, &limits);
         match dialect {
             Dialect::Undecided => Sniffed::Undecided {
                 started: held.iter().any(|&b| b != b'\r' && b != b'\n'),

@@ -238,6 +238,39 @@ impl Net {
         &self.nodes[node.0].client_events
     }
 
+    /// The modes a client announced, in order.
+    pub fn modes_of(&self, node: NodeId) -> Vec<Mode> {
+        self.client_events(node)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::ModeChanged { mode, .. } => Some(*mode),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The texts a client showed as received, in order.
+    pub fn received_by(&self, node: NodeId) -> Vec<String> {
+        self.client_events(node)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::MessageReceived { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The errors a client showed, as their lines.
+    pub fn errors_of(&self, node: NodeId) -> Vec<String> {
+        self.client_events(node)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Error(error) => Some(error.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn take_client_events(&mut self, node: NodeId) -> Vec<ClientEvent> {
         std::mem::take(&mut self.nodes[node.0].client_events)
     }
