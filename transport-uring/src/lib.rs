@@ -17,11 +17,11 @@
 //!
 //! Design choices, each bounded:
 //!
-//! - **Few system calls.** Each open connection has one receive in flight, into a buffer the kernel picks from
-//!   a shared pool of provided buffers (8 MiB of address space however many
-//!   connections are open); the buffer goes back to the pool as soon as the
-//!   core has seen its bytes. Everything a turn queues is submitted with the
-//!   wait of the next turn.
+//! - **Few system calls.** Each open connection has one receive in flight,
+//!   into a buffer the kernel picks from a shared pool of provided buffers
+//!   (8 MiB of address space however many connections are open); the buffer
+//!   goes back to the pool as soon as the core has seen its bytes. Everything
+//!   a turn queues is submitted with the wait of the next turn.
 //! - **Accepting.** One accept at a time per listener, the next queued once
 //!   the core has taken the last: a multishot accept would take the whole
 //!   backlog at once, a descriptor each, however fast the core can refuse them.
