@@ -17,12 +17,16 @@
 //!
 //! Design choices, each bounded:
 //!
-//! - **Few system calls.** Listeners use one multishot accept. Each open
-//!   connection has one receive in flight, into a buffer the kernel picks from
-//!   a shared pool of provided buffers (8 MiB of address space however many
-//!   connections are open); the buffer goes back to the pool as soon as the
-//!   core has seen its bytes. Everything a turn queues is submitted with the
-//!   wait of the next turn.
+//! - **Few system calls.** Each open connection has one receive in flight,
+//!   into a buffer the kernel picks from a shared pool of provided buffers
+//!   (8 MiB of address space however many connections are open); the buffer
+//!   goes back to the pool as soon as the core has seen its bytes. Everything
+//!   a turn queues is submitted with the wait of the next turn.
+//! - **Accepting.** One accept at a time per listener, the next queued once
+//!   the core has taken the last: a multishot accept would take the whole
+//!   backlog at once, a descriptor each, however fast the core can refuse them.
+//!   Where the backlog is not empty the next accept completes in the same
+//!   system call that submits it, as mio's loop makes one `accept` a connection.
 //! - **Output buffers.** What the core transmits during a turn is queued per
 //!   connection and sent as one operation; while a send is in flight, new bytes
 //!   wait in a second buffer. At [`HIGH_WATER`] queued bytes the connection's
@@ -34,9 +38,11 @@
 //! - **Out of file descriptors.** A failed accept (other than an aborted
 //!   handshake) pauses accepting for [`ACCEPT_BACKOFF`].
 //! - **Memory safety.** A connection whose operations are still in flight is
-//!   only marked dead (its operations cancelled); its socket and buffers are
-//!   dropped after the last of them completes. The ring is dropped before
-//!   anything its operations name, and waits them out first.
+//!   only marked dead: its operations are cancelled and, once the cancel is in
+//!   the kernel, its descriptor closed (each operation holds its own reference
+//!   to the socket), so a flood of aborted connections costs no descriptors;
+//!   its buffers are dropped after the last operation completes. The ring is
+//!   dropped before anything its operations name, and waits them out first.
 //!
 //! Sockets are blocking (io_uring waits for them), with `TCP_NODELAY`. Inputs
 //! from a [`Controller`] wake the loop through a Unix socket pair whose
@@ -199,7 +205,8 @@ enum State {
 
 struct Conn {
     id: ConnId,
-    socket: TcpStream,
+    /// `None` once dead with operations in flight: the descriptor is closed early.
+    socket: Option<TcpStream>,
     state: State,
     /// Bytes queued while a send is in flight.
     out: Vec<u8>,
@@ -225,7 +232,7 @@ impl Conn {
     fn new(socket: TcpStream, state: State) -> Conn {
         Conn {
             id: ConnId(u64::MAX),
-            socket,
+            socket: Some(socket),
             state,
             out: Vec::new(),
             sending: Vec::new(),
@@ -250,14 +257,20 @@ impl Conn {
         self.send_armed || self.recv_armed || self.connect_armed
     }
 
+    fn socket(&self) -> &TcpStream {
+        self.socket
+            .as_ref()
+            .expect("only a dead connection has closed its socket")
+    }
+
     fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.socket().as_raw_fd()
     }
 }
 
 struct Listener {
     socket: TcpListener,
-    /// The multishot accept is in flight.
+    /// Its accept is in flight.
     armed: bool,
 }
 
@@ -427,10 +440,8 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
 
     fn accepted(&mut self, c: Completion) {
         let index = c.key as usize;
-        if !c.more {
-            if let Some(Some(listener)) = self.io.listeners.get_mut(index) {
-                listener.armed = false;
-            }
+        if let Some(Some(listener)) = self.io.listeners.get_mut(index) {
+            listener.armed = false;
         }
         match c.error() {
             None => {
@@ -456,14 +467,9 @@ impl<E: Endpoint, F: FnMut(E::Event)> EventLoop<E, F> {
             Some(_) => {
                 // Out of descriptors, say: the backlog waits in the kernel meanwhile.
                 self.io.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                if c.more {
-                    self.io.cancel_accept(index);
-                }
             }
         }
-        if !c.more {
-            self.io.arm_accept(index);
-        }
+        self.io.arm_accept(index);
     }
 
     fn received(&mut self, c: Completion) {
@@ -628,7 +634,7 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         };
         if let Some(c) = self.conns.get_mut(&key) {
             // Closing the socket then sends a reset: nothing is owed to this peer.
-            let _ = reset_on_close(&c.socket);
+            let _ = reset_on_close(c.socket());
             c.state = State::Closing; // the core forgot it: nothing to report
         }
         self.remove(key);
@@ -770,7 +776,7 @@ impl<F> Io<F> {
         }
         if conn.state == State::Closing && conn.queued() == 0 && !conn.write_shut {
             conn.write_shut = true;
-            let _ = conn.socket.shutdown(Shutdown::Write);
+            let _ = conn.socket().shutdown(Shutdown::Write);
             if conn.peer_eof {
                 self.remove(key);
             }
@@ -790,10 +796,10 @@ impl<F> Io<F> {
         }
         let outcome = match c.error() {
             Some(e) => Err(e),
-            None => match conn.socket.take_error() {
+            None => match conn.socket().take_error() {
                 Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => match conn.socket.peer_addr() {
-                    Ok(_) => conn.socket.local_addr(),
+                Ok(None) => match conn.socket().peer_addr() {
+                    Ok(_) => conn.socket().local_addr(),
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                         conn.connect_armed = true; // not yet
                         let fd = conn.fd();
@@ -805,12 +811,12 @@ impl<F> Io<F> {
             },
         };
         let outcome = outcome.and_then(|local| {
-            conn.socket.set_nonblocking(false)?;
+            conn.socket().set_nonblocking(false)?;
             Ok(local)
         });
         match outcome {
             Ok(local) => {
-                let _ = conn.socket.set_nodelay(true);
+                let _ = conn.socket().set_nodelay(true);
                 conn.state = State::Open;
                 self.outcomes.push(Outcome::Connected(conn.id, local));
                 self.send(key);
@@ -866,8 +872,9 @@ impl<F> Io<F> {
         }
     }
 
-    /// Drops the connection, or marks it dead and cancels its operations if
-    /// some are in flight. Returns its id and state if it was alive.
+    /// Drops the connection, or if operations of it are in flight marks it
+    /// dead, cancels them and closes its descriptor. Returns its id and state
+    /// if it was alive.
     fn remove(&mut self, key: u64) -> Option<(ConnId, State)> {
         let conn = self.conns.get_mut(&key)?;
         if conn.dead {
@@ -880,7 +887,13 @@ impl<F> Io<F> {
         let alive = (conn.id, conn.state);
         if conn.busy() {
             let fd = conn.fd();
-            self.ring.cancel_fd(fd);
+            // Once the kernel has taken the cancel (and every operation queued
+            // before it) it holds the socket for each operation still in flight;
+            // our descriptor is not needed to end them. Closed before that, the
+            // number could be reused by the next accept and the cancel miss.
+            if self.ring.cancel_fd_now(fd) {
+                conn.socket = None;
+            }
         } else {
             self.conns.remove(&key);
         }

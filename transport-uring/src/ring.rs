@@ -39,6 +39,9 @@ pub enum Op {
 
 const OP_BITS: u32 = 3;
 
+/// Attempts at handing the queue to the kernel before a descriptor is closed early.
+const SUBMIT_TRIES: usize = 8;
+
 fn user_data(op: Op, key: u64) -> u64 {
     (key << OP_BITS) | op as u64
 }
@@ -64,8 +67,6 @@ pub struct Completion {
     pub result: i32,
     /// The receive buffer the kernel filled, if any; hand it back with [`Ring::give_back`].
     pub buffer: Option<u16>,
-    /// Whether a multishot operation goes on after this completion.
-    pub more: bool,
 }
 
 impl Completion {
@@ -90,9 +91,9 @@ fn check(ring: &IoUring) -> io::Result<()> {
     }
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
-    // SendZc arrived with Linux 6.0, with synchronous cancel; multishot accept is 5.19.
+    // SendZc arrived with Linux 6.0, with synchronous cancel.
     for (code, name) in [
-        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::Accept::CODE, "accept"),
         (opcode::Recv::CODE, "recv"),
         (opcode::Send::CODE, "send"),
         (opcode::PollAdd::CODE, "poll"),
@@ -225,14 +226,14 @@ impl Ring {
         unsafe { self.push(entry) };
     }
 
-    /// Accepts on `fd` until cancelled or an error ends it (multishot).
+    /// Accepts one connection on `fd`.
     #[allow(unsafe_code)]
     pub fn accept(&mut self, fd: RawFd, key: u64) {
-        let entry = opcode::AcceptMulti::new(Fd(fd))
+        let entry = opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(user_data(Op::Accept, key));
-        // SAFETY: a multishot accept names no memory.
+        // SAFETY: an accept that asks for no peer address names no memory.
         unsafe { self.push(entry) };
     }
 
@@ -266,6 +267,26 @@ impl Ring {
             .user_data(user_data(Op::Cancel, 0));
         // SAFETY: a cancel names no memory.
         unsafe { self.push(entry) };
+    }
+
+    /// Cancels every operation on `fd` and hands the cancel, with everything
+    /// queued before it, to the kernel now. True once the kernel has taken them
+    /// all: it then holds its own reference to the socket for every operation
+    /// on `fd`, and the descriptor may be closed. False if it would not take
+    /// them; the descriptor must then stay open until those operations end.
+    pub fn cancel_fd_now(&mut self, fd: RawFd) -> bool {
+        self.cancel_fd(fd);
+        for _ in 0..SUBMIT_TRIES {
+            if self.ring.submission().is_empty() {
+                return true;
+            }
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap(),
+                Err(_) => {} // EINTR and the like: try again
+            }
+        }
+        self.ring.submission().is_empty()
     }
 
     /// The bytes the kernel received into `buffer`.
@@ -346,8 +367,8 @@ impl Ring {
 
     fn reap(&mut self) {
         for entry in self.ring.completion() {
-            let more = cqueue::more(entry.flags());
-            if !more {
+            // No operation of ours is multishot; the flag is read all the same.
+            if !cqueue::more(entry.flags()) {
                 self.in_flight -= 1;
             }
             let user_data = entry.user_data();
@@ -356,7 +377,6 @@ impl Ring {
                 key: user_data >> OP_BITS,
                 result: entry.result(),
                 buffer: cqueue::buffer_select(entry.flags()),
-                more,
             });
         }
     }

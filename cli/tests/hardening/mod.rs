@@ -2076,13 +2076,6 @@ pub fn a_flood_at_a_waiting_clients_chat_port_does_not_lock_out_the_real_peer(tr
 /// Thousands of silent strangers at a waiting client's chat port cost it a
 /// bounded number of descriptors, threads and memory, whatever the transport.
 pub fn thousands_of_strangers_at_a_chat_port_cost_a_bounded_amount(transport: &str) {
-    if transport == "uring" {
-        // Known gap (docs/TESTING.md, "Known issues"): an aborted uring connection keeps
-        // its descriptor until the kernel confirms the cancelled receive, and a flood of
-        // accepts is handled before those confirmations, so ~900 descriptors pile up.
-        eprintln!("not run on uring: aborted connections free their descriptors late");
-        return;
-    }
     let _heavy = heavy();
     let strangers = room_for_sockets(3_000);
     let server = TestServer::start::<crate::Transport>();
