@@ -70,6 +70,18 @@ pub struct ClientArgs {
     /// server speaking protocol version 1).
     #[arg(long)]
     pub require_encryption: bool,
+
+    /// Seconds to try reaching the peer directly (and by hole punching)
+    /// before the chat goes through the server's relay.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_secs)]
+    pub relay_after: f64,
+}
+
+fn parse_secs(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("expected seconds from 0 to 3600, not {raw}")),
+    }
 }
 
 fn parse_name(raw: &str) -> Result<Name, String> {
@@ -141,6 +153,7 @@ impl ClientArgs {
             connect_timeout: CONNECT_TIMEOUT,
             require_encryption: self.require_encryption,
             seed,
+            relay_after: Duration::from_secs_f64(self.relay_after),
             ..ClientConfig::new(self.name, server)
         }
     }
@@ -414,6 +427,9 @@ pub fn styled(event: &ClientEvent) -> (Tone, Line) {
                     "{peer} did not come{why} — WAIT MODE: waiting again for {whom}..."
                 )),
             )
+        }
+        ClientEvent::Path { peer, path } => {
+            (Tone::Hint, out(format!("connected to {peer} {path}")))
         }
         ClientEvent::NotProtected { peer, why } => (
             Tone::Hint,

@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::reach::Path;
 use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{ClientError, ClientEvent, Ctx, LostReason, NoContact};
@@ -76,6 +77,8 @@ struct Session {
     /// Why no ticket protects this chat, said when it opens.
     unprotected: Option<Unprotected>,
     crypto: Crypto,
+    /// How the connection reached the peer, shown when the chat opens.
+    path: Path,
 }
 
 /// The peer the server handed us, in READY MODE, and how to ask it.
@@ -189,12 +192,46 @@ impl Chat {
             ticket,
             unprotected,
             crypto: Crypto::Plain,
+            path: Path::Direct,
         });
         ctx.outputs.connect(conn, peer.socket_addr(), None);
     }
 
+    /// `/chat` on a connection reaching the READY peer found: CHAT goes at once.
+    pub(super) fn ask_on(
+        &mut self,
+        ctx: &mut Ctx,
+        conn: ConnId,
+        path: Path,
+        me: Result<Contact, NoContact>,
+    ) -> ChatNews {
+        let Some(ReadyPeer {
+            contact,
+            ticket,
+            unprotected,
+        }) = self.ready_peer
+        else {
+            ctx.outputs.close(conn);
+            ctx.error(ClientError::NoPeer);
+            return ChatNews::Failed;
+        };
+        self.session = Some(Session {
+            conn,
+            peer: contact.name,
+            addr: None,
+            decoder: Decoder::new(ctx.config.limits),
+            stage: Stage::Connecting { deadline: ctx.now },
+            ticket,
+            unprotected,
+            crypto: Crypto::Plain,
+            path,
+        });
+        self.on_connected(ctx, conn, me).unwrap_or(ChatNews::Quiet)
+    }
+
     /// A peer's CHAT accepted on an incoming connection: answer 200 with our
     /// contact (and the handshake's reply when the chat is encrypted).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn accept(
         &mut self,
         ctx: &mut Ctx,
@@ -203,7 +240,9 @@ impl Chat {
         decoder: Decoder,
         me: Contact,
         security: Security,
+        path: Path,
     ) {
+        ctx.outputs.event(ClientEvent::Path { peer, path });
         let (crypto, unprotected) = match security {
             Security::Encrypted(session, reply) => {
                 ctx.send(conn, |out| {
@@ -227,6 +266,7 @@ impl Chat {
             ticket: None,
             unprotected,
             crypto,
+            path,
         });
     }
 
@@ -401,6 +441,10 @@ impl Chat {
             session.peer = contact.name;
         }
         let peer = session.peer;
+        let path = ClientEvent::Path {
+            peer,
+            path: session.path,
+        };
         match std::mem::replace(&mut session.crypto, Crypto::Plain) {
             Crypto::Asking(initiator) => {
                 let finished = match response.noise {
@@ -409,6 +453,7 @@ impl Chat {
                 };
                 match finished {
                     Ok(secure) => {
+                        ctx.outputs.event(path);
                         encrypted(ctx, peer, &secure, &mut self.code_explained);
                         session.crypto = Crypto::On(secure);
                     }
@@ -419,6 +464,7 @@ impl Chat {
             }
             crypto => {
                 session.crypto = crypto;
+                ctx.outputs.event(path);
                 not_protected(ctx, peer, session.unprotected);
             }
         }

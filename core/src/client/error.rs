@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Mode, Refusal, Unprotected};
+use super::{Mode, Refusal, RelayFailure, Unprotected};
 use crate::codec::{DecodeError, Status};
 use crate::contact::{InvalidValue, Name};
 use crate::secure::SecureError;
@@ -117,6 +117,17 @@ pub enum ClientError {
     /// The peer closed the connection before answering our CHAT.
     PeerClosed {
         peer: Name,
+    },
+    /// `/chat`: no direct path to the peer came up, and the server's relay did
+    /// not carry the chat either.
+    Unreached {
+        peer: Name,
+        why: RelayFailure,
+    },
+    /// The waiter could not join the server's relay its peer waits at.
+    RelayFailed {
+        peer: Name,
+        why: RelayFailure,
     },
     /// A bug in the client: the mode table refused a transition its own logic asked for.
     Bug {
@@ -284,6 +295,12 @@ impl fmt::Display for ClientError {
             ),
             E::PeerClosed { peer } => {
                 write!(f, "{peer} closed the connection without answering CHAT")
+            }
+            E::Unreached { peer, why } => {
+                write!(f, "could not reach {peer}: no direct path, and {why}")
+            }
+            E::RelayFailed { peer, why } => {
+                write!(f, "could not join {peer} at the server's relay: {why}")
             }
             E::Bug {
                 trigger,

@@ -105,6 +105,7 @@ mod error;
 mod incoming;
 mod matching;
 mod modes;
+mod reach;
 mod server_link;
 mod server_news;
 
@@ -126,6 +127,8 @@ use matching::Matching;
 pub use matching::Unprotected;
 use modes::Trigger;
 pub use modes::{Mode, Refusal};
+use reach::Reach;
+pub use reach::{Path, RelayFailure, PUNCH_RETRY};
 use server_link::ServerLink;
 pub use server_link::{RECONNECT_ATTEMPTS, RECONNECT_BACKOFF, RECONNECT_WINDOW};
 
@@ -157,6 +160,8 @@ pub struct ClientConfig {
     /// Seeds the ephemeral keys of every encrypted chat: 32 bytes from the OS
     /// random source in the CLI; tests fix it. All zeros only in tests.
     pub seed: [u8; crate::secure::SEED_LEN],
+    /// Version 2: how long the asker tries direct paths before the server's relay: 3 s.
+    pub relay_after: Duration,
 }
 
 impl ClientConfig {
@@ -173,6 +178,7 @@ impl ClientConfig {
             version2: true,
             require_encryption: false,
             seed: [0; crate::secure::SEED_LEN],
+            relay_after: Duration::from_secs(3),
         }
     }
 }
@@ -233,6 +239,9 @@ pub enum ClientEvent {
     /// A chat started without a ticket the server vouched for: the peer or the
     /// server speaks version 1.
     NotProtected { peer: Name, why: Unprotected },
+    /// The chat connection is up (sent once as the chat opens): how it reached
+    /// the peer. Shown as `connected to {peer} {path}`.
+    Path { peer: Name, path: Path },
     /// An encrypted chat started: the safety code both people compare.
     Encrypted { peer: Name, safety_code: String },
     /// With `trace` on: the text of an encrypted frame that opened, or that we sealed.
@@ -336,6 +345,7 @@ pub struct Client {
     chat: Chat,
     incoming: Incoming,
     matching: Matching,
+    reach: Reach,
     /// The peer the last `ModeChanged` named: WAIT MODE is announced again when it changes.
     announced_peer: Option<Name>,
     queue: VecDeque<Queued>,
@@ -369,12 +379,14 @@ impl Client {
             chat: Chat::default(),
             incoming: Incoming::default(),
             matching: Matching::default(),
+            reach: Reach::default(),
             announced_peer: None,
             queue: VecDeque::new(),
             exited: false,
         };
-        client.ctx.outputs.listen(listen, false);
-        client.server.connect(&mut client.ctx);
+        // The server connection starts from the chat port once it is bound, so the
+        // server observes (and tells peers) the address punches come from.
+        client.ctx.outputs.listen(listen, true);
         client
     }
 
@@ -409,9 +421,15 @@ impl Client {
     // -----------------------------------------------------------------------
     // The person's input
 
-    /// A request is in flight: start-up, REGISTER, BRIDGE or our CHAT.
+    /// A request is in flight: start-up, REGISTER, BRIDGE or our CHAT (also
+    /// while it waits for a path to the peer).
     fn in_flight(&self) -> bool {
-        self.server.busy() || self.chat.awaiting_answer()
+        self.server.busy() || self.chat_starting()
+    }
+
+    /// Our CHAT waits for a path, or for its answer.
+    fn chat_starting(&self) -> bool {
+        self.chat.awaiting_answer() || self.reach.chat_wanted()
     }
 
     fn is_busy(&self) -> bool {
@@ -422,7 +440,7 @@ impl Client {
     /// answer a message is held at once (READY MODE), unless earlier lines
     /// still wait their turn.
     fn waits(&self, message: bool) -> bool {
-        let hold_now = message && self.chat.awaiting_answer() && self.queue.is_empty();
+        let hold_now = message && self.chat_starting() && self.queue.is_empty();
         self.is_busy() && !hold_now
     }
 
@@ -476,6 +494,7 @@ impl Client {
     /// Closes every connection and exits with `result`.
     fn finish(&mut self, result: Result<(), ExitError>) {
         self.chat.close(&mut self.ctx);
+        self.reach.stop(&mut self.ctx);
         self.incoming.close_all(&mut self.ctx);
         self.server.close(&mut self.ctx);
         self.queue.clear();
@@ -491,7 +510,10 @@ impl Client {
     }
 
     fn knows(&self, conn: ConnId) -> bool {
-        self.server.conn() == Some(conn) || self.chat.owns(conn) || self.incoming.owns(conn)
+        self.server.conn() == Some(conn)
+            || self.chat.owns(conn)
+            || self.reach.owns(conn)
+            || self.incoming.owns(conn)
     }
 }
 
