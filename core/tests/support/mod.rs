@@ -111,6 +111,8 @@ pub struct Net {
     dropped_ips: Vec<IpAddr>,
     /// Connects that hang, until their node closes them.
     hanging: std::collections::BTreeSet<End>,
+    /// Every connect asked for: by whom, to where, from which local port.
+    pub connects: Vec<(NodeId, SocketAddr, Option<u16>)>,
     next_port: u16,
     /// Steps taken by `run`; a run longer than `max_steps` is a livelock.
     pub max_steps: usize,
@@ -140,6 +142,7 @@ impl Net {
             dropped: Vec::new(),
             dropped_ips: Vec::new(),
             hanging: std::collections::BTreeSet::new(),
+            connects: Vec::new(),
             next_port: 40_000,
             max_steps: 10_000_000,
         }
@@ -288,6 +291,11 @@ impl Net {
     /// Connects to `addr` hang from now on (a router dropping unsolicited packets).
     pub fn drop_connects_to(&mut self, addr: SocketAddr) {
         self.dropped.push(addr);
+    }
+
+    /// Connects to `addr` are answered again.
+    pub fn allow_connects_to(&mut self, addr: SocketAddr) {
+        self.dropped.retain(|a| *a != addr);
     }
 
     /// Connects to any port of `ip` hang from now on (an address nobody routes).
@@ -599,6 +607,7 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
     fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
         let net = &mut *self.net;
         let node = self.node;
+        net.connects.push((node, addr, from));
         let local = match from {
             Some(port) => SocketAddr::new(net.nodes[node.0].ip, port),
             None => net.alloc_local(node),
