@@ -517,3 +517,75 @@ fn punches_that_fail_fast_go_again_and_stop_when_the_match_ends() {
     assert_eq!(s.net.mode(alice), Mode::Wait);
     assert_eq!(s.net.open_conns(alice), 1);
 }
+
+#[test]
+fn the_waiter_ignores_a_relay_offer_for_another_match_and_says_when_its_relay_fails() {
+    let mut s = Scripted::introduced(6, Chunking::Whole);
+    let alice = s.alice;
+    let a = s.conn(0);
+    let joined = |s: &Scripted| s.net.raw(s.server).accepted.len();
+    let before = joined(&s);
+    s.answer(a, |out| {
+        codec::write_relay(out, &Ticket::from_bytes([1; 16]))
+    });
+    assert_eq!(
+        joined(&s),
+        before,
+        "no relay for a ticket that is not the match's"
+    );
+    assert!(s.net.client_events(alice).iter().any(
+        |e| matches!(e, ClientEvent::Info(text) if text.contains("relay") && text.contains("ignored"))
+    ));
+    s.answer(a, |out| {
+        codec::write_relay(out, &Ticket::from_bytes(TICKET))
+    });
+    assert_eq!(joined(&s), before + 1);
+    let relay = s.conn(before);
+    s.requests(relay);
+    s.answer(relay, |out| {
+        codec::write_error(
+            out,
+            Status(504),
+            &"peer did not come to the relay",
+            codec::AfterError::Close,
+        )
+    });
+    // The status's phrase is the codec's; the reason is the server's.
+    let errors = errors(&s.net, alice);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with(
+            "could not join bob at the server's relay: the server's relay answered 504"
+        ) && errors[0].ends_with(": peer did not come to the relay"),
+        "{errors:?}"
+    );
+    assert_eq!(s.net.mode(alice), Mode::Wait);
+    assert_eq!(s.net.open_conns(alice), 1);
+}
+
+#[test]
+fn a_path_lost_before_chat_is_sought_again_at_chat() {
+    let mut net = Net::new(8, Chunking::Whole);
+    let server = net.add_default_server();
+    let alice = net.add_named_client("alice", server);
+    let bob = net.add_named_client("bob", server);
+    introduce(&mut net, alice, bob);
+    // Bob's path (his connection to alice's chat port) breaks before /chat.
+    let alice_chat = chat_addr(&net, alice);
+    let path = net
+        .links_of(bob)
+        .into_iter()
+        .find(|(conn, _)| {
+            net.conn_addrs(bob, *conn)
+                .is_some_and(|(_, to)| to == alice_chat)
+        })
+        .map(|(conn, _)| conn)
+        .expect("bob's path to alice");
+    net.reset(bob, path);
+    net.run();
+    assert_eq!(net.mode(bob), Mode::Ready);
+    send_lines(&mut net, bob, &["/chat"]);
+    assert_eq!(net.mode(bob), Mode::Write);
+    assert_eq!(net.mode(alice), Mode::Read);
+    one_turn(&mut net, bob, alice, "second try");
+}
