@@ -553,6 +553,32 @@ mod tests {
     }
 
     #[test]
+    fn the_path_line_says_direct_or_relayed() {
+        use bridgechat_core::client::Path;
+        let line = |path| {
+            describe(&ClientEvent::Path {
+                peer: alice(),
+                path,
+            })
+        };
+        assert_eq!(
+            line(Path::Direct),
+            Line::Out("connected to alice directly".into())
+        );
+        assert_eq!(
+            line(Path::HolePunched),
+            Line::Out("connected to alice directly (hole punched)".into())
+        );
+        assert_eq!(
+            line(Path::Relayed),
+            Line::Out(
+                "connected to alice through the server's relay (no direct path could be made)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn a_received_message_is_printed_as_peer_colon_text() {
         assert_eq!(
             received("héllo: one line"),

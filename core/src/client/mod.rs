@@ -16,6 +16,9 @@
 //! - `incoming`: connections on the chat port until their CHAT is decided;
 //! - `matching`: version 2's match as the waiter sees it (MATCHED, UNMATCHED,
 //!   which CHAT a ticket lets in);
+//! - `reach`: version 2's candidate connections to the introduced peer
+//!   between the introduction and the chat (plain connect, hole punches from
+//!   the chat port, the server's relay), for both roles;
 //! - `modes`: the mode table that combines them.
 //!
 //! A sub-machine reports what happened (a "news" value); [`Client`] turns it
@@ -38,7 +41,7 @@
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
 //! | READY MODE | the peer answers our CHAT with 200 | WRITE MODE |
-//! | READY MODE | `/chat` fails (refused, unreachable, no answer) | REGISTERED |
+//! | READY MODE | `/chat` fails (refused, unreachable, no answer, no path and no relay) | REGISTERED |
 //! | WAIT MODE | a peer's CHAT arrives (we answer 200) | READ MODE |
 //! | WRITE MODE | we send a MESSAGE | READ MODE |
 //! | READ MODE | the peer's MESSAGE arrives | WRITE MODE |
@@ -65,6 +68,9 @@
 //! - `/bridge NAME` (as `/bridge`, on a version 2 server only): BRIDGE with
 //!   `Peer: NAME`, to meet NAME only; answered "wait", WAIT MODE for NAME.
 //! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
+//!   Version 2 with a ticket: CHAT goes on the path `reach` found (a request
+//!   in flight until one is up); the line `connected to bob directly` (or
+//!   `(hole punched)`, or `through the server's relay`) shows when the chat opens.
 //! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
 //! - `/quit`, end of input (in order) and Ctrl+C (at once, from any mode):
 //!   QUIT to the peer if chatting, close everything, `Output::Exit(Ok)`.
@@ -81,8 +87,10 @@
 //!
 //! # Failures and bounds
 //!
-//! - Start-up: a listener that cannot be bound, or a server that cannot be
-//!   reached within `connect_timeout`, ends the client with `Output::Exit(Err)`.
+//! - Start-up: the chat listener is bound first (shared with our own
+//!   outgoing connections), then the server connection starts from its port.
+//!   A listener that cannot be bound, or a server that cannot be reached
+//!   within `connect_timeout`, ends the client with `Output::Exit(Err)`.
 //! - A 4xx (or any non-2xx) answer from the server is an Error event; the
 //!   mode stays. No answer within `request_timeout` is an Error too and the
 //!   mode stays; the late answer, if it ever comes, is skipped.
