@@ -434,7 +434,9 @@ impl Reach {
         let Some(r) = self.reaching.as_mut() else {
             return ReachNews::Quiet;
         };
-        if r.punch_at.is_some_and(|at| at <= ctx.now) {
+        // A retry due with the deadline is not started only to be closed.
+        let over = matches!(r.stage, Stage::Trying) && r.until <= ctx.now;
+        if !over && r.punch_at.is_some_and(|at| at <= ctx.now) {
             r.punch_at = None;
             r.punch(ctx);
         }
