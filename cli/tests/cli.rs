@@ -271,6 +271,32 @@ fn port_already_in_use(transport: &str) {
     assert!(!alice.exit_within(WAIT).success());
     let line = alice.expect_err("error:");
     assert!(line.contains(&port), "{line}");
+    drop(taken);
+
+    // The chat port is shared with the client's own outgoing connections (for hole
+    // punching), never with another program: a second client on it fails at start.
+    let (_carol, carol_port) = Proc::client("carol", &addr, transport, &[]);
+    let carol_port = carol_port.to_string();
+    let mut dave = Proc::spawn(
+        "dave",
+        &[
+            "client",
+            "--name",
+            "dave",
+            "--port",
+            &carol_port,
+            "--server",
+            &addr,
+            "--transport",
+            transport,
+        ],
+    );
+    assert!(!dave.exit_within(WAIT).success());
+    let line = dave.expect_err("error:");
+    assert!(
+        line.contains(&carol_port) && line.contains("in use"),
+        "{line}"
+    );
 }
 
 fn a_third_client_chats_with_the_survivor(transport: &str) {

@@ -56,7 +56,7 @@ use std::time::Instant;
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::{bind_listener, reset_on_close};
+use bridgechat_transport_common::{bind_listener, reset_on_close, start_connect};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
@@ -485,8 +485,8 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         Instant::now()
     }
 
-    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
-        let bound = bind_listener(addr).and_then(|listener| {
+    fn listen(&mut self, addr: SocketAddr, shared: bool) {
+        let bound = bind_listener(addr, shared).and_then(|listener| {
             listener.set_nonblocking(true)?;
             let mut listener = TcpListener::from_std(listener);
             let token = Token(self.next_token);
@@ -504,8 +504,8 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         });
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
-        match TcpStream::connect(addr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
+        match start_connect(addr, from).map(TcpStream::from_std) {
             Ok(stream) => match self.add(stream) {
                 Some(token) => self.adopt(token, conn, State::Connecting),
                 None => self.outcomes.push(Outcome::ConnectFailed(

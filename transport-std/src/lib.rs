@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::{bind_listener, reset_on_close};
+use bridgechat_transport_common::{bind_listener, connect_timeout, reset_on_close};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
@@ -542,8 +542,8 @@ impl Backlog {
 }
 
 impl Net {
-    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
-        let started = bind_listener(addr).and_then(|listener| {
+    fn listen(&mut self, addr: SocketAddr, shared: bool) {
+        let started = bind_listener(addr, shared).and_then(|listener| {
             let bound = listener.local_addr()?;
             let aborting = Arc::clone(&self.aborting);
             let acceptor = Acceptor::start(listener, bound, aborting, self.to_core.clone())?;
@@ -558,9 +558,9 @@ impl Net {
         }
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
         let (outbox, writer) = self.writer(conn);
-        match spawn("bridgechat-connect", move || writer.connect(addr)) {
+        match spawn("bridgechat-connect", move || writer.connect(addr, from)) {
             Ok(_) => {
                 self.live.insert(conn, outbox);
             }
@@ -806,8 +806,8 @@ struct Writer {
 
 impl Writer {
     /// Connects first; bytes transmitted meanwhile wait in the outbox.
-    fn connect(self, addr: SocketAddr) {
-        let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|stream| {
+    fn connect(self, addr: SocketAddr, from: Option<u16>) {
+        let connected = connect_timeout(addr, from, CONNECT_TIMEOUT).and_then(|stream| {
             stream.set_nodelay(true)?;
             let local = stream.local_addr()?;
             Ok((local, Arc::new(stream)))

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use bridgechat_core::driver::{drive, Outcome, Outcomes, Transport};
 use bridgechat_core::{ConnId, Endpoint, ExitError, IoFailure};
-use bridgechat_transport_common::{bind_listener, reset_on_close};
+use bridgechat_transport_common::{bind_listener, reset_on_close, start_connect};
 pub use bridgechat_transport_common::{
     ACCEPT_BACKOFF, CLOSE_GRACE, EXIT_FLUSH, HIGH_WATER, LISTEN_BACKLOG, MAX_QUEUED,
 };
@@ -565,8 +565,8 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         Instant::now()
     }
 
-    fn listen(&mut self, addr: SocketAddr, _shared: bool) {
-        let bound = bind_listener(addr).and_then(|socket| {
+    fn listen(&mut self, addr: SocketAddr, shared: bool) {
+        let bound = bind_listener(addr, shared).and_then(|socket| {
             let local = socket.local_addr()?;
             self.listeners.push(Some(Listener {
                 socket,
@@ -581,8 +581,8 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
         });
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
-        match start_connect(addr) {
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
+        match start_connect(addr, from) {
             Ok(socket) => {
                 let key = self.add(Conn::new(socket, State::Connecting));
                 self.adopt(key, conn);
@@ -645,19 +645,6 @@ impl<Ev, F: FnMut(Ev)> Transport<Ev> for Io<F> {
     fn outcomes(&mut self) -> &mut Outcomes {
         &mut self.outcomes
     }
-}
-
-/// A non-blocking connect under way (or done), as a blocking stream once it ends.
-fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(socket.into())
 }
 
 impl<F> Io<F> {
