@@ -221,9 +221,9 @@ impl Reach {
 
     pub(super) fn deadline(&self) -> Option<Instant> {
         let r = self.reaching.as_ref()?;
-        let until = match (&r.stage, r.role) {
-            (Stage::Trying, _) => Some(r.until),
-            (Stage::Relaying(relay), _) => Some(relay.deadline),
+        let until = match &r.stage {
+            Stage::Trying => Some(r.until),
+            Stage::Relaying(relay) => Some(relay.deadline),
             _ => None,
         };
         until.into_iter().chain(r.punch_at).min()
@@ -300,7 +300,8 @@ impl Reach {
     }
 
     /// A connection accepted on the chat port: the asker takes one from the
-    /// waiter's observed address (a punch that reached us). True if taken.
+    /// waiter's observed address (a punch that reached us) as a candidate, or
+    /// closes it once the path is chosen. `None`: not ours, `incoming` decides it.
     fn accepted(&mut self, ctx: &mut Ctx, conn: ConnId, remote: SocketAddr) -> Option<ReachNews> {
         let r = self
             .reaching
