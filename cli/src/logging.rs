@@ -125,6 +125,32 @@ pub fn server_event(event: &ServerEvent, quiet: bool) {
         ServerEvent::Closed { conn, .. } => {
             tracing::info!(event = "closed", conn = conn.0, "{text}")
         }
+        ServerEvent::RelayJoined { conn } => {
+            tracing::info!(event = "relay_joined", conn = conn.0, "{text}")
+        }
+        ServerEvent::RelayStarted { first, second } => tracing::info!(
+            event = "relay_started",
+            first = first.0,
+            second = second.0,
+            "{text}"
+        ),
+        ServerEvent::RelayEnded {
+            first,
+            second,
+            why,
+            first_to_second,
+            second_to_first,
+            duration,
+        } => tracing::info!(
+            event = "relay_ended",
+            first = first.0,
+            second = second.map(|c| c.0),
+            why = %why,
+            first_to_second,
+            second_to_first,
+            seconds = duration.as_secs_f64(),
+            "{text}"
+        ),
         ServerEvent::Trace { .. } => {}
     }
 }

@@ -22,6 +22,7 @@ Examples:
   bridgechat server --trace                  show every request and answer
   bridgechat server --max-per-ip 20000       let one host (a load generator) hold many clients
   bridgechat server --strict-ip              clients may register only their own address
+  bridgechat server --no-relay               never relay chats (peers must reach each other)
   bridgechat server --log-format json        one JSON object per log line, for log shippers
   bridgechat server --metrics-listen 127.0.0.1:9070
                                              /metrics on a private address only
@@ -54,6 +55,15 @@ drops it within --introduction-deadline) is limited: after --max-fallthroughs in
 a minute from one connection, or --max-fallthroughs-per-ip from one IP (by
 request, not by leaving; many people share one NAT address), BRIDGE from there
 gets `429` with `Retry-After` until the minute is over.
+
+The relay: peers that cannot reach each other directly (both behind NAT
+routers) each open a new connection to this port and send `RELAY` with their
+match's ticket as its first request. The first is held (its peer's server
+connection is sent `RELAY`) for up to 10 s, else `504`; when the second comes
+both get `200 OK` and every byte from then on is copied verbatim to the other,
+never read. A ticket opens one relay, and only while its match is live (before
+STARTED, not fallen through): else `403`. A relay ends, closing both, when
+either side closes, or past --relay-budget, --relay-rate or --relay-idle.
 
 Tickets come from a ChaCha20 stream seeded from the OS random source at start;
 the log never shows a ticket.")]
@@ -137,6 +147,30 @@ pub struct ServerArgs {
     /// same clientID registers again. Course clients close after every request.
     #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
     pub legacy_ttl: Duration,
+
+    /// Do not relay: RELAY gets `503 Service Unavailable` (`this server does not
+    /// relay`). Peers that cannot reach each other directly then cannot chat.
+    #[arg(long)]
+    pub no_relay: bool,
+
+    /// Relays held at once, counting those waiting for their second peer; past it
+    /// RELAY gets `503` (`relay full`) with `Retry-After`.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_relays: usize,
+
+    /// Bytes one relay carries, both ways together, before the server closes both
+    /// connections (0: no limit). The default, 16 MiB, is a long text chat.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub relay_budget: u64,
+
+    /// Bytes per second one relay may carry, both ways together, averaged over 10 s
+    /// windows; a relay that goes faster is closed (0: no limit).
+    #[arg(long, value_name = "BYTES_PER_SEC", default_value_t = 64 * 1024)]
+    pub relay_rate: u64,
+
+    /// Seconds a relay may carry nothing either way before both connections are closed.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_secs)]
+    pub relay_idle: Duration,
 }
 
 /// 32 bytes from the OS random source: the seed of the server's tickets.
@@ -191,6 +225,11 @@ impl ServerArgs {
             serve_metrics: self.metrics_listen.is_none(),
             fallthrough_limit_per_ip: self.max_fallthroughs_per_ip,
             legacy_ttl: self.legacy_ttl,
+            relay: !self.no_relay,
+            max_relays: self.max_relays,
+            relay_budget: self.relay_budget,
+            relay_rate: self.relay_rate,
+            relay_idle: self.relay_idle,
             ..defaults
         }
     }
@@ -284,6 +323,33 @@ pub fn describe(event: &ServerEvent, quiet: bool) -> Option<Line> {
             format!("{conn} rejected: {} ({rejection})", rejection.status())
         }
         ServerEvent::Closed { conn, reason } => format!("{conn} closed: {reason}"),
+        ServerEvent::RelayJoined { conn } => {
+            format!("{conn} came to the relay first: held, its peer told")
+        }
+        ServerEvent::RelayStarted { first, second } => {
+            format!("relaying between {first} and {second}")
+        }
+        ServerEvent::RelayEnded {
+            first,
+            second: Some(second),
+            why,
+            first_to_second,
+            second_to_first,
+            duration,
+        } => format!(
+            "relay between {first} and {second} ended: {why} ({first_to_second} bytes from {first}, {second_to_first} from {second}, {:.1} s)",
+            duration.as_secs_f64()
+        ),
+        ServerEvent::RelayEnded {
+            first,
+            second: None,
+            why,
+            duration,
+            ..
+        } => format!(
+            "relay held for {first} ended: {why} ({:.1} s)",
+            duration.as_secs_f64()
+        ),
     };
     Some(Line::Out(text))
 }
@@ -291,7 +357,7 @@ pub fn describe(event: &ServerEvent, quiet: bool) -> Option<Line> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridgechat_core::server::{CloseReason, FallThrough, Rejection};
+    use bridgechat_core::server::{CloseReason, FallThrough, Rejection, RelayEnd};
     use bridgechat_core::{ConnId, Contact, Name};
 
     fn name(s: &str) -> Name {
@@ -419,6 +485,73 @@ mod tests {
         assert_eq!(set.fallthrough_limit, 0);
         assert_eq!(set.fallthrough_limit_per_ip, 7);
         assert_eq!(set.match_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn relay_events_read_as_one_line_each() {
+        assert_eq!(
+            shown(ServerEvent::RelayStarted {
+                first: ConnId(3),
+                second: ConnId(5)
+            }),
+            "relaying between #3 and #5"
+        );
+        assert_eq!(
+            shown(ServerEvent::RelayEnded {
+                first: ConnId(3),
+                second: Some(ConnId(5)),
+                why: RelayEnd::Closed(ConnId(5)),
+                first_to_second: 120,
+                second_to_first: 80,
+                duration: Duration::from_millis(2500),
+            }),
+            "relay between #3 and #5 ended: #5 closed its connection (120 bytes from #3, 80 from #5, 2.5 s)"
+        );
+        assert_eq!(
+            shown(ServerEvent::RelayEnded {
+                first: ConnId(3),
+                second: None,
+                why: RelayEnd::PeerDidNotCome { secs: 10 },
+                first_to_second: 0,
+                second_to_first: 0,
+                duration: Duration::from_secs(10),
+            }),
+            "relay held for #3 ended: the peer did not come within 10 s (10.0 s)"
+        );
+        assert_eq!(
+            shown(ServerEvent::Rejected {
+                conn: ConnId(4),
+                rejection: Rejection::UnknownTicket
+            }),
+            "#4 rejected: 403 Forbidden (unknown ticket)"
+        );
+    }
+
+    #[test]
+    fn relay_flags_reach_the_config() {
+        let defaults = parsed(&[]).config(None);
+        assert!(defaults.relay);
+        assert_eq!(defaults.max_relays, 1000);
+        assert_eq!(defaults.relay_budget, 16 * 1024 * 1024);
+        assert_eq!(defaults.relay_rate, 64 * 1024);
+        assert_eq!(defaults.relay_idle, Duration::from_secs(600));
+        let set = parsed(&[
+            "--no-relay",
+            "--max-relays",
+            "7",
+            "--relay-budget",
+            "1000",
+            "--relay-rate",
+            "0",
+            "--relay-idle",
+            "1.5",
+        ])
+        .config(None);
+        assert!(!set.relay);
+        assert_eq!(set.max_relays, 7);
+        assert_eq!(set.relay_budget, 1000);
+        assert_eq!(set.relay_rate, 0);
+        assert_eq!(set.relay_idle, Duration::from_millis(1500));
     }
 
     #[test]

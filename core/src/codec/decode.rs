@@ -158,6 +158,13 @@ impl Decoder {
             }
     }
 
+    /// Hands back the bytes received after the last complete message and not parsed
+    /// yet: a connection that stops speaking HTTP (a relay) passes them on verbatim.
+    pub fn take_unparsed(&mut self) -> Vec<u8> {
+        self.leftover_unparsed = false;
+        std::mem::take(&mut self.buf)
+    }
+
     /// True while part of a message has arrived but not all of it.
     pub fn is_mid_message(&self) -> bool {
         !self.buf.is_empty() || matches!(self.state, State::Body { .. })

@@ -16,7 +16,9 @@ use crate::server::{Server, ServerConfig, ServerEvent, ServerInput};
 use crate::{ConnId, Endpoint};
 
 mod course;
+mod relay;
 pub use course::course_server;
+use relay::{RelayModel, RelaySlot};
 
 /// One connection of the server target, and what the model expects of it.
 #[derive(Debug)]
@@ -37,6 +39,13 @@ struct ServerSlot {
     last_ticket: Option<Ticket>,
     /// Whether anything was sent on it yet (its first line picks its format).
     spoke: bool,
+    /// Requests the mirror decoded: RELAY opens a relay only as the first.
+    decoded: usize,
+    relay: RelaySlot,
+    /// Relayed: bytes its peer sent that it has not received yet.
+    expected: Vec<u8>,
+    /// Held at a relay: what it sent before its peer came.
+    held: Vec<u8>,
 }
 
 /// What the server target expects, and the transport it drives the server through.
@@ -50,6 +59,7 @@ struct ServerModel {
     /// Every ticket issued so far: none may be issued twice.
     tickets: HashSet<[u8; 16]>,
     exited: bool,
+    relays: RelayModel,
     /// Stays empty: nothing the server asks for (a listener) is reported back.
     outcomes: Outcomes,
 }
@@ -60,6 +70,7 @@ impl ServerModel {
     }
 
     fn forget(&mut self, i: usize) {
+        self.relay_closed(i);
         self.slots[i].open = false;
         self.registry.close(i);
     }
@@ -86,6 +97,10 @@ impl ServerModel {
             Request::Unmatched(unmatched) => Note::Unmatched {
                 peer: unmatched.name,
             },
+            Request::Relay(ticket) => {
+                assert!(self.registry.is_v2(i), "a notification to a v1 connection");
+                return self.relay_note(i, ticket);
+            }
             other => panic!("the server sent a request that is no notification: {other:?}"),
         };
         assert!(self.registry.is_v2(i), "a notification to a v1 connection");
@@ -175,6 +190,9 @@ impl ServerModel {
             } if !self.registry.is_v2(i) => assert_eq!(status, Status::NOT_IMPLEMENTED),
             Request::Invalid { .. } => assert_eq!(status, Status::BAD_REQUEST),
             Request::Page(_) => assert!(status == Status::OK || status == Status::NOT_FOUND),
+            // Not a first request (the first opens a relay, modelled apart).
+            Request::Relay(_) if self.registry.is_v2(i) => assert_eq!(status, Status::BAD_REQUEST),
+            Request::Relay(_) => assert_eq!(status, Status::NOT_IMPLEMENTED),
             Request::Chat(..)
             | Request::Message(_)
             | Request::Quit
@@ -182,7 +200,6 @@ impl ServerModel {
             | Request::Matched(_)
             | Request::Unmatched(_)
             | Request::Started(_)
-            | Request::Relay(_)
             | Request::Unknown => {
                 assert_eq!(status, Status::NOT_IMPLEMENTED)
             }
@@ -208,6 +225,9 @@ impl Transport<ServerEvent> for ServerModel {
         };
         let s = &mut self.slots[i];
         assert!(s.open, "transmit on {conn} after it closed");
+        if s.relay != RelaySlot::No {
+            return self.relay_transmit(i, bytes);
+        }
         let mut input = bytes;
         loop {
             let s = &mut self.slots[i];
@@ -283,6 +303,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         statuses: Vec::new(),
         tickets: HashSet::new(),
         exited: false,
+        relays: RelayModel::default(),
         outcomes: Outcomes::default(),
     };
     let mut slots: [Option<usize>; 8] = [None; 8];
@@ -296,12 +317,24 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         let send = move |server: &mut Server, model: &mut ServerModel, bytes: &[u8]| {
             let Some(i) = live else { return };
             server.handle_data(now, model.slots[i].conn, bytes);
-            let s = &mut model.slots[i];
-            s.spoke = true;
+            model.slots[i].spoke = true;
+            if model.relayed(i, bytes) {
+                return;
+            }
             let mut input = bytes;
-            while s.mirror_error.is_none() {
+            while model.slots[i].mirror_error.is_none() {
+                let s = &mut model.slots[i];
                 match s.mirror.decode_request(&mut input) {
-                    Ok(Some(request)) => s.unanswered.push_back(request),
+                    Ok(Some(Request::Relay(ticket))) if s.decoded == 0 => {
+                        // The connection leaves HTTP: the rest is relayed, verbatim.
+                        let mut rest = s.mirror.take_unparsed();
+                        rest.extend_from_slice(input);
+                        return model.relay_first(i, ticket, &rest);
+                    }
+                    Ok(Some(request)) => {
+                        s.decoded += 1;
+                        s.unanswered.push_back(request);
+                    }
                     Ok(None) => break,
                     Err(error) => s.mirror_error = Some(error),
                 }
@@ -328,6 +361,10 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                         notes: Vec::new(),
                         last_ticket: None,
                         spoke: false,
+                        decoded: 0,
+                        relay: RelaySlot::No,
+                        expected: Vec::new(),
+                        held: Vec::new(),
                     });
                 }
             }
@@ -423,7 +460,23 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                 );
             }
             _ => {
-                if ops.arg() == 0xff {
+                let arg = ops.arg();
+                if arg != 0xff {
+                    // RELAY with a slot's last MATCHED ticket or a stranger's, maybe
+                    // with bytes behind it.
+                    let from = usize::from(arg & 0x07) % model.slots.len().max(1);
+                    let ticket = match arg & 0x08 {
+                        0 => model.slots.get(from).and_then(|s| s.last_ticket),
+                        _ => None,
+                    };
+                    let ticket = ticket.unwrap_or(Ticket::from_bytes([arg; 16]));
+                    let mut out = Vec::new();
+                    codec::write_relay(&mut out, &ticket);
+                    if arg & 0x10 != 0 {
+                        out.extend_from_slice(b"\x00CHAT / HTTP/1.1\r\n");
+                    }
+                    send(&mut server, &mut model, &out);
+                } else {
                     server.handle_input(now, ServerInput::Shutdown);
                     let exited = drain_server(&mut server, &mut model);
                     assert!(exited, "Shutdown must end in Exit");
@@ -473,6 +526,7 @@ fn drain_server(server: &mut Server, model: &mut ServerModel) -> bool {
             );
         }
     }
+    model.check_relays();
     exited
 }
 
@@ -498,76 +552,4 @@ fn check_server_stats(server: &Server, model: &ServerModel) {
     }
 }
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Op bytes for the server target: the high nibble picks the connection.
-    fn op(code: u8, conn: u8) -> u8 {
-        conn << 4 | code
-    }
-
-    #[test]
-    fn server_target_runs_a_whole_rendezvous() {
-        #[rustfmt::skip]
-        let ops = [
-            op(0, 0), 0,            // open #0
-            op(0, 1), 1,            // open #1
-            op(2, 0), 0,            // #0 registers alice: 200
-            op(2, 1), 0,            // #1 registers alice too: 409
-            op(2, 1), 1,            // #1 registers bob: 200
-            op(4, 0), 0,            // #0 bridges: 200, waits
-            op(4, 0), 0,            // #0 bridges again: 200, still waits
-            op(4, 1), 1,            // #1 bridges with its own name: 200 with alice
-            op(6, 1),               // #1 unregisters: 200
-            op(4, 1), 0,            // #1 bridges: 403
-            op(10, 1), 1,           // MESSAGE to the server: 501
-            op(8, 1), 3, 0xff, 0x00, b'\n', // garbage: 400, closed
-            op(0, 2), 2,            // open #2, never registers
-            op(12, 0), 200,         // 50 s pass: #2 closed without an answer, #0 kept
-            op(4, 0), 0,            // #0 bridges: 200, waits
-            op(7, 0),               // #0 closes
-            op(15, 0), 0xff,        // shutdown
-        ];
-        let statuses: Vec<u16> = server(&ops, Instant::now())
-            .iter()
-            .map(|s| s.code())
-            .collect();
-        assert_eq!(
-            statuses,
-            [200, 409, 200, 200, 200, 200, 200, 403, 501, 400, 200]
-        );
-    }
-
-    /// Found by the fuzzer: a lone CR before a REGISTER, skipped as a blank line.
-    #[test]
-    fn server_target_regression_blank_line_before_a_request() {
-        let data = b"\x00\x00\x10\x00\x00\x20\x00\x00\x00\x00\x00\x84\x30\x00\x80\x02\
-                     \x10\x00\x00\x20\x04\x00\x00\x36\x88\x00\x88\x05\x00\x80\x02\x10\
-                     \x00\x00\x20\x04\x00\x00\x88\x01\x0d\x01\x02";
-        assert!(!server(data, Instant::now()).is_empty());
-    }
-
-    #[test]
-    fn course_bytes_on_the_server_port_keep_every_invariant() {
-        #[rustfmt::skip]
-        let ops = [
-            op(0, 0), op(1, 0), 0,  // open #0, course REGISTER alice
-            op(0, 1), op(2, 1), 0,  // open #1, course BRIDGE alice: waits
-            op(0, 2), op(4, 2), 1,  // open #2, HTTP v2 bob bridges: handed alice
-            op(3, 0), 4, b'Q', b'\n', 0, 1, // garbage on #0: dropped
-            op(6, 0), 40,           // 10 s pass: holds expire
-            op(7, 1), op(5, 2),     // QUIT on #1, #2 closes
-        ];
-        course_server(&ops, Instant::now());
-        course_server(&(0..=255).collect::<Vec<u8>>(), Instant::now());
-    }
-
-    #[test]
-    fn server_target_runs_on_odd_input() {
-        let start = Instant::now();
-        server(b"", start);
-        server(&[0xff; 64], start);
-        server(b"\x00\x00\x09\x07\x0d\xff\x0c\xff\x0c\xff", start);
-        server(&(0..=255).collect::<Vec<u8>>(), start);
-    }
-}
+mod tests;

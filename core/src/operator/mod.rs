@@ -89,6 +89,9 @@ metrics! {
     introductions: Counter, "Chats introduced: BRIDGE answered with a waiting client's contact";
     fallthroughs: Counter, "Introductions that fell through before the chat started";
     chats_started: Counter, "Chats a version 2 waiter reported started (STARTED)";
+    relays_active: Gauge, "Relays holding a slot now: waiting for their second peer or spliced";
+    relays: Counter, "Relays spliced: both peers came with one ticket";
+    relayed_bytes: Counter, "Bytes passed through relays, both ways";
     requests: Family<RequestLabels, Counter>, "Requests answered, by method and status";
     request_duration_seconds: LatencyHistogram, "Time from a request's first byte to its answer, as the server's event loop saw it";
     uptime_seconds: Gauge<f64, AtomicU64>, "Seconds since the server started listening";
@@ -272,6 +275,7 @@ impl Pages {
              clients registered   {}\n\
              waiting for a peer   {}\n\
              chats introduced     {}\n\
+             relays open          {}\n\
              connections open     {}\n\
              uptime               {}\n\
              \n\
@@ -282,6 +286,7 @@ impl Pages {
             m.clients_registered.get(),
             m.clients_waiting.get(),
             m.introductions.get(),
+            m.relays_active.get(),
             m.connections_open.get(),
             Uptime(self.uptime(now)),
         );
@@ -389,7 +394,7 @@ pub(crate) fn method_label(request: &Request) -> MethodLabel {
     })
 }
 
-const CLOSE_REASONS: [&str; 8] = [
+const CLOSE_REASONS: [&str; 9] = [
     "peer_closed",
     "not_reading",
     "rejected",
@@ -398,6 +403,7 @@ const CLOSE_REASONS: [&str; 8] = [
     "overloaded",
     "client_asked",
     "shutdown",
+    "relay_ended",
 ];
 
 fn close_label(reason: &CloseReason) -> &'static str {
@@ -411,6 +417,7 @@ fn close_label(reason: &CloseReason) -> &'static str {
         CloseReason::ClientAsked => "client_asked",
         CloseReason::Shutdown => "shutdown",
         CloseReason::CourseRefused => "course_refused",
+        CloseReason::RelayEnded => "relay_ended",
     }
 }
 
@@ -444,11 +451,18 @@ impl ServerMetrics {
     }
 
     /// Brings the gauges that mirror server state up to date.
-    pub(crate) fn sync(&self, registered: usize, waiting: bool) {
+    pub(crate) fn sync(&self, registered: usize, waiting: bool, relays: usize) {
         let m = &self.pages.shared.metrics;
+        m.relays_active
+            .set(i64::try_from(relays).unwrap_or(i64::MAX));
         m.clients_registered
             .set(i64::try_from(registered).unwrap_or(i64::MAX));
         m.clients_waiting.set(i64::from(waiting));
+    }
+
+    /// A relay passed on `bytes`.
+    pub(crate) fn relayed(&self, bytes: u64) {
+        self.pages.shared.metrics.relayed_bytes.inc_by(bytes);
     }
 
     /// A request was answered with `status`, `latency` after its first byte arrived.
@@ -496,6 +510,9 @@ impl Observe<ServerEvent> for ServerMetrics {
             ServerEvent::Started { .. } => {
                 m.chats_started.inc();
             }
+            ServerEvent::RelayStarted { .. } => {
+                m.relays.inc();
+            }
             ServerEvent::Rejected { rejection, .. } => {
                 let reason = match rejection {
                     Rejection::TooManyConnections => "max_connections",
@@ -516,6 +533,8 @@ impl Observe<ServerEvent> for ServerMetrics {
             }
             ServerEvent::Unregistered { .. }
             | ServerEvent::Waiting { .. }
+            | ServerEvent::RelayJoined { .. }
+            | ServerEvent::RelayEnded { .. }
             | ServerEvent::Trace { .. } => {}
         }
     }

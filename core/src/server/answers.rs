@@ -111,7 +111,7 @@ impl Server {
     pub(super) fn sync_gauges(&self) {
         self.outputs
             .observer()
-            .sync(self.names.len(), !self.anyone.is_empty());
+            .sync(self.names.len(), !self.anyone.is_empty(), self.relays.len());
     }
 }
 

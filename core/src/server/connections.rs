@@ -51,6 +51,8 @@ pub(super) struct Conn {
     /// A course registration held without a connection: when it expires. Such an
     /// entry has no socket, no timers but its TTL, and counts in no connection limit.
     pub(super) held_until: Option<Instant>,
+    /// Requests decoded and handled so far (RELAY is only taken as the first).
+    pub(super) requests_handled: u64,
 }
 
 impl Conn {
@@ -72,6 +74,7 @@ impl Conn {
             request_started: None,
             wire: Wire::Undecided(Vec::new()),
             held_until: None,
+            requests_handled: 0,
         }
     }
 }
@@ -94,7 +97,7 @@ impl Server {
         let conn = ConnId(self.next_id);
         self.outputs.event(ServerEvent::Accepted { conn, peer });
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-        let served = self.conns.len() - self.course_held;
+        let served = self.conns.len() - self.course_held + self.relays.sockets();
         let over = if self.shut_down || served >= self.config.max_connections {
             Some(Rejection::TooManyConnections)
         } else if from_ip >= self.config.max_per_ip {
@@ -137,6 +140,9 @@ impl Server {
     /// Decodes and handles every complete request in `bytes`, then arms the head timer
     /// if a request is left half-read.
     pub(super) fn receive(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        if self.relays.carries(conn) {
+            return self.relay_data(now, conn, bytes);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return; // already closed by us; the transport may still have had bytes
         };
@@ -174,6 +180,13 @@ impl Server {
                     self.outputs
                         .observer_mut()
                         .request(method, answered, latency);
+                    if self.relays.carries(conn) {
+                        // Joined a relay: the rest of this read is the peer's, verbatim.
+                        return self.relay_data(now, conn, input);
+                    }
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.requests_handled += 1;
+                    }
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -249,17 +262,21 @@ impl Server {
             self.compact_timers();
             return true;
         }
-        let ip = c.peer.ip();
+        self.release_ip(c.peer.ip());
+        self.outputs.event(ServerEvent::Closed { conn, reason });
+        self.compact_timers();
+        self.prune_fallthroughs(now);
+        true
+    }
+
+    /// A connection from `ip` is no longer served.
+    pub(super) fn release_ip(&mut self, ip: std::net::IpAddr) {
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
                 self.per_ip.remove(&ip);
             }
         }
-        self.outputs.event(ServerEvent::Closed { conn, reason });
-        self.compact_timers();
-        self.prune_fallthroughs(now);
-        true
     }
 
     /// Queues a timer; a deadline past what `Instant` can hold means "never".

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use crate::codec::{DecodeError, HeaderError, Method, Status, Version};
 use crate::contact::{self, Contact, Name, UnusableIp};
@@ -46,6 +47,21 @@ pub enum Rejection {
     Course(CourseError),
     /// Course format: a verb that is not a request to the server (REGACK, CHAT, ...).
     CourseVerb(Verb),
+    /// RELAY on a server that does not relay (`relay` off) (503); closes.
+    RelayOff,
+    /// RELAY with `max_relays` relays open (503); closes.
+    RelayFull,
+    /// RELAY with a ticket of no live match, or one a relay was already opened for (403);
+    /// closes.
+    UnknownTicket,
+    /// RELAY on a version 2 connection that already made other requests (400): a relay
+    /// is joined from a new connection only.
+    RelayNotFirst,
+    /// The first peer at a relay waited `relay_join_timeout` for the other (504); closes.
+    PeerDidNotCome,
+    /// The first peer at a relay sent more than the server holds before its peer came
+    /// (413); closes.
+    RelayHeldTooMuch,
 }
 
 impl Rejection {
@@ -63,9 +79,14 @@ impl Rejection {
             Rejection::PeerRequest(_) | Rejection::Notification(_) | Rejection::UnknownMethod => {
                 Status::NOT_IMPLEMENTED
             }
-            Rejection::TooManyConnections | Rejection::TooManyFromAddress => {
-                Status::SERVICE_UNAVAILABLE
-            }
+            Rejection::TooManyConnections
+            | Rejection::TooManyFromAddress
+            | Rejection::RelayOff
+            | Rejection::RelayFull => Status::SERVICE_UNAVAILABLE,
+            Rejection::UnknownTicket => Status::FORBIDDEN,
+            Rejection::RelayNotFirst => Status::BAD_REQUEST,
+            Rejection::PeerDidNotCome => Status::GATEWAY_TIMEOUT,
+            Rejection::RelayHeldTooMuch => Status::CONTENT_TOO_LARGE,
             // Never written: the course format has no status; for the metrics only.
             Rejection::Course(_) | Rejection::CourseVerb(_) => Status::BAD_REQUEST,
         }
@@ -114,6 +135,16 @@ impl fmt::Display for Rejection {
             Rejection::CourseVerb(v) => {
                 write!(f, "course format: {} is not a server request", v.as_str())
             }
+            Rejection::RelayOff => f.write_str("this server does not relay"),
+            Rejection::RelayFull => f.write_str("relay full"),
+            Rejection::UnknownTicket => f.write_str("unknown ticket"),
+            Rejection::RelayNotFirst => {
+                f.write_str("RELAY must be the first request on a new connection")
+            }
+            Rejection::PeerDidNotCome => f.write_str("peer did not come to the relay"),
+            Rejection::RelayHeldTooMuch => {
+                f.write_str("too many bytes sent before the peer came to the relay")
+            }
         }
     }
 }
@@ -140,6 +171,8 @@ pub enum CloseReason {
     /// A course-format request the server could not serve: closed unanswered, since
     /// the course format has no error answers.
     CourseRefused,
+    /// The relay this connection was spliced into (or waited at) ended.
+    RelayEnded,
 }
 
 impl fmt::Display for CloseReason {
@@ -156,6 +189,7 @@ impl fmt::Display for CloseReason {
             CloseReason::CourseRefused => {
                 f.write_str("dropped unanswered (the course format has no error answers)")
             }
+            CloseReason::RelayEnded => f.write_str("its relay ended"),
         }
     }
 }
@@ -193,6 +227,44 @@ impl fmt::Display for FallThroughReason<'_> {
             FallThrough::Timeout { secs } => {
                 write!(f, "{asker} did not start the chat within {secs} s")
             }
+        }
+    }
+}
+
+/// Why a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// This side closed its connection (or it broke); the other was closed after
+    /// what was already queued for it.
+    Closed(ConnId),
+    /// Carrying the next bytes would have passed `relay_budget` (both ways together).
+    BudgetSpent { budget: u64 },
+    /// More than `relay_rate` bytes per second, averaged over a 10 s window.
+    RateExceeded { rate: u64 },
+    /// Nothing relayed either way for `relay_idle`.
+    Idle { secs: u64 },
+    /// The second peer did not come within `relay_join_timeout` (the first got 504).
+    PeerDidNotCome { secs: u64 },
+    /// The first peer sent more than the server holds before its peer came (413).
+    HeldTooMuch,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for RelayEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayEnd::Closed(conn) => write!(f, "{conn} closed its connection"),
+            RelayEnd::BudgetSpent { budget } => write!(f, "byte budget of {budget} spent"),
+            RelayEnd::RateExceeded { rate } => {
+                write!(f, "over {rate} bytes/s averaged over 10 s")
+            }
+            RelayEnd::Idle { secs } => write!(f, "nothing relayed for {secs} s"),
+            RelayEnd::PeerDidNotCome { secs } => {
+                write!(f, "the peer did not come within {secs} s")
+            }
+            RelayEnd::HeldTooMuch => f.write_str("too many bytes before the peer came"),
+            RelayEnd::Shutdown => f.write_str("server shutting down"),
         }
     }
 }
@@ -245,6 +317,26 @@ pub enum ServerEvent {
         why: FallThrough,
         requeued: bool,
     },
+    /// `conn` came to the relay first with a live ticket: it is held, unanswered,
+    /// and the match's waiter was sent RELAY.
+    RelayJoined {
+        conn: ConnId,
+    },
+    /// The second peer came: both were answered `200` and are spliced from now on.
+    RelayStarted {
+        first: ConnId,
+        second: ConnId,
+    },
+    /// A relay ended and its connections were closed. `duration` runs from the first
+    /// peer's arrival; bytes count what each side sent through it.
+    RelayEnded {
+        first: ConnId,
+        second: Option<ConnId>,
+        why: RelayEnd,
+        first_to_second: u64,
+        second_to_first: u64,
+        duration: Duration,
+    },
     Rejected {
         conn: ConnId,
         rejection: Rejection,
@@ -273,4 +365,6 @@ pub struct ServerStats {
     pub waiting_for_someone: usize,
     /// Introductions handed to a v2 waiter whose chat has not started yet.
     pub pending_matches: usize,
+    /// Relays holding a slot: waiting for their second peer or spliced.
+    pub relays: usize,
 }

@@ -55,6 +55,8 @@ pub(super) struct Pending {
     /// Where it goes back to if the match falls through.
     place: Place,
     deadline: Option<Instant>,
+    /// A peer came to the relay with this match's ticket: the ticket opens no other.
+    relay_opened: bool,
 }
 
 /// Fall-throughs counted in a fixed window that opens at the first one.
@@ -326,6 +328,7 @@ impl Server {
                     ticket,
                     place,
                     deadline,
+                    relay_opened: false,
                 },
             );
             if self.push_timer(deadline, waiter, super::connections::TimerKind::Match) {
@@ -510,10 +513,19 @@ impl Server {
     }
 
     fn set_pending(&mut self, conn: ConnId, pending: Pending) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if c.pending.replace(pending).is_none() {
-                self.pending_count += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.pending.replace(pending) {
+            None => self.pending_count += 1,
+            Some(old) => {
+                if let Some(ticket) = old.ticket {
+                    self.live_tickets.remove(&ticket);
+                }
             }
+        }
+        if let Some(ticket) = pending.ticket {
+            self.live_tickets.insert(ticket, conn);
         }
     }
 
@@ -521,7 +533,25 @@ impl Server {
     fn end_pending(&mut self, conn: ConnId) -> Option<Pending> {
         let pending = self.conns.get_mut(&conn)?.pending.take()?;
         self.pending_count -= 1;
+        if let Some(ticket) = pending.ticket {
+            self.live_tickets.remove(&ticket);
+        }
         Some(pending)
+    }
+
+    /// The waiter of the live match `ticket` belongs to, if no relay was opened with
+    /// it yet.
+    pub(super) fn relay_ticket_waiter(&self, ticket: &Ticket) -> Option<ConnId> {
+        let waiter = *self.live_tickets.get(ticket)?;
+        let pending = self.conns.get(&waiter)?.pending?;
+        (pending.ticket.as_ref() == Some(ticket) && !pending.relay_opened).then_some(waiter)
+    }
+
+    /// A relay was opened with the ticket of `waiter`'s match: it opens no other.
+    pub(super) fn spend_relay_ticket(&mut self, waiter: ConnId) {
+        if let Some(pending) = self.conns.get_mut(&waiter).and_then(|c| c.pending.as_mut()) {
+            pending.relay_opened = true;
+        }
     }
 
     pub(super) fn enter_place(&mut self, conn: ConnId, place: Place, front: bool) {

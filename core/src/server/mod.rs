@@ -7,11 +7,14 @@
 //! - `matching`: REGISTER, BRIDGE, STARTED, the waiting places, introductions,
 //!   tickets and fall-throughs (see there for the rules);
 //! - `answers`: what is written back;
-//! - `events`: refusals, close reasons and the events for the log.
+//! - `events`: refusals, close reasons and the events for the log;
+//! - `relay`: RELAY, and the pairs of connections it splices.
 //!
 //! Version 2 is opt-in per connection: a REGISTER with `Bridgechat: 2` makes the
 //! connection v2 (named waits, MATCHED/UNMATCHED notifications, tickets, observed
-//! addresses). A connection that never sends it gets exactly version 1.
+//! addresses). A connection that never sends it gets exactly version 1. A new
+//! connection whose first request is RELAY opts in by asking: it joins the relay
+//! of a live match (see `relay`) and stops being an HTTP connection.
 //!
 //! Costs stay flat as clients pile up: every request does a constant number
 //! of hash-map operations (by connection id and by name); timers live in a
@@ -34,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use crate::codec::{HeaderError, Limits, Method, Request, Status, Version};
+use crate::codec::{self, HeaderError, Limits, Method, Request, Status, Version};
 use crate::contact::{Contact, Name, NameKey};
 use crate::operator::{Pages, ServerMetrics};
 use crate::outputs::OutputQueue;
@@ -45,14 +48,17 @@ mod connections;
 mod course;
 mod events;
 mod matching;
+mod relay;
 #[cfg(test)]
 mod tests;
 
 use connections::{Conn, TimerKind};
 pub use events::{
-    CloseReason, FallThrough, FallThroughReason, Rejection, ServerEvent, ServerStats,
+    CloseReason, FallThrough, FallThroughReason, Rejection, RelayEnd, ServerEvent, ServerStats,
 };
 use matching::{Strikes, Tickets};
+use relay::Relays;
+pub use relay::RATE_WINDOW as RELAY_RATE_WINDOW;
 
 /// How the server is set up; `Default` gives the contract's values.
 #[derive(Debug, Clone)]
@@ -104,6 +110,21 @@ pub struct ServerConfig {
     /// (course clients close after every request), unless the same clientID
     /// registers again: 600 s.
     pub legacy_ttl: Duration,
+    /// Splice pairs of connections that present a live match's ticket (RELAY): on.
+    /// Off: RELAY gets 503.
+    pub relay: bool,
+    /// Relays at once, waiting for their second peer or spliced: 1000. Past it 503.
+    pub max_relays: usize,
+    /// Bytes one relay carries, both ways together, before it is ended: 16 MiB.
+    /// Zero: no limit.
+    pub relay_budget: u64,
+    /// Bytes per second one relay carries, both ways together, averaged over
+    /// `RELAY_RATE_WINDOW` (10 s): 64 KiB/s. Zero: no limit.
+    pub relay_rate: u64,
+    /// A relay that carries nothing either way for this long is ended: 600 s. Zero: never.
+    pub relay_idle: Duration,
+    /// How long the first peer at a relay is held for the second (then 504): 10 s.
+    pub relay_join_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +147,12 @@ impl Default for ServerConfig {
             fallthrough_window: Duration::from_secs(60),
             serve_metrics: true,
             legacy_ttl: Duration::from_secs(600),
+            relay: true,
+            max_relays: 1000,
+            relay_budget: 16 * 1024 * 1024,
+            relay_rate: 64 * 1024,
+            relay_idle: Duration::from_secs(600),
+            relay_join_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +187,9 @@ pub struct Server {
     pending_count: usize,
     next_match: u64,
     tickets: Tickets,
+    /// The ticket of every pending match, to its waiter.
+    live_tickets: HashMap<codec::Ticket, ConnId>,
+    relays: Relays,
     timers: BinaryHeap<Reverse<(Instant, ConnId, TimerKind)>>,
     peak_connections: usize,
     shut_down: bool,
@@ -189,6 +219,8 @@ impl Server {
             pending_count: 0,
             next_match: 0,
             tickets: Tickets::new(seed),
+            live_tickets: HashMap::new(),
+            relays: Relays::default(),
             timers: BinaryHeap::new(),
             peak_connections: 0,
             shut_down: false,
@@ -203,12 +235,13 @@ impl Server {
 
     pub fn stats(&self) -> ServerStats {
         ServerStats {
-            connections: self.conns.len() - self.course_held,
+            connections: self.conns.len() - self.course_held + self.relays.sockets(),
             peak_connections: self.peak_connections,
             registered: self.names.len(),
             waiting: !self.anyone.is_empty(),
             waiting_for_someone: self.named_count,
             pending_matches: self.pending_count,
+            relays: self.relays.len(),
         }
     }
 
@@ -267,10 +300,11 @@ impl Server {
                 self.reject(conn, Rejection::Notification(Method::Unmatched))
             }
             // Version 1 knows none of these methods, whatever their headers.
-            Request::Started(_)
-            | Request::Matched(_)
-            | Request::Unmatched(_)
-            | Request::Relay(_) => self.reject(conn, Rejection::UnknownMethod),
+            // Any connection that has not spoken yet may ask for a relay: asking opts in.
+            Request::Relay(ticket) => self.relay(now, conn, ticket),
+            Request::Started(_) | Request::Matched(_) | Request::Unmatched(_) => {
+                self.reject(conn, Rejection::UnknownMethod)
+            }
             Request::Invalid {
                 method: Method::Started | Method::Matched | Method::Unmatched | Method::Relay,
                 ..
@@ -321,11 +355,15 @@ impl Endpoint for Server {
     }
 
     fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        self.forget(now, conn, CloseReason::PeerClosed);
+        if !self.relay_side_gone(now, conn, CloseReason::PeerClosed) {
+            self.forget(now, conn, CloseReason::PeerClosed);
+        }
     }
 
     fn handle_not_reading(&mut self, now: Instant, conn: ConnId) {
-        self.forget(now, conn, CloseReason::NotReading);
+        if !self.relay_side_gone(now, conn, CloseReason::NotReading) {
+            self.forget(now, conn, CloseReason::NotReading);
+        }
     }
 
     fn handle_input(&mut self, now: Instant, input: ServerInput) {
@@ -341,6 +379,7 @@ impl Endpoint for Server {
                     self.close(now, conn, CloseReason::Shutdown);
                 }
                 self.timers.clear();
+                self.end_relays(now);
                 self.outputs.exit(Ok(()));
             }
         }
@@ -354,6 +393,7 @@ impl Endpoint for Server {
             self.timers.pop();
             self.expire(now, conn, kind);
         }
+        self.expire_relays(now);
     }
 
     fn poll_output(&mut self) -> Option<Output<'_, ServerEvent>> {
@@ -364,6 +404,10 @@ impl Endpoint for Server {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((deadline, ..))| *deadline)
+        let http = self.timers.peek().map(|Reverse((deadline, ..))| *deadline);
+        match (http, self.relays.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
