@@ -178,7 +178,13 @@ fn an_unreachable_declared_contact_is_reached_by_hole_punching_on_both_sides() {
 
 #[test]
 fn chat_typed_before_any_path_waits_for_it_and_held_lines_follow() {
-    let mut net = Net::new(5, Chunking::Random);
+    for seed in 1..=10 {
+        chat_typed_before_a_path(seed);
+    }
+}
+
+fn chat_typed_before_a_path(seed: u64) {
+    let mut net = Net::new(seed, Chunking::Random);
     let server = net.add_default_server();
     let alice = net.add_named_client("alice", server);
     let bob = net.add_named_client("bob", server);
@@ -192,6 +198,14 @@ fn chat_typed_before_any_path_waits_for_it_and_held_lines_follow() {
     assert_eq!(net.mode(alice), Mode::Write);
     assert_eq!(received(&net, alice), ["typed early"]);
     assert_eq!(paths(&net, bob).len(), 1);
+    // Nothing dropped here: bob's connect and alice's punch both got through;
+    // the loser was closed on both sides.
+    let bob_chat = chat_addr(&net, bob);
+    assert!(net
+        .connects
+        .contains(&(alice, bob_chat, Some(chat_addr(&net, alice).port()))));
+    assert_eq!(net.open_conns(bob), 2);
+    assert_eq!(net.open_conns(alice), 2);
 }
 
 #[test]
