@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::chat::Security;
 use super::matching::Admission;
-use super::reach::Origin;
+use super::reach::{same_addr, Origin};
 use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
 use crate::codec::{self, AfterError, Decoder, Noise, Request, Status, Ticket, Version};
 use crate::contact::Contact;
@@ -122,7 +122,9 @@ impl Incoming {
         let conn = self
             .callers
             .iter()
-            .find(|(_, c)| !c.heard && c.origin == Origin::Accepted(remote))
+            .find(|(_, c)| {
+                !c.heard && matches!(c.origin, Origin::Accepted(from) if same_addr(from, remote))
+            })
             .map(|(conn, _)| *conn)?;
         self.callers.remove(&conn);
         Some(conn)

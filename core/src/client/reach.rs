@@ -76,10 +76,18 @@ impl Origin {
         match self {
             Origin::Punch => Path::HolePunched,
             Origin::Relay => Path::Relayed,
-            Origin::Accepted(remote) if Some(remote) == observed => Path::HolePunched,
+            Origin::Accepted(remote) if observed.is_some_and(|o| same_addr(o, remote)) => {
+                Path::HolePunched
+            }
             Origin::Accepted(_) => Path::Direct,
         }
     }
+}
+
+/// One address, however written: a dual-stack socket shows an IPv4 peer as
+/// `::ffff:a.b.c.d`, the server may show it plainly.
+pub(super) fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 /// Why the server's relay did not carry the chat.
@@ -306,7 +314,7 @@ impl Reach {
         let r = self
             .reaching
             .as_mut()
-            .filter(|r| r.role == Role::Asker && r.observed == remote)?;
+            .filter(|r| r.role == Role::Asker && same_addr(r.observed, remote))?;
         if matches!(r.stage, Stage::Trying) {
             Some(r.path_up(ctx, conn, Path::HolePunched))
         } else {
@@ -526,7 +534,7 @@ impl Reaching {
             self.attempts.insert(conn, Attempt::Plain);
             ctx.outputs.connect(conn, declared, None);
         }
-        if self.declared != Some(self.observed) {
+        if !self.declared.is_some_and(|d| same_addr(d, self.observed)) {
             self.punch(ctx);
         }
     }
@@ -775,5 +783,23 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_peer_seen_through_a_dual_stack_socket_is_the_same_address() {
+        let plain: SocketAddr = "203.0.113.7:51234".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:203.0.113.7]:51234".parse().unwrap();
+        assert!(same_addr(plain, mapped));
+        assert!(!same_addr(plain, "203.0.113.7:51235".parse().unwrap()));
+        assert_eq!(
+            Origin::Accepted(mapped).path(Some(plain)),
+            Path::HolePunched
+        );
+        assert_eq!(Origin::Accepted(mapped).path(None), Path::Direct);
     }
 }
