@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Mode, Refusal, RelayFailure, Unprotected};
+use super::{Mode, Refusal, Unprotected};
 use crate::codec::{DecodeError, Status};
 use crate::contact::{InvalidValue, Name};
 use crate::secure::SecureError;
@@ -367,6 +367,39 @@ impl fmt::Display for LostReason {
             LostReason::PeerRefusedFrame(reason) => {
                 write!(f, "the peer refused our encrypted frame: {reason}")
             }
+        }
+    }
+}
+
+/// Why the server's relay did not carry the chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayFailure {
+    /// A non-2xx answer to RELAY; `reason` is made safe to show.
+    Refused { status: Status, reason: String },
+    /// The connection to the server failed.
+    Unreachable(Unreachable),
+    /// No answer to RELAY within this.
+    Silent(Duration),
+    /// The server closed the connection before answering, or answered garbage.
+    Closed,
+}
+
+impl fmt::Display for RelayFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayFailure::Refused { status, reason } if reason.is_empty() => {
+                write!(f, "the server's relay answered {status}")
+            }
+            RelayFailure::Refused { status, reason } => {
+                write!(f, "the server's relay answered {status}: {reason}")
+            }
+            RelayFailure::Unreachable(why) => {
+                write!(f, "the server's relay cannot be reached{why}")
+            }
+            RelayFailure::Silent(after) => {
+                write!(f, "the server's relay did not answer within {after:?}")
+            }
+            RelayFailure::Closed => f.write_str("the server's relay closed the connection"),
         }
     }
 }

@@ -128,7 +128,7 @@ use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
 use chat::Chat;
-pub use error::{ClientError, LostReason, NoContact, Reconnecting, Unreachable};
+pub use error::{ClientError, LostReason, NoContact, Reconnecting, RelayFailure, Unreachable};
 use incoming::Incoming;
 pub use incoming::MAX_INCOMING;
 use matching::Matching;
@@ -136,7 +136,7 @@ pub use matching::Unprotected;
 use modes::Trigger;
 pub use modes::{Mode, Refusal};
 use reach::Reach;
-pub use reach::{Path, RelayFailure, PUNCH_RETRY};
+pub use reach::{Path, PUNCH_RETRY};
 use server_link::ServerLink;
 pub use server_link::{RECONNECT_ATTEMPTS, RECONNECT_BACKOFF, RECONNECT_WINDOW};
 
