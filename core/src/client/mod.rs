@@ -88,8 +88,7 @@
 //! # Failures and bounds
 //!
 //! - Start-up: the chat listener is bound first (shared with our own
-//!   outgoing connections), then the server connection starts from its port
-//!   (a reconnect starts from any port).
+//!   outgoing connections), then the server connection starts from its port.
 //!   A listener that cannot be bound, or a server that cannot be reached
 //!   within `connect_timeout`, ends the client with `Output::Exit(Err)`.
 //! - A 4xx (or any non-2xx) answer from the server is an Error event; the

@@ -115,6 +115,14 @@ pub(super) struct ServerLink {
     me: Option<Contact>,
     /// Our name: the configured one until the server accepts another (`/name`).
     name: Name,
+    /// The chat port, which the server connection starts from (so the server
+    /// observes the port punches come from); `None` until it is bound.
+    chat_port: Option<u16>,
+    /// The last connect from the chat port failed (the old connection's
+    /// addresses may still be taken): the next one starts from any port.
+    from_any_port: bool,
+    /// The connection in progress started from the chat port.
+    connecting_from_chat_port: bool,
 }
 
 /// The answer to BRIDGE.
@@ -166,6 +174,9 @@ impl ServerLink {
             unanswered: VecDeque::new(),
             me: None,
             name,
+            chat_port: None,
+            from_any_port: false,
+            connecting_from_chat_port: false,
         }
     }
 
@@ -224,22 +235,20 @@ impl ServerLink {
         connect.into_iter().chain(request).min()
     }
 
-    /// The chat listener is bound: the server connection starts from its port, so
-    /// the server observes (and tells peers) the port punches come from.
+    /// The chat listener is bound: the first connect to the server starts from its port.
     pub(super) fn start(&mut self, ctx: &mut Ctx, chat_port: u16) {
-        self.connect(ctx, Some(chat_port));
+        self.chat_port = Some(chat_port);
+        self.connect(ctx);
     }
 
-    /// Connects to the server; reconnects go from any port, since the chat
-    /// port's last connection to the same server may still hold those addresses
-    /// (TIME_WAIT on whichever side closed first). Punches may then miss; the
-    /// relay still works.
-    fn connect(&mut self, ctx: &mut Ctx, from: Option<u16>) {
+    pub(super) fn connect(&mut self, ctx: &mut Ctx) {
         let conn = ctx.new_conn();
         self.link = Link::Connecting {
             conn,
             deadline: ctx.now + ctx.config.connect_timeout,
         };
+        let from = self.chat_port.filter(|_| !self.from_any_port);
+        self.connecting_from_chat_port = from.is_some();
         ctx.outputs.connect(conn, ctx.config.server, from);
     }
 
@@ -271,7 +280,7 @@ impl ServerLink {
                     attempts: RECONNECT_ATTEMPTS,
                     after: None,
                 }));
-                self.connect(ctx, None);
+                self.connect(ctx);
             }
             // Start-up holds every line until the first connect has finished.
             Link::Connecting { .. } => {}
@@ -366,6 +375,7 @@ impl ServerLink {
             local_ip: local.ip(),
             version: Version::V1,
         };
+        self.from_any_port = false;
         if let Some(Pending::Reconnect { name, .. }) = self.pending {
             self.pending = None;
             self.send_register(ctx, listening, name);
@@ -418,7 +428,7 @@ impl ServerLink {
         } else {
             return;
         }
-        self.connect(ctx, None);
+        self.connect(ctx);
     }
 
     /// A request unanswered past `request_timeout` is over; its answer will be skipped.
@@ -538,6 +548,7 @@ impl ServerLink {
     /// server at start fatal); reconnecting tries again after a backoff, or gives up.
     fn unreachable(&mut self, ctx: &mut Ctx, why: Unreachable) -> ServerNews {
         self.link = Link::Down;
+        self.from_any_port = self.connecting_from_chat_port;
         let server = ctx.config.server;
         match &mut self.pending {
             Some(Pending::Startup) => {
