@@ -77,6 +77,18 @@ pub struct ClientArgs {
     /// class's own server and clients. No encryption, no /bridge NAME.
     #[arg(long)]
     pub legacy: bool,
+
+    /// Seconds to try reaching the peer directly (and by hole punching)
+    /// before the chat goes through the server's relay.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_secs)]
+    pub relay_after: f64,
+}
+
+fn parse_secs(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("expected seconds from 0 to 3600, not {raw}")),
+    }
 }
 
 fn parse_name(raw: &str) -> Result<Name, String> {
@@ -149,6 +161,7 @@ impl ClientArgs {
             require_encryption: self.require_encryption,
             legacy: self.legacy,
             seed,
+            relay_after: Duration::from_secs_f64(self.relay_after),
             ..ClientConfig::new(self.name, server)
         }
     }
@@ -423,6 +436,7 @@ pub fn styled(event: &ClientEvent) -> (Tone, Line) {
                 )),
             )
         }
+        ClientEvent::Path { peer, path } => (Tone::Hint, out(format!("connected to {peer}{path}"))),
         ClientEvent::NotProtected { peer, why } => (
             Tone::Hint,
             out(format!(
@@ -542,6 +556,32 @@ mod tests {
             from: alice(),
             text: text.into(),
         })
+    }
+
+    #[test]
+    fn the_path_line_says_direct_or_relayed() {
+        use bridgechat_core::client::Path;
+        let line = |path| {
+            describe(&ClientEvent::Path {
+                peer: alice(),
+                path,
+            })
+        };
+        assert_eq!(
+            line(Path::Direct),
+            Line::Out("connected to alice directly".into())
+        );
+        assert_eq!(
+            line(Path::HolePunched),
+            Line::Out("connected to alice directly (hole punched)".into())
+        );
+        assert_eq!(
+            line(Path::Relayed),
+            Line::Out(
+                "connected to alice, relayed through the server (no direct path could be made)"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@ fn start_chat(first: &mut Proc, second: &mut Proc) {
     let ready = second.expect_mode("READY MODE");
     assert!(ready.contains(&first.name), "{ready}");
     second.send("/chat");
+    // Both say how the chat connected, before its first mode line.
+    second.expect(&format!("connected to {} directly", first.name));
     second.expect_mode("WRITE MODE");
+    first.expect(&format!("connected to {} directly", second.name));
     first.expect_mode("READ MODE");
 }
 

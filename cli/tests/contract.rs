@@ -23,7 +23,11 @@ fn accept(listener: &TcpListener) -> TcpStream {
     let listener = listener.try_clone().expect("clone listener");
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(listener.accept());
+        let accepted = listener.accept();
+        // Closed before the caller hears: a caller that drops its listener next
+        // must find the port closed, not held open by this clone.
+        drop(listener);
+        let _ = tx.send(accepted);
     });
     let (stream, _) = rx
         .recv_timeout(WAIT)

@@ -477,6 +477,8 @@ fn a_whole_chat_in_three_terminals() {
     bob.line("/chat");
     bob.expect_prompt("[WRITE] bob→alice (encrypted)>");
     alice.expect_prompt("[READ] alice←bob (encrypted)>");
+    bob.expect("connected to alice directly");
+    alice.expect("connected to bob directly");
 
     bob.line("hi alice! what's the plan?");
     alice.expect_prompt("[WRITE] alice→bob (encrypted)>");

@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::reach::Path;
 use super::Unprotected;
 use super::{request_name, Unreachable};
 use super::{ClientError, ClientEvent, Ctx, LostReason, NoContact};
@@ -79,6 +80,8 @@ struct Session {
     crypto: Crypto,
     /// The peer speaks the course format: a course CHAT, raw turns (`course`).
     course: bool,
+    /// How the connection reached the peer, shown when the chat opens.
+    path: Path,
 }
 
 /// The peer the server handed us, in READY MODE, and how to ask it.
@@ -197,12 +200,48 @@ impl Chat {
             unprotected,
             crypto: Crypto::Plain,
             course,
+            path: Path::Direct,
         });
         ctx.outputs.connect(conn, peer.socket_addr(), None);
     }
 
+    /// `/chat` on a connection reaching the READY peer found: CHAT goes at once.
+    pub(super) fn ask_on(
+        &mut self,
+        ctx: &mut Ctx,
+        conn: ConnId,
+        path: Path,
+        me: Result<Contact, NoContact>,
+    ) -> ChatNews {
+        let Some(ReadyPeer {
+            contact,
+            ticket,
+            unprotected,
+            course,
+        }) = self.ready_peer
+        else {
+            ctx.outputs.close(conn);
+            ctx.error(ClientError::NoPeer);
+            return ChatNews::Failed;
+        };
+        self.session = Some(Session {
+            conn,
+            peer: contact.name,
+            addr: None,
+            decoder: Decoder::new(ctx.config.limits),
+            stage: Stage::Connecting { deadline: ctx.now },
+            ticket,
+            unprotected,
+            crypto: Crypto::Plain,
+            course,
+            path,
+        });
+        self.on_connected(ctx, conn, me).unwrap_or(ChatNews::Quiet)
+    }
+
     /// A peer's CHAT accepted on an incoming connection: answer 200 with our
     /// contact (and the handshake's reply when the chat is encrypted).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn accept(
         &mut self,
         ctx: &mut Ctx,
@@ -211,7 +250,9 @@ impl Chat {
         decoder: Decoder,
         me: Contact,
         security: Security,
+        path: Path,
     ) {
+        ctx.outputs.event(ClientEvent::Path { peer, path });
         let course = matches!(security, Security::Course);
         let (crypto, unprotected) = match security {
             Security::Course => course::accepted(ctx, peer),
@@ -238,6 +279,7 @@ impl Chat {
             unprotected,
             crypto,
             course,
+            path,
         });
     }
 
@@ -418,6 +460,10 @@ impl Chat {
             session.peer = contact.name;
         }
         let peer = session.peer;
+        let path = ClientEvent::Path {
+            peer,
+            path: session.path,
+        };
         match std::mem::replace(&mut session.crypto, Crypto::Plain) {
             Crypto::Asking(initiator) => {
                 let finished = match response.noise {
@@ -426,6 +472,7 @@ impl Chat {
                 };
                 match finished {
                     Ok(secure) => {
+                        ctx.outputs.event(path);
                         encrypted(ctx, peer, &secure, &mut self.code_explained);
                         session.crypto = Crypto::On(secure);
                     }
@@ -436,6 +483,7 @@ impl Chat {
             }
             crypto => {
                 session.crypto = crypto;
+                ctx.outputs.event(path);
                 not_protected(ctx, peer, session.unprotected);
             }
         }

@@ -14,6 +14,7 @@ impl Endpoint for Client {
         }
         self.listening = Some(addr);
         self.ctx.outputs.event(ClientEvent::Listening(addr));
+        self.server.start(&mut self.ctx, addr.port());
         self.finish_startup();
     }
 
@@ -26,13 +27,13 @@ impl Endpoint for Client {
         self.finish(Err(ClientError::ChatListen { addr, error }.into()));
     }
 
-    fn handle_accept(&mut self, now: Instant, _peer: SocketAddr) -> ConnId {
+    fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
         self.ctx.now = now;
         let conn = self.ctx.new_conn();
         if self.exited {
             self.ctx.outputs.close(conn);
         } else {
-            self.incoming.accept(&mut self.ctx, conn);
+            self.accept_conn(conn, peer);
         }
         conn
     }
@@ -47,7 +48,7 @@ impl Endpoint for Client {
             .on_connected(&mut self.ctx, conn, local, self.listening)
         {
             self.finish_startup();
-        } else {
+        } else if !self.reach_connected(conn) {
             self.chat_connected(conn);
         }
     }
@@ -63,7 +64,11 @@ impl Endpoint for Client {
             .on_connect_failed(&mut self.ctx, conn, error.clone())
         {
             Some(news) => self.on_server_news(news),
-            None => self.chat_connect_failed(conn, error),
+            None => {
+                if !self.reach_connect_failed(conn, Unreachable::Failed(error.clone())) {
+                    self.chat_connect_failed(conn, error);
+                }
+            }
         }
     }
 
@@ -83,6 +88,8 @@ impl Endpoint for Client {
             self.server_data(bytes);
         } else if self.chat.owns(conn) {
             self.chat_data(bytes);
+        } else if self.reach.owns(conn) {
+            self.reach_data(conn, bytes);
         } else {
             self.incoming_data(conn, bytes);
         }
@@ -96,7 +103,7 @@ impl Endpoint for Client {
         if let Some(news) = self.server.on_closed(&mut self.ctx, conn) {
             return self.on_server_news(news);
         }
-        if !self.chat_closed(conn) {
+        if !self.chat_closed(conn) && !self.reach_closed(conn) {
             self.incoming.forget(conn);
         }
     }
@@ -137,6 +144,9 @@ impl Endpoint for Client {
             self.chat_timeout();
         }
         if !self.exited {
+            self.reach_timeout();
+        }
+        if !self.exited {
             self.incoming.expire(&mut self.ctx);
         }
     }
@@ -153,6 +163,7 @@ impl Endpoint for Client {
             self.server.deadline(),
             self.chat.deadline(),
             self.incoming.deadline(),
+            self.reach.deadline(),
         ]
         .into_iter()
         .flatten()

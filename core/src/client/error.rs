@@ -120,6 +120,17 @@ pub enum ClientError {
     PeerClosed {
         peer: Name,
     },
+    /// `/chat`: no direct path to the peer came up, and the server's relay did
+    /// not carry the chat either.
+    Unreached {
+        peer: Name,
+        why: RelayFailure,
+    },
+    /// The waiter could not join the server's relay its peer waits at.
+    RelayFailed {
+        peer: Name,
+        why: RelayFailure,
+    },
     /// A bug in the client: the mode table refused a transition its own logic asked for.
     Bug {
         trigger: &'static str,
@@ -288,6 +299,12 @@ impl fmt::Display for ClientError {
             E::PeerClosed { peer } => {
                 write!(f, "{peer} closed the connection without answering CHAT")
             }
+            E::Unreached { peer, why } => {
+                write!(f, "could not reach {peer}: no direct path, and {why}")
+            }
+            E::RelayFailed { peer, why } => {
+                write!(f, "could not join {peer} at the server's relay: {why}")
+            }
             E::Bug {
                 trigger,
                 mode,
@@ -353,6 +370,39 @@ impl fmt::Display for LostReason {
             LostReason::PeerRefusedFrame(reason) => {
                 write!(f, "the peer refused our encrypted frame: {reason}")
             }
+        }
+    }
+}
+
+/// Why the server's relay did not carry the chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayFailure {
+    /// A non-2xx answer to RELAY; `reason` is made safe to show.
+    Refused { status: Status, reason: String },
+    /// The connection to the server failed.
+    Unreachable(Unreachable),
+    /// No answer to RELAY within this.
+    Silent(Duration),
+    /// The server closed the connection before answering, or answered garbage.
+    Closed,
+}
+
+impl fmt::Display for RelayFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayFailure::Refused { status, reason } if reason.is_empty() => {
+                write!(f, "the server's relay answered {status}")
+            }
+            RelayFailure::Refused { status, reason } => {
+                write!(f, "the server's relay answered {status}: {reason}")
+            }
+            RelayFailure::Unreachable(why) => {
+                write!(f, "the server's relay cannot be reached{why}")
+            }
+            RelayFailure::Silent(after) => {
+                write!(f, "the server's relay did not answer within {after:?}")
+            }
+            RelayFailure::Closed => f.write_str("the server's relay closed the connection"),
         }
     }
 }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use super::chat::Security;
 use super::course_incoming::{CallerDialect, Heard};
 use super::matching::Admission;
+use super::reach::{same_addr, Origin};
 use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
 use crate::codec::{self, AfterError, Decoder, Noise, Request, Status, Ticket, Version};
 use crate::contact::Contact;
@@ -57,6 +58,10 @@ struct Caller {
     parked: Option<Parked>,
     /// Parked for MATCHED at least once: its deadline is that one's.
     awaits_match: bool,
+    /// Where it came from, which says the chat's path.
+    origin: Origin,
+    /// Sent something.
+    heard: bool,
 }
 
 #[derive(Debug, Default)]
@@ -73,8 +78,9 @@ impl Incoming {
         self.callers.values().filter_map(|c| c.deadline).min()
     }
 
-    /// A connection accepted on the chat port.
-    pub(super) fn accept(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    /// A connection accepted on the chat port (or, version 2, one of ours that
+    /// reached the peer and now waits for its CHAT the same way).
+    pub(super) fn accept(&mut self, ctx: &mut Ctx, conn: ConnId, origin: Origin) {
         if self.callers.len() >= MAX_INCOMING {
             // Full of connections that have not said CHAT: drop the oldest silent one, so
             // strangers idling at our port cannot lock out the peer the server sent us.
@@ -103,14 +109,38 @@ impl Incoming {
                 deadline: Some(ctx.now + ctx.config.request_timeout),
                 parked: None,
                 awaits_match: false,
+                origin,
+                heard: false,
             },
         );
+    }
+
+    /// The relay's decoder, which may hold what came behind its 200, goes along.
+    pub(super) fn keep_decoder(&mut self, conn: ConnId, decoder: Decoder) {
+        if let Some(caller) = self.callers.get_mut(&conn) {
+            caller.decoder = decoder;
+        }
+    }
+
+    /// A caller from `remote` that has said nothing yet, taken out (the asker's
+    /// reaching claims the waiter's punch that arrived before the pairing).
+    pub(super) fn take_silent_from(&mut self, remote: std::net::SocketAddr) -> Option<ConnId> {
+        let conn = self
+            .callers
+            .iter()
+            .find(|(_, c)| {
+                !c.heard && matches!(c.origin, Origin::Accepted(from) if same_addr(from, remote))
+            })
+            .map(|(conn, _)| *conn)?;
+        self.callers.remove(&conn);
+        Some(conn)
     }
 
     /// Bytes from a caller; returns its CHAT (and the bytes after it) to decide.
     fn receive(&mut self, ctx: &mut Ctx, conn: ConnId, bytes: &[u8]) -> Option<Parked> {
         let limit = ctx.config.limits.max_head + ctx.config.limits.max_body;
         let caller = self.callers.get_mut(&conn)?;
+        caller.heard = true;
         if let Some((_, early)) = &mut caller.parked {
             if early.len() + bytes.len() > limit {
                 self.refuse(
@@ -219,8 +249,10 @@ impl Incoming {
     }
 
     /// The caller becomes the chat: its decoder goes along, it may hold a MESSAGE.
-    fn admit(&mut self, conn: ConnId) -> Option<Decoder> {
-        self.callers.remove(&conn).map(|caller| caller.decoder)
+    fn admit(&mut self, conn: ConnId) -> Option<(Decoder, Origin)> {
+        self.callers
+            .remove(&conn)
+            .map(|caller| (caller.decoder, caller.origin))
     }
 
     fn refuse(&mut self, ctx: &mut Ctx, conn: ConnId, status: Status, reason: &dyn fmt::Display) {
@@ -343,16 +375,17 @@ impl Client {
                 .incoming
                 .refuse(&mut self.ctx, conn, Status::FORBIDDEN, &reason);
         }
-        let Some(decoder) = self.incoming.admit(conn) else {
+        let Some((decoder, origin)) = self.incoming.admit(conn) else {
             return;
         };
+        let path = origin.path(self.matching.observed());
         if version == Version::V2 {
             self.matching.started();
             self.server.started(&mut self.ctx, ticket);
         }
         let peer = chat.contact.name;
         self.chat
-            .accept(&mut self.ctx, conn, peer, decoder, me, security);
+            .accept(&mut self.ctx, conn, peer, decoder, me, security, path);
         self.set_mode(next);
         // Also when `rest` is empty: the decoder may hold a message that came with the CHAT.
         self.chat_data(&rest);

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::SocketAddr;
 
 use super::{Client, ClientError, ClientEvent, Ctx, Mode};
 use crate::codec::{Introduction, Noise, Ticket, Unmatched, Version};
@@ -82,6 +83,8 @@ struct Matched {
     peer: Name,
     /// `None` for a v1 peer: its CHAT is let in by name.
     ticket: Option<Ticket>,
+    /// The peer's server connection as the server sees it.
+    observed: SocketAddr,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +118,15 @@ pub(super) const WRONG_TICKET: &str = "wrong ticket";
 impl Matching {
     pub(super) fn waiting_for(&self) -> Option<Name> {
         self.waiting_for
+    }
+
+    /// The matched peer's observed address: a connection from there is its punch.
+    pub(super) fn observed(&self) -> Option<SocketAddr> {
+        self.matched.map(|m| m.observed)
+    }
+
+    pub(super) fn is_matched(&self) -> bool {
+        self.matched.is_some()
     }
 
     /// Our BRIDGE was answered "wait": for `peer`, or for anyone.
@@ -176,14 +188,12 @@ impl Matching {
                 }
                 None => Admission::Refuse(WRONG_TICKET),
             },
-            Some(Matched { peer, ticket: None })
-                if ticket.is_none() && noise.is_none() && name.same_as(&peer) =>
-            {
-                Admission::Accept {
-                    ticket: None,
-                    unprotected: Some(Unprotected::PeerVersion1),
-                }
-            }
+            Some(Matched {
+                peer, ticket: None, ..
+            }) if ticket.is_none() && noise.is_none() && name.same_as(&peer) => Admission::Accept {
+                ticket: None,
+                unprotected: Some(Unprotected::PeerVersion1),
+            },
             Some(_) => Admission::Refuse(WRONG_TICKET),
         }
     }
@@ -215,6 +225,7 @@ impl Matching {
         self.matched = Some(Matched {
             peer,
             ticket: intro.ticket,
+            observed: intro.observed,
         });
         ctx.outputs.event(ClientEvent::Matched {
             peer,
@@ -253,7 +264,12 @@ impl Matching {
 impl Client {
     pub(super) fn matched(&mut self, intro: Introduction) {
         let waiting = self.mode == Mode::Wait;
+        let (peer, ticket, observed) = (intro.peer.name, intro.ticket, intro.observed);
         if self.matching.on_matched(&mut self.ctx, waiting, intro) {
+            match ticket {
+                Some(ticket) => self.reach_waiter(peer, ticket, observed),
+                None => self.reach.stop_waiter(&mut self.ctx),
+            }
             self.decide_parked();
         }
     }
@@ -262,6 +278,9 @@ impl Client {
         let waiting = self.mode == Mode::Wait;
         self.matching
             .on_unmatched(&mut self.ctx, waiting, unmatched);
+        if !self.matching.is_matched() {
+            self.reach.stop_waiter(&mut self.ctx);
+        }
         // A CHAT parked with the ticket that just died is refused now.
         self.decide_parked();
     }

@@ -16,6 +16,9 @@
 //! - `incoming`: connections on the chat port until their CHAT is decided;
 //! - `matching`: version 2's match as the waiter sees it (MATCHED, UNMATCHED,
 //!   which CHAT a ticket lets in);
+//! - `reach`: version 2's candidate connections to the introduced peer
+//!   between the introduction and the chat (plain connect, hole punches from
+//!   the chat port, the server's relay), for both roles;
 //! - `modes`: the mode table that combines them.
 //!
 //! The course format (`--legacy`, or a peer the server says speaks it) lives
@@ -43,7 +46,7 @@
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with an empty 200 | WAIT MODE |
 //! | REGISTERED, WAIT MODE | the server answers BRIDGE with a contact | READY MODE |
 //! | READY MODE | the peer answers our CHAT with 200 (a course peer: our CHAT is sent) | WRITE MODE |
-//! | READY MODE | `/chat` fails (refused, unreachable, no answer) | REGISTERED |
+//! | READY MODE | `/chat` fails (refused, unreachable, no answer, no path and no relay) | REGISTERED |
 //! | WAIT MODE | a peer's CHAT arrives (we answer 200; a course CHAT is not answered) | READ MODE |
 //! | WRITE MODE | we send a MESSAGE | READ MODE |
 //! | READ MODE | the peer's MESSAGE arrives | WRITE MODE |
@@ -70,6 +73,9 @@
 //! - `/bridge NAME` (as `/bridge`, on a version 2 server only): BRIDGE with
 //!   `Peer: NAME`, to meet NAME only; answered "wait", WAIT MODE for NAME.
 //! - `/chat` (READY MODE): connect to the peer, send CHAT with our contact.
+//!   Version 2 with a ticket: CHAT goes on the path `reach` found (a request
+//!   in flight until one is up); the line `connected to bob directly` (or
+//!   `(hole punched)`, or `relayed through the server`) shows when the chat opens.
 //! - `/help` (any mode): the list of commands as [`ClientEvent::Info`].
 //! - `/quit`, end of input (in order) and Ctrl+C (at once, from any mode):
 //!   QUIT to the peer if chatting, close everything, `Output::Exit(Ok)`.
@@ -86,8 +92,10 @@
 //!
 //! # Failures and bounds
 //!
-//! - Start-up: a listener that cannot be bound, or a server that cannot be
-//!   reached within `connect_timeout`, ends the client with `Output::Exit(Err)`.
+//! - Start-up: the chat listener is bound first (shared with our own
+//!   outgoing connections), then the server connection starts from its port.
+//!   A listener that cannot be bound, or a server that cannot be reached
+//!   within `connect_timeout`, ends the client with `Output::Exit(Err)`.
 //! - A 4xx (or any non-2xx) answer from the server is an Error event; the
 //!   mode stays. No answer within `request_timeout` is an Error too and the
 //!   mode stays; the late answer, if it ever comes, is skipped.
@@ -111,6 +119,7 @@ mod error;
 mod incoming;
 mod matching;
 mod modes;
+mod reach;
 mod server_link;
 mod server_news;
 
@@ -125,13 +134,15 @@ use crate::outputs::OutputQueue;
 use crate::{ConnId, Direction, Endpoint, ExitError, IoFailure, Output};
 
 use chat::Chat;
-pub use error::{ClientError, LostReason, NoContact, Reconnecting, Unreachable};
+pub use error::{ClientError, LostReason, NoContact, Reconnecting, RelayFailure, Unreachable};
 use incoming::Incoming;
 pub use incoming::MAX_INCOMING;
 use matching::Matching;
 pub use matching::Unprotected;
 use modes::Trigger;
 pub use modes::{Mode, Refusal};
+use reach::Reach;
+pub use reach::{Path, PUNCH_RETRY};
 use server_link::ServerLink;
 pub use server_link::{RECONNECT_ATTEMPTS, RECONNECT_BACKOFF, RECONNECT_WINDOW};
 
@@ -166,6 +177,8 @@ pub struct ClientConfig {
     /// Seeds the ephemeral keys of every encrypted chat: 32 bytes from the OS
     /// random source in the CLI; tests fix it. All zeros only in tests.
     pub seed: [u8; crate::secure::SEED_LEN],
+    /// Version 2: how long the asker tries direct paths before the server's relay: 3 s.
+    pub relay_after: Duration,
 }
 
 impl ClientConfig {
@@ -183,6 +196,7 @@ impl ClientConfig {
             require_encryption: false,
             legacy: false,
             seed: [0; crate::secure::SEED_LEN],
+            relay_after: Duration::from_secs(3),
         }
     }
 }
@@ -243,6 +257,9 @@ pub enum ClientEvent {
     /// A chat started without a ticket the server vouched for: the peer or the
     /// server speaks version 1.
     NotProtected { peer: Name, why: Unprotected },
+    /// The chat connection is up (sent once as the chat opens): how it reached
+    /// the peer. Shown as `connected to {peer}{path}`.
+    Path { peer: Name, path: Path },
     /// An encrypted chat started: the safety code both people compare.
     Encrypted { peer: Name, safety_code: String },
     /// With `trace` on: the text of an encrypted frame that opened, or that we sealed.
@@ -346,6 +363,7 @@ pub struct Client {
     chat: Chat,
     incoming: Incoming,
     matching: Matching,
+    reach: Reach,
     /// The peer the last `ModeChanged` named: WAIT MODE is announced again when it changes.
     announced_peer: Option<Name>,
     queue: VecDeque<Queued>,
@@ -379,12 +397,14 @@ impl Client {
             chat: Chat::default(),
             incoming: Incoming::default(),
             matching: Matching::default(),
+            reach: Reach::default(),
             announced_peer: None,
             queue: VecDeque::new(),
             exited: false,
         };
-        client.ctx.outputs.listen(listen, false);
-        client.server.connect(&mut client.ctx);
+        // The server connection starts from the chat port once it is bound, so the
+        // server observes (and tells peers) the address punches come from.
+        client.ctx.outputs.listen(listen, true);
         client
     }
 
@@ -419,9 +439,15 @@ impl Client {
     // -----------------------------------------------------------------------
     // The person's input
 
-    /// A request is in flight: start-up, REGISTER, BRIDGE or our CHAT.
+    /// A request is in flight: start-up, REGISTER, BRIDGE or our CHAT (also
+    /// while it waits for a path to the peer).
     fn in_flight(&self) -> bool {
-        self.server.busy() || self.chat.awaiting_answer()
+        self.server.busy() || self.chat_starting()
+    }
+
+    /// Our CHAT waits for a path, or for its answer.
+    fn chat_starting(&self) -> bool {
+        self.chat.awaiting_answer() || self.reach.chat_wanted()
     }
 
     fn is_busy(&self) -> bool {
@@ -432,7 +458,7 @@ impl Client {
     /// answer a message is held at once (READY MODE), unless earlier lines
     /// still wait their turn.
     fn waits(&self, message: bool) -> bool {
-        let hold_now = message && self.chat.awaiting_answer() && self.queue.is_empty();
+        let hold_now = message && self.chat_starting() && self.queue.is_empty();
         self.is_busy() && !hold_now
     }
 
@@ -486,6 +512,7 @@ impl Client {
     /// Closes every connection and exits with `result`.
     fn finish(&mut self, result: Result<(), ExitError>) {
         self.chat.close(&mut self.ctx);
+        self.reach.stop(&mut self.ctx);
         self.incoming.close_all(&mut self.ctx);
         self.server.close(&mut self.ctx);
         self.queue.clear();
@@ -501,7 +528,10 @@ impl Client {
     }
 
     fn knows(&self, conn: ConnId) -> bool {
-        self.server.conn() == Some(conn) || self.chat.owns(conn) || self.incoming.owns(conn)
+        self.server.conn() == Some(conn)
+            || self.chat.owns(conn)
+            || self.reach.owns(conn)
+            || self.incoming.owns(conn)
     }
 }
 

@@ -218,7 +218,7 @@ impl Client {
     fn context(&self) -> Context {
         Context {
             server_up: self.server.is_up(),
-            chat_link: self.chat.has_link(),
+            chat_link: self.chat.has_link() || self.reach.chat_wanted(),
         }
     }
 
@@ -269,6 +269,7 @@ impl Client {
         if next != Mode::Wait {
             self.matching.leave();
         }
+        self.reach_mode(next);
         self.mode = next;
         let peer = self.peer();
         self.announced_peer = peer;

@@ -120,6 +120,14 @@ pub(super) struct ServerLink {
     me: Option<Contact>,
     /// Our name: the configured one until the server accepts another (`/name`).
     name: Name,
+    /// The chat port, which the server connection starts from (so the server
+    /// observes the port punches come from); `None` until it is bound.
+    chat_port: Option<u16>,
+    /// The last connect from the chat port failed (the old connection's
+    /// addresses may still be taken): the next one starts from any port.
+    from_any_port: bool,
+    /// The connection in progress started from the chat port.
+    connecting_from_chat_port: bool,
 }
 
 /// The answer to BRIDGE.
@@ -127,12 +135,14 @@ pub(super) struct ServerLink {
 pub(super) enum Bridged {
     /// Nobody to meet yet: we wait, for `peer` or for anyone.
     Waiting { peer: Option<Name> },
-    /// The waiter to chat with; `ticket` goes in our CHAT.
+    /// The waiter to chat with; `ticket` goes in our CHAT; `observed` is where the
+    /// server sees the waiter's server connection (version 2).
     Paired {
         contact: Contact,
         /// The peer speaks the course format (`Dialect: course`, or `--legacy`).
         course: bool,
         ticket: Option<Ticket>,
+        observed: Option<SocketAddr>,
         unprotected: Option<Unprotected>,
     },
 }
@@ -152,6 +162,8 @@ pub(super) enum ServerNews {
     Matched(Introduction),
     /// Version 2: our match fell through; the server queued us again.
     Unmatched(Unmatched),
+    /// Version 2: the peer of the match with this ticket waits at the server's relay.
+    Relay(Ticket),
     /// The connection is gone, and the request that waited for it; `malformed`
     /// if the server sent bytes that are no answer.
     Lost {
@@ -169,6 +181,9 @@ impl ServerLink {
             unanswered: VecDeque::new(),
             me: None,
             name,
+            chat_port: None,
+            from_any_port: false,
+            connecting_from_chat_port: false,
         }
     }
 
@@ -227,13 +242,21 @@ impl ServerLink {
         connect.into_iter().chain(request).min()
     }
 
+    /// The chat listener is bound: the first connect to the server starts from its port.
+    pub(super) fn start(&mut self, ctx: &mut Ctx, chat_port: u16) {
+        self.chat_port = Some(chat_port);
+        self.connect(ctx);
+    }
+
     pub(super) fn connect(&mut self, ctx: &mut Ctx) {
         let conn = ctx.new_conn();
         self.link = Link::Connecting {
             conn,
             deadline: ctx.now + ctx.config.connect_timeout,
         };
-        ctx.outputs.connect(conn, ctx.config.server, None);
+        let from = self.chat_port.filter(|_| !self.from_any_port);
+        self.connecting_from_chat_port = from.is_some();
+        ctx.outputs.connect(conn, ctx.config.server, from);
     }
 
     /// Start-up is over once the listener is bound and the first connect has finished.
@@ -370,6 +393,7 @@ impl ServerLink {
                 .legacy
                 .then(|| CourseLink::new(ctx.config.limits)),
         };
+        self.from_any_port = false;
         if let Some(Pending::Reconnect { name, .. }) = self.pending {
             self.pending = None;
             self.send_register(ctx, listening, name);
@@ -525,6 +549,7 @@ impl ServerLink {
                             contact,
                             course: response.course_peer,
                             ticket: response.ticket,
+                            observed: response.observed,
                             unprotected: if response.course_peer {
                                 Some(Unprotected::course(ctx))
                             } else {
@@ -548,6 +573,7 @@ impl ServerLink {
     /// server at start fatal); reconnecting tries again after a backoff, or gives up.
     fn unreachable(&mut self, ctx: &mut Ctx, why: Unreachable) -> ServerNews {
         self.link = Link::Down;
+        self.from_any_port = self.connecting_from_chat_port;
         let server = ctx.config.server;
         match &mut self.pending {
             Some(Pending::Startup) => {
@@ -618,6 +644,7 @@ fn notification(ctx: &mut Ctx, request: Request) -> ServerNews {
     match request {
         Request::Matched(intro) => ServerNews::Matched(intro),
         Request::Unmatched(unmatched) => ServerNews::Unmatched(unmatched),
+        Request::Relay(ticket) => ServerNews::Relay(ticket),
         other => {
             ctx.error(ClientError::UnexpectedNotification(super::request_name(
                 &other,

@@ -77,20 +77,26 @@ impl Client {
                 contact,
                 course,
                 ticket,
+                observed,
                 unprotected,
             }) => {
                 self.chat
                     .set_ready_peer(contact, ticket, unprotected, course);
+                if let (Some(ticket), Some(observed)) = (ticket, observed) {
+                    self.reach_asker(ticket, contact.socket_addr(), observed);
+                }
                 self.enter(Trigger::PeerWaiting);
             }
             ServerNews::Bridged(Bridged::Waiting { peer }) => {
                 if self.mode != Mode::Write && self.mode != Mode::Read {
                     self.matching.wait(peer);
+                    self.reach.stop_waiter(&mut self.ctx);
                 }
                 self.enter(Trigger::NoPeerWaiting);
             }
             ServerNews::Matched(intro) => return self.matched(intro),
             ServerNews::Unmatched(unmatched) => return self.unmatched(unmatched),
+            ServerNews::Relay(ticket) => return self.relay_notified(ticket),
             ServerNews::Lost { malformed } => {
                 let chat_goes_on = self.chat.has_link();
                 self.ctx.error(match malformed {

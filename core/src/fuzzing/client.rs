@@ -102,7 +102,8 @@ pub fn client(data: &[u8], start: Instant) {
                 }
             }
             7 | 8 => {
-                if let Some(conn) = conns.server.filter(|c| conns.established.contains(c)) {
+                // The server connection, or a relay connection to the server's port.
+                if let Some(conn) = conns.pick(&conns.servers, ops.arg()) {
                     let bytes = server_says(ops.arg(), me);
                     client.handle_data(now, conn, &bytes);
                 }
@@ -110,7 +111,12 @@ pub fn client(data: &[u8], start: Instant) {
             9 => {
                 // A transport accepts only on a listener the client asked for.
                 if conns.listening {
-                    let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 41000);
+                    // A stranger, or the introduced peer's punch from its observed address.
+                    let peer = if ops.arg() % 2 == 0 {
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 41000)
+                    } else {
+                        introduction(true).observed
+                    };
                     let conn = client.handle_accept(now, peer);
                     assert!(conns.seen.insert(conn), "{conn} reused by handle_accept");
                     conns.live.insert(conn);
@@ -183,15 +189,22 @@ fn introduction(v2: bool) -> Introduction {
 /// What the server might answer or, version 2, notify, chosen by `i`.
 fn server_says(i: u8, me: Name) -> Vec<u8> {
     let mut out = Vec::new();
-    match i % 18 {
+    match i % 20 {
         14 => course::write_regack(
             &mut out,
             &Contact::new(me, IpAddr::V4(Ipv4Addr::LOCALHOST), 9000).expect("a valid contact"),
-            i / 18 % 2 == 0,
+            i / 20 % 2 == 0,
         ),
         15 => course::write_bridgeack(&mut out, None),
         16 => course::write_bridgeack(&mut out, Some(&fuzz_contact(1))),
         17 => codec::write_paired_dialect(&mut out, &introduction(false), true),
+        18 => codec::write_relay(&mut out, &ticket(7 + i / 20 % 2)),
+        19 => codec::write_error(
+            &mut out,
+            Status::SERVICE_UNAVAILABLE,
+            &"this server does not relay",
+            codec::AfterError::Close,
+        ),
         8 => codec::write_registered_v2(
             &mut out,
             &Contact::new(me, IpAddr::V4(Ipv4Addr::LOCALHOST), 9000).expect("a valid contact"),
@@ -205,7 +218,7 @@ fn server_says(i: u8, me: Name) -> Vec<u8> {
             Some(&ticket(7)),
             &"peer1 left the server",
         ),
-        12 => codec::write_paired(&mut out, &introduction(i / 18 % 2 == 0)),
+        12 => codec::write_paired(&mut out, &introduction(i / 20 % 2 == 0)),
         13 => codec::write_started(&mut out, Some(&ticket(7))),
         0 => codec::write_ok(&mut out, None),
         1 => codec::write_ok(&mut out, Some(&fuzz_contact(1))),
@@ -281,8 +294,8 @@ struct ClientConns {
     listening: bool,
     /// Connects asked for and not yet reported.
     connecting: VecDeque<ConnId>,
-    /// The connection to the rendezvous server, once asked for.
-    server: Option<ConnId>,
+    /// Connections to the rendezvous server's port: the server connection, and relays.
+    servers: Vec<ConnId>,
     /// Chat connections, accepted or opened.
     peers: Vec<ConnId>,
     /// Every id ever handed out.
@@ -293,7 +306,8 @@ struct ClientConns {
     established: BTreeSet<ConnId>,
     /// Decodes what goes to the server; the client must speak the protocol.
     to_server: BTreeMap<ConnId, Decoder>,
-    /// With `--legacy`, the server connection speaks the course format instead.
+    /// With `--legacy`, the server connection, which speaks the course format instead.
+    course_server: Option<ConnId>,
     to_course_server: Option<CourseDecoder>,
     legacy: bool,
     /// Set at `Exit`: nothing may follow it.
@@ -310,12 +324,13 @@ impl ClientConns {
             listen: None,
             listening: false,
             connecting: VecDeque::new(),
-            server: None,
+            servers: Vec::new(),
             peers: Vec::new(),
             seen: BTreeSet::new(),
             live: BTreeSet::new(),
             established: BTreeSet::new(),
             to_server: BTreeMap::new(),
+            course_server: None,
             to_course_server: None,
             legacy,
             exited: false,
@@ -360,8 +375,9 @@ impl Transport<ClientEvent> for ClientConns {
         self.live.insert(conn);
         self.connecting.push_back(conn);
         if addr == self.server_addr {
-            self.server = Some(conn);
+            self.servers.push(conn);
             if self.legacy {
+                self.course_server = Some(conn);
                 self.to_course_server = Some(CourseDecoder::default());
             } else {
                 self.to_server.insert(conn, Decoder::default());
@@ -380,7 +396,7 @@ impl Transport<ClientEvent> for ClientConns {
         if let Some(decoder) = self
             .to_course_server
             .as_mut()
-            .filter(|_| self.server == Some(conn))
+            .filter(|_| self.course_server == Some(conn))
         {
             let mut input = bytes;
             while let Some(message) = decoder
@@ -457,5 +473,24 @@ mod tests {
             start,
         );
         client(&(0..=255).rev().collect::<Vec<u8>>(), start);
+    }
+
+    /// Many pseudo-random inputs (seeded: the same every run), so the body's
+    /// checks meet the punches and relays without a fuzzer.
+    #[test]
+    fn client_target_holds_on_seeded_random_inputs() {
+        let start = Instant::now();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..std::env::var("FUZZ_SMOKE").map_or(300, |n| n.parse().unwrap_or(300)) {
+            let data: Vec<u8> = (0..400)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect();
+            client(&data, start);
+        }
     }
 }

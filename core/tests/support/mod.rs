@@ -66,6 +66,9 @@ pub struct Node {
 #[derive(Debug)]
 struct Link {
     peer: End,
+    /// This end's address and the other end's.
+    local: SocketAddr,
+    remote: SocketAddr,
     /// Bytes sent from this end, not yet delivered to `peer`.
     in_flight: VecDeque<u8>,
     /// This end closed: deliver the close once `in_flight` is empty.
@@ -102,6 +105,14 @@ pub struct Net {
     pub nodes: Vec<Node>,
     links: BTreeMap<End, Link>,
     listeners: BTreeMap<SocketAddr, NodeId>,
+    /// Connects to these addresses (or any port of these IPs) hang: no answer ever
+    /// comes, as behind a router that drops unsolicited packets.
+    dropped: Vec<SocketAddr>,
+    dropped_ips: Vec<IpAddr>,
+    /// Connects that hang, until their node closes them.
+    hanging: std::collections::BTreeSet<End>,
+    /// Every connect asked for: by whom, to where, from which local port.
+    pub connects: Vec<(NodeId, SocketAddr, Option<u16>)>,
     next_port: u16,
     /// Steps taken by `run`; a run longer than `max_steps` is a livelock.
     pub max_steps: usize,
@@ -128,6 +139,10 @@ impl Net {
             nodes: Vec::new(),
             links: BTreeMap::new(),
             listeners: BTreeMap::new(),
+            dropped: Vec::new(),
+            dropped_ips: Vec::new(),
+            hanging: std::collections::BTreeSet::new(),
+            connects: Vec::new(),
             next_port: 40_000,
             max_steps: 10_000_000,
         }
@@ -286,12 +301,53 @@ impl Net {
     /// Opens a connection from raw peer `from` to `to`; returns the raw side's id.
     pub fn connect_raw(&mut self, from: NodeId, to: SocketAddr) -> Option<ConnId> {
         let local = self.alloc_local(from);
+        self.connect_raw_from(from, local, to)
+    }
+
+    /// Like `connect_raw`, from a chosen local address (a stranger posing as the peer).
+    pub fn connect_raw_from(
+        &mut self,
+        from: NodeId,
+        local: SocketAddr,
+        to: SocketAddr,
+    ) -> Option<ConnId> {
         let raw_conn = self.alloc_raw_conn(from);
         let accepted = self.accept_at(to, local)?;
-        self.links.insert((from, raw_conn), Link::new(accepted));
-        self.links.insert(accepted, Link::new((from, raw_conn)));
+        self.links
+            .insert((from, raw_conn), Link::new(accepted, local, to));
+        self.links
+            .insert(accepted, Link::new((from, raw_conn), to, local));
         self.drain(accepted.0);
         Some(raw_conn)
+    }
+
+    /// Connects to `addr` hang from now on (a router dropping unsolicited packets).
+    pub fn drop_connects_to(&mut self, addr: SocketAddr) {
+        self.dropped.push(addr);
+    }
+
+    /// Connects to `addr` are answered again.
+    pub fn allow_connects_to(&mut self, addr: SocketAddr) {
+        self.dropped.retain(|a| *a != addr);
+    }
+
+    /// Connects to any port of `ip` hang from now on (an address nobody routes).
+    pub fn drop_connects_to_ip(&mut self, ip: IpAddr) {
+        self.dropped_ips.push(ip);
+    }
+
+    /// The connections `node` holds open, established or still connecting:
+    /// what would be its descriptors.
+    pub fn open_conns(&self, node: NodeId) -> usize {
+        self.links.keys().filter(|(n, _)| *n == node).count()
+            + self.hanging.iter().filter(|(n, _)| *n == node).count()
+    }
+
+    /// The local and remote address of one of `node`'s connections.
+    pub fn conn_addrs(&self, node: NodeId, conn: ConnId) -> Option<(SocketAddr, SocketAddr)> {
+        self.links
+            .get(&(node, conn))
+            .map(|link| (link.local, link.remote))
     }
 
     /// Queues bytes from a raw peer on one of its connections.
@@ -579,15 +635,36 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
         self.outcomes.push(Outcome::Listening(reported));
     }
 
-    fn connect(&mut self, conn: ConnId, addr: SocketAddr, _from: Option<u16>) {
+    /// `from` binds that port of the node's IP, as the transports do; a second
+    /// connection with the same two addresses fails, as the kernel's would.
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr, from: Option<u16>) {
         let net = &mut *self.net;
-        let local = net.alloc_local(self.node);
+        let node = self.node;
+        net.connects.push((node, addr, from));
+        let local = match from {
+            Some(port) => SocketAddr::new(net.nodes[node.0].ip, port),
+            None => net.alloc_local(node),
+        };
+        let taken = net
+            .links
+            .iter()
+            .any(|((n, _), l)| *n == node && l.local == local && l.remote == addr);
+        if taken {
+            let error = io::Error::new(io::ErrorKind::AddrInUse, "address in use");
+            return self.outcomes.push(Outcome::ConnectFailed(conn, error));
+        }
+        if net.dropped.contains(&addr) || net.dropped_ips.contains(&addr.ip()) {
+            net.hanging.insert((node, conn));
+            return;
+        }
         let Some(accepted) = net.accept_at(addr, local) else {
             let error = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
             return self.outcomes.push(Outcome::ConnectFailed(conn, error));
         };
-        net.links.insert((self.node, conn), Link::new(accepted));
-        net.links.insert(accepted, Link::new((self.node, conn)));
+        net.links
+            .insert((node, conn), Link::new(accepted, local, addr));
+        net.links
+            .insert(accepted, Link::new((node, conn), addr, local));
         net.drain(accepted.0);
         self.outcomes.push(Outcome::Connected(conn, local));
     }
@@ -604,6 +681,7 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.net.hanging.remove(&(self.node, conn));
         if let Some(link) = self.net.links.get_mut(&(self.node, conn)) {
             link.closing = true;
         }
@@ -611,6 +689,7 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
 
     /// A reset: what this end had not delivered yet is lost, the peer sees the end.
     fn abort(&mut self, conn: ConnId) {
+        self.net.hanging.remove(&(self.node, conn));
         if let Some(link) = self.net.links.get_mut(&(self.node, conn)) {
             link.in_flight.clear();
             link.closing = true;
@@ -634,6 +713,7 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
             link.closing = true;
         }
         net.listeners.retain(|_, n| *n != node);
+        net.hanging.retain(|(n, _)| *n != node);
     }
 
     fn outcomes(&mut self) -> &mut Outcomes {
@@ -642,9 +722,11 @@ impl<Ev: Record> Transport<Ev> for NodeIo<'_> {
 }
 
 impl Link {
-    fn new(peer: End) -> Link {
+    fn new(peer: End, local: SocketAddr, remote: SocketAddr) -> Link {
         Link {
             peer,
+            local,
+            remote,
             in_flight: VecDeque::new(),
             closing: false,
         }

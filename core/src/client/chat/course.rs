@@ -29,6 +29,8 @@ impl Chat {
         };
         ctx.send(session.conn, |out| course::write_chat(out, me));
         session.stage = Stage::Open;
+        let (peer, path) = (session.peer, session.path);
+        ctx.outputs.event(ClientEvent::Path { peer, path });
         not_protected(ctx, session.peer, session.unprotected);
         ChatNews::Accepted
     }

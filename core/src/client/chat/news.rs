@@ -6,7 +6,7 @@ use super::*;
 
 impl Client {
     pub(in crate::client) fn command_chat(&mut self) {
-        if self.allowed(Trigger::ChatCommand) {
+        if self.allowed(Trigger::ChatCommand) && !self.chat_on_path() {
             self.chat.start(&mut self.ctx);
         }
     }
@@ -83,7 +83,7 @@ impl Client {
     }
 
     /// Moves the rest of the client after the chat moved.
-    fn on_chat_news(&mut self, news: ChatNews) {
+    pub(in crate::client) fn on_chat_news(&mut self, news: ChatNews) {
         match news {
             ChatNews::Quiet => {}
             ChatNews::Accepted => {
