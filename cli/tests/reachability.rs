@@ -299,3 +299,212 @@ fn two_clients_on_the_internet_chat_both_ways() {
         server.expect(&format!(" connected from {}:", host.ip));
     }
 }
+
+/// The line each side printed when the chat connection came up (`connected to PEER …`).
+fn path_line<'a>(who: &'a Proc, peer: &str) -> &'a str {
+    who.seen(&format!("connected to {peer}"))
+        .unwrap_or_else(|| panic!("{} never said how it reached {peer}", who.name))
+}
+
+/// Both sides say they reached each other directly, punched or not as `punched`.
+fn assert_direct(alice: &Proc, bob: &Proc, punched: bool) {
+    for (who, peer) in [(alice, "bob"), (bob, "alice")] {
+        let line = path_line(who, peer);
+        assert!(
+            line.contains("direct") && !line.contains("relayed"),
+            "{}: {line}",
+            who.name
+        );
+        assert_eq!(
+            line.contains("hole punched"),
+            punched,
+            "{}: {line}",
+            who.name
+        );
+    }
+}
+
+/// A server, alice (the waiter) on `alice_host` and bob (the asker) on `bob_host`,
+/// chatting both ways through the rig; returns the processes for the path checks.
+fn chat_across(
+    server_host: &Host,
+    alice_host: &Host,
+    bob_host: &Host,
+    server_flags: &[&str],
+) -> (Proc, Proc, Proc) {
+    let (server, server_addr) = server_host.bridgechat_server(server_flags);
+    let mut alice = alice_host.bridgechat_client("alice", server_addr, &[]);
+    let mut bob = bob_host.bridgechat_client("bob", server_addr, &[]);
+    chat_both_ways_and_quit(&mut alice, &mut bob);
+    (server, alice, bob)
+}
+
+#[test]
+fn clients_on_the_internet_reach_each_other_directly() {
+    let Some(mut rig) = rig("clients_on_the_internet_reach_each_other_directly") else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let alice_host = rig.public_host("alice");
+    let bob_host = rig.public_host("bob");
+    let (_server, alice, bob) = chat_across(&server_host, &alice_host, &bob_host, &[]);
+    assert_direct(&alice, &bob, false);
+}
+
+#[test]
+fn a_client_at_home_and_one_on_the_internet_reach_each_other_directly_either_way_round() {
+    let Some(mut rig) =
+        rig("a_client_at_home_and_one_on_the_internet_reach_each_other_directly_either_way_round")
+    else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let home = rig.home_host("home", Nat::PortPreserving);
+    let public = rig.public_host("public");
+    // The waiter at home, then the asker at home.
+    for (alice_host, bob_host) in [(&home, &public), (&public, &home)] {
+        let (_server, alice, bob) = chat_across(&server_host, alice_host, bob_host, &[]);
+        for (who, peer) in [(&alice, "bob"), (&bob, "alice")] {
+            let line = path_line(who, peer);
+            assert!(
+                line.contains("direct") && !line.contains("relayed"),
+                "alice at {}, bob at {}: {}: {line}",
+                alice_host.name,
+                bob_host.name,
+                who.name
+            );
+        }
+    }
+}
+
+#[test]
+fn clients_behind_port_preserving_routers_are_hole_punched_never_relayed() {
+    let Some(mut rig) =
+        rig("clients_behind_port_preserving_routers_are_hole_punched_never_relayed")
+    else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let alice_host = rig.home_host("alice", Nat::PortPreserving);
+    let bob_host = rig.home_host("bob", Nat::PortPreserving);
+    let (mut server, alice, bob) = chat_across(&server_host, &alice_host, &bob_host, &[]);
+    assert_direct(&alice, &bob, true);
+    server.interrupt();
+    server.exits_cleanly();
+    assert!(
+        server.seen("relay").is_none(),
+        "the server relayed a chat that could be punched"
+    );
+}
+
+#[test]
+fn clients_behind_port_randomising_routers_chat_through_the_relay() {
+    let Some(mut rig) = rig("clients_behind_port_randomising_routers_chat_through_the_relay")
+    else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let alice_host = rig.home_host("alice", Nat::PortRandomising);
+    let bob_host = rig.home_host("bob", Nat::PortRandomising);
+    let (_server, alice, bob) = chat_across(&server_host, &alice_host, &bob_host, &[]);
+    for (who, peer) in [(&alice, "bob"), (&bob, "alice")] {
+        let line = path_line(who, peer);
+        assert!(line.contains("relayed"), "{}: {line}", who.name);
+    }
+}
+
+#[test]
+fn a_port_preserving_and_a_port_randomising_router_still_chat() {
+    let Some(mut rig) = rig("a_port_preserving_and_a_port_randomising_router_still_chat") else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let alice_host = rig.home_host("alice", Nat::PortPreserving);
+    let bob_host = rig.home_host("bob", Nat::PortRandomising);
+    let (_server, alice, bob) = chat_across(&server_host, &alice_host, &bob_host, &[]);
+    for (who, peer) in [(&alice, "bob"), (&bob, "alice")] {
+        let line = path_line(who, peer);
+        assert!(
+            line.contains("direct") || line.contains("relayed"),
+            "{}: {line}",
+            who.name
+        );
+    }
+}
+
+/// Rounds per rig case in the setup-time benchmark.
+const SETUP_ROUNDS: usize = 10;
+
+/// Benchmark, run by hand (`cargo test -p bridgechat --test reachability -- --ignored
+/// --nocapture`; numbers in docs/PERFORMANCE.md): for each rig case, the time from
+/// the introduction (bob's READY MODE line) to bob's WRITE MODE after an immediate
+/// `/chat`, median and range of [`SETUP_ROUNDS`] fresh pairs of clients.
+#[test]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+fn bench_introduction_to_write_mode() {
+    let Some(mut rig) = rig("bench_introduction_to_write_mode") else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let (_server, server_addr) = server_host.bridgechat_server(&[]);
+    let cases = [
+        (
+            "1 both on the internet",
+            rig.public_host("a1"),
+            rig.public_host("b1"),
+        ),
+        (
+            "2 waiter at home (keeps ports), asker on the internet",
+            rig.home_host("a2", Nat::PortPreserving),
+            rig.public_host("b2"),
+        ),
+        (
+            "3 both at home (keep ports)",
+            rig.home_host("a3", Nat::PortPreserving),
+            rig.home_host("b3", Nat::PortPreserving),
+        ),
+        (
+            "4 both at home (random ports)",
+            rig.home_host("a4", Nat::PortRandomising),
+            rig.home_host("b4", Nat::PortRandomising),
+        ),
+        (
+            "5 one of each",
+            rig.home_host("a5", Nat::PortPreserving),
+            rig.home_host("b5", Nat::PortRandomising),
+        ),
+    ];
+    for (case, alice_host, bob_host) in &cases {
+        let mut times = Vec::new();
+        let mut path = String::new();
+        for round in 0..SETUP_ROUNDS {
+            let (alice_name, bob_name) = (format!("alice{round}"), format!("bob{round}"));
+            let mut alice = alice_host.bridgechat_client(&alice_name, server_addr, &[]);
+            let mut bob = bob_host.bridgechat_client(&bob_name, server_addr, &[]);
+            alice.send("/register");
+            alice.expect_mode("REGISTERED");
+            alice.send("/bridge");
+            alice.expect_mode("WAIT MODE");
+            bob.send("/register");
+            bob.expect_mode("REGISTERED");
+            bob.send("/bridge");
+            bob.expect_mode("READY MODE");
+            let introduced = std::time::Instant::now();
+            bob.send("/chat");
+            bob.expect_mode("WRITE MODE");
+            times.push(introduced.elapsed());
+            path = path_line(&bob, &alice_name).to_owned();
+            bob.send("/quit");
+            bob.exits_cleanly();
+            alice.send("/quit");
+            alice.exits_cleanly();
+        }
+        times.sort();
+        println!(
+            "case {case}: median {:?}, range {:?}..{:?} over {SETUP_ROUNDS} pairs; last path: {path}",
+            times[SETUP_ROUNDS / 2],
+            times[0],
+            times[SETUP_ROUNDS - 1]
+        );
+    }
+}

@@ -400,8 +400,10 @@ fn a_turn_held_before_the_chat_opened_goes_out_as_a_write_of_its_own() {
     let now = Instant::now();
     let server: SocketAddr = "10.0.0.1:7070".parse().unwrap();
     let mut client = Client::new(legacy_config("alice", server), now);
-    let server_conn = connects(&drain(&mut client))[0];
+    drain(&mut client);
+    // The server connection leaves from the chat port, so it starts once that is bound.
     client.handle_listening(now, "0.0.0.0:4000".parse().unwrap());
+    let server_conn = connects(&drain(&mut client))[0];
     client.handle_connected(now, server_conn, "10.0.0.2:5000".parse().unwrap());
     client.handle_input(now, ClientInput::Line("/register".into()));
     client.handle_data(

@@ -327,6 +327,15 @@ impl Proc {
         rest
     }
 
+    /// The first stdout line received so far that contains `needle`, whether an
+    /// `expect` consumed it or not.
+    pub fn seen(&self, needle: &str) -> Option<&str> {
+        self.transcript
+            .iter()
+            .filter_map(|line| line.strip_prefix("[out] "))
+            .find(|line| line.contains(needle))
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
