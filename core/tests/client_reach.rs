@@ -156,7 +156,13 @@ fn an_unreachable_declared_contact_is_reached_by_hole_punching_on_both_sides() {
             ..ClientConfig::new(name("alice"), net.addr_of(server, 7070))
         };
         let alice = net.add_client(config);
-        let bob = net.add_named_client("bob", server);
+        // So does bob: both sit behind routers, so a connection between their
+        // chat ports is a hole punched through both.
+        let config = ClientConfig {
+            advertise_ip: Some(NOWHERE),
+            ..ClientConfig::new(name("bob"), net.addr_of(server, 7070))
+        };
+        let bob = net.add_client(config);
         net.drop_connects_to_ip(NOWHERE);
         introduce(&mut net, alice, bob);
         send_lines(&mut net, bob, &["/chat"]);
@@ -172,6 +178,30 @@ fn an_unreachable_declared_contact_is_reached_by_hole_punching_on_both_sides() {
         net.run();
         assert_eq!(net.open_conns(bob), 2, "{chunking:?} {seed}");
         assert_eq!(net.open_conns(alice), 2);
+        chat_both_ways_and_quit(&mut net, alice, bob);
+    }
+}
+
+#[test]
+fn a_punch_to_a_peer_that_no_router_hides_is_shown_as_plain_direct() {
+    for (chunking, seed) in CHUNKINGS {
+        let mut net = Net::new(seed, chunking);
+        let server = net.add_default_server();
+        // Only alice sits behind a router: her declared address is dead, bob's works.
+        let config = ClientConfig {
+            advertise_ip: Some(NOWHERE),
+            ..ClientConfig::new(name("alice"), net.addr_of(server, 7070))
+        };
+        let alice = net.add_client(config);
+        let bob = net.add_named_client("bob", server);
+        net.drop_connects_to_ip(NOWHERE);
+        introduce(&mut net, alice, bob);
+        send_lines(&mut net, bob, &["/chat"]);
+        assert_eq!(net.mode(bob), Mode::Write, "{chunking:?} {seed}");
+        // The connection left alice's chat port, but no hole was needed in
+        // bob's network: both say direct, and neither says punched.
+        assert_eq!(paths(&net, bob), [Path::Direct]);
+        assert_eq!(paths(&net, alice), [Path::Direct]);
         chat_both_ways_and_quit(&mut net, alice, bob);
     }
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::chat::Security;
 use super::course_incoming::{CallerDialect, Heard};
 use super::matching::Admission;
-use super::reach::{same_addr, Origin};
+use super::reach::{same_addr, Origin, Path};
 use super::{request_name, Client, Ctx, Mode, Trigger, Unprotected};
 use crate::codec::{self, AfterError, Decoder, Noise, Request, Status, Ticket, Version};
 use crate::contact::Contact;
@@ -378,7 +378,12 @@ impl Client {
         let Some((decoder, origin)) = self.incoming.admit(conn) else {
             return;
         };
-        let path = origin.path(self.matching.observed());
+        let path = match origin.path(self.matching.observed()) {
+            Path::HolePunched => self
+                .ctx
+                .punched_or_direct(self.matching.peer_behind_router()),
+            path => path,
+        };
         if version == Version::V2 {
             self.matching.started();
             self.server.started(&mut self.ctx, ticket);

@@ -85,6 +85,8 @@ struct Matched {
     ticket: Option<Ticket>,
     /// The peer's server connection as the server sees it.
     observed: SocketAddr,
+    /// That address is not the one it registered: a router translates for it.
+    behind_router: bool,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +125,10 @@ impl Matching {
     /// The matched peer's observed address: a connection from there is its punch.
     pub(super) fn observed(&self) -> Option<SocketAddr> {
         self.matched.map(|m| m.observed)
+    }
+
+    pub(super) fn peer_behind_router(&self) -> bool {
+        self.matched.is_some_and(|m| m.behind_router)
     }
 
     pub(super) fn is_matched(&self) -> bool {
@@ -226,6 +232,7 @@ impl Matching {
             peer,
             ticket: intro.ticket,
             observed: intro.observed,
+            behind_router: intro.observed.ip().to_canonical() != intro.peer.ip.to_canonical(),
         });
         ctx.outputs.event(ClientEvent::Matched {
             peer,
@@ -305,6 +312,7 @@ mod tests {
             outputs: OutputQueue::default(),
             now: Instant::now(),
             next_id: 0,
+            behind_router: false,
         }
     }
 

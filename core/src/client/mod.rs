@@ -292,6 +292,9 @@ struct Ctx {
     next_id: u64,
     /// Seeds for handshakes, a ChaCha20 stream from `config.seed`.
     seeds: Seeds,
+    /// The server sees our server connection at another IP than the one we
+    /// registered: a router translates our addresses (version 2 servers say).
+    behind_router: bool,
 }
 
 /// One fresh seed per handshake, from the config's seed.
@@ -316,6 +319,16 @@ impl Ctx {
         let mut seed = [0; crate::secure::SEED_LEN];
         self.seeds.0.fill_bytes(&mut seed);
         seed
+    }
+
+    /// What a connection made from a chat port is: a hole punched through two
+    /// routers only when both ends sit behind one; else a plain direct connection.
+    fn punched_or_direct(&self, peer_behind_router: bool) -> reach::Path {
+        if self.behind_router && peer_behind_router {
+            reach::Path::HolePunched
+        } else {
+            reach::Path::Direct
+        }
     }
 
     fn new_conn(&mut self) -> ConnId {
@@ -390,6 +403,7 @@ impl Client {
                 now,
                 next_id: 0,
                 seeds,
+                behind_router: false,
             },
             mode: Mode::Unregistered,
             listening: None,

@@ -520,6 +520,13 @@ impl Reaching {
 
     /// Asker: `conn` is the path; every other attempt is closed.
     fn path_up(&mut self, ctx: &mut Ctx, conn: ConnId, path: Path) -> ReachNews {
+        let peer_behind_router = self
+            .declared
+            .is_some_and(|d| d.ip().to_canonical() != self.observed.ip().to_canonical());
+        let path = match path {
+            Path::HolePunched => ctx.punched_or_direct(peer_behind_router),
+            path => path,
+        };
         self.attempts.remove(&conn);
         self.close_attempts(ctx);
         if let Stage::Relaying(relay) = &self.stage {

@@ -518,6 +518,9 @@ impl ServerLink {
                 self.pending = None;
                 if response.status.is_success() {
                     self.me = Some(contact);
+                    ctx.behind_router = response
+                        .observed
+                        .is_some_and(|seen| seen.ip().to_canonical() != contact.ip.to_canonical());
                     if let (Link::Up { version, .. }, Version::V2) =
                         (&mut self.link, response.version)
                     {
