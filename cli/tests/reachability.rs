@@ -406,11 +406,85 @@ fn clients_behind_port_randomising_routers_chat_through_the_relay() {
     let server_host = rig.server_host();
     let alice_host = rig.home_host("alice", Nat::PortRandomising);
     let bob_host = rig.home_host("bob", Nat::PortRandomising);
-    let (_server, alice, bob) = chat_across(&server_host, &alice_host, &bob_host, &[]);
+    let (mut server, alice, bob) = chat_across(&server_host, &alice_host, &bob_host, &[]);
     for (who, peer) in [(&alice, "bob"), (&bob, "alice")] {
         let line = path_line(who, peer);
         assert!(line.contains("relayed"), "{}: {line}", who.name);
     }
+    server.interrupt();
+    server.exits_cleanly();
+    assert!(
+        server.seen("relay").is_some(),
+        "the server never said it relayed"
+    );
+}
+
+/// alice waits behind `alice_host`'s router, bob behind his, both registered and
+/// introduced; bob has typed `/chat`.
+fn introduce_across(server_addr: SocketAddrV4, alice_host: &Host, bob_host: &Host) -> (Proc, Proc) {
+    let mut alice = alice_host.bridgechat_client("alice", server_addr, &[]);
+    let mut bob = bob_host.bridgechat_client("bob", server_addr, &[]);
+    alice.send("/register");
+    alice.expect_mode("REGISTERED");
+    alice.send("/bridge");
+    alice.expect_mode("WAIT MODE");
+    bob.send("/register");
+    bob.expect_mode("REGISTERED");
+    bob.send("/bridge");
+    bob.expect_mode("READY MODE");
+    bob.send("/chat");
+    (alice, bob)
+}
+
+#[test]
+fn without_the_relay_clients_behind_port_randomising_routers_are_told_why_they_cannot_chat() {
+    let Some(mut rig) = rig(
+        "without_the_relay_clients_behind_port_randomising_routers_are_told_why_they_cannot_chat",
+    ) else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let alice_host = rig.home_host("alice", Nat::PortRandomising);
+    let bob_host = rig.home_host("bob", Nat::PortRandomising);
+    let (_server, server_addr) = server_host.bridgechat_server(&["--no-relay"]);
+    let (mut alice, mut bob) = introduce_across(server_addr, &alice_host, &bob_host);
+    let error = bob.expect_err("could not reach alice");
+    assert!(error.contains("does not relay"), "{error}");
+    bob.expect_mode("REGISTERED");
+    // Alice was never reached: still waiting, and her match falls through.
+    alice.expect("waiting again");
+    assert!(alice.seen("connected to bob").is_none());
+    bob.send("/quit");
+    bob.exits_cleanly();
+    alice.send("/quit");
+    alice.exits_cleanly();
+}
+
+#[test]
+fn a_peer_vanishing_mid_relay_ends_the_other_sides_chat_with_a_reason() {
+    let Some(mut rig) = rig("a_peer_vanishing_mid_relay_ends_the_other_sides_chat_with_a_reason")
+    else {
+        return;
+    };
+    let server_host = rig.server_host();
+    let alice_host = rig.home_host("alice", Nat::PortRandomising);
+    let bob_host = rig.home_host("bob", Nat::PortRandomising);
+    let (mut server, server_addr) = server_host.bridgechat_server(&[]);
+    let (mut alice, mut bob) = introduce_across(server_addr, &alice_host, &bob_host);
+    bob.expect_mode("WRITE MODE");
+    alice.expect_mode("READ MODE");
+    assert!(path_line(&bob, "alice").contains("relayed"));
+    bob.send("still there?");
+    alice.expect_exact("bob: still there?");
+    alice.expect_mode("WRITE MODE");
+    // Bob's machine dies: no QUIT, his end of the relay just closes.
+    bob.signal("-KILL");
+    let lost = alice.expect_err("lost the chat with bob");
+    assert!(lost.contains("closed without QUIT"), "{lost}");
+    alice.expect_mode("REGISTERED");
+    server.expect("relay");
+    alice.send("/quit");
+    alice.exits_cleanly();
 }
 
 #[test]
