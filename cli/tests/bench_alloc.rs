@@ -1,7 +1,8 @@
-//! No heap allocation on the server's hot path: REGISTER and BRIDGE answered by
-//! the `Server` state machine (driven directly, as a transport drives it) allocate
-//! nothing once its buffers have grown. A counting global allocator counts every
-//! `alloc`/`realloc` in this test binary, which holds this one test only.
+//! No heap allocation on the server's hot paths: REGISTER and BRIDGE answered by
+//! the `Server` state machine (driven directly, as a transport drives it), and bytes
+//! copied by its relay, allocate nothing once its buffers have grown. A counting
+//! global allocator counts every `alloc`/`realloc` in this test binary, which holds
+//! this one test only (tests run in parallel threads and would count each other).
 //!
 //! This is the "per request on the server's hot path" figure of docs/PERFORMANCE.md.
 
@@ -15,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bridgechat_core::codec;
+use bridgechat_core::codec::{self, Decoder, Limits, Version};
 use bridgechat_core::driver::{drive, Outcomes, Transport};
 use bridgechat_core::server::{Server, ServerConfig, ServerEvent};
 use bridgechat_core::{ConnId, Contact, Endpoint, Name};
@@ -56,10 +57,12 @@ fn allocations() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
 }
 
-/// A transport that keeps nothing: it counts the bytes it is asked to send.
+/// A transport that keeps nothing: it counts the bytes it is asked to send
+/// (and, while setting up, keeps them when `kept` is `Some`).
 struct Wire {
     now: Instant,
     sent: usize,
+    kept: Option<Vec<u8>>,
     outcomes: Outcomes,
 }
 
@@ -75,6 +78,9 @@ impl Transport<ServerEvent> for Wire {
     }
     fn transmit(&mut self, _conn: ConnId, bytes: &[u8]) {
         self.sent += black_box(bytes).len();
+        if let Some(kept) = &mut self.kept {
+            kept.extend_from_slice(bytes);
+        }
     }
     fn close(&mut self, conn: ConnId) {
         black_box(conn);
@@ -98,15 +104,33 @@ fn drain(server: &mut Server, now: Instant) -> usize {
     let mut wire = Wire {
         now,
         sent: 0,
+        kept: None,
         outcomes: Outcomes::default(),
     };
     drive(server, &mut wire);
     wire.sent
 }
 
+/// Carries out every output; returns what was sent (setting up only: it allocates).
+fn drain_kept(server: &mut Server, now: Instant) -> Vec<u8> {
+    let mut wire = Wire {
+        now,
+        sent: 0,
+        kept: Some(Vec::new()),
+        outcomes: Outcomes::default(),
+    };
+    drive(server, &mut wire);
+    wire.kept.unwrap_or_default()
+}
+
 const CLIENTS: usize = 64;
 
 #[test]
+fn register_bridge_and_relayed_bytes_allocate_nothing_after_warm_up() {
+    register_and_bridge_allocate_nothing_after_warm_up();
+    relayed_bytes_allocate_nothing_after_warm_up();
+}
+
 fn register_and_bridge_allocate_nothing_after_warm_up() {
     let now = Instant::now();
     let mut server = Server::new(ServerConfig::default(), [0; 32]);
@@ -173,4 +197,89 @@ fn register_and_bridge_allocate_nothing_after_warm_up() {
         "{allocated} heap allocations for {requests} requests (REGISTER and BRIDGE) after warm-up"
     );
     eprintln!("{requests} requests (REGISTER, BRIDGE, pipelined REGISTER) after warm-up: {allocated} heap allocations");
+}
+
+/// A v2 client registered on a new connection; returns the connection.
+fn registered_v2(server: &mut Server, now: Instant, name: &str, port: u16) -> ConnId {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let conn = server.handle_accept(now, SocketAddr::new(ip, port));
+    drain(server, now);
+    let contact = Contact::new(Name::new(name.as_bytes()).unwrap(), ip, 9000).unwrap();
+    let mut wire = Vec::new();
+    codec::write_register_as(&mut wire, &contact, Version::V2);
+    server.handle_data(now, conn, &wire);
+    drain(server, now);
+    conn
+}
+
+fn relayed_bytes_allocate_nothing_after_warm_up() {
+    let now = Instant::now();
+    let config = ServerConfig {
+        relay_budget: 0,
+        relay_rate: 0,
+        ..ServerConfig::default()
+    };
+    let mut server = Server::new(config, [0; 32]);
+    drain(&mut server, now);
+    server.handle_listening(now, "127.0.0.1:7070".parse().unwrap());
+    drain(&mut server, now);
+    let waiter = registered_v2(&mut server, now, "waiter", 41_000);
+    let asker = registered_v2(&mut server, now, "asker", 41_001);
+    let mut bridge = Vec::new();
+    codec::write_bridge(&mut bridge, None);
+    server.handle_data(now, waiter, &bridge);
+    drain(&mut server, now);
+    server.handle_data(now, asker, &bridge);
+    let answer = drain_kept(&mut server, now);
+    let ticket = Decoder::new(Limits::default())
+        .decode_response(&mut &answer[..])
+        .expect("a well-formed answer")
+        .and_then(|response| response.ticket)
+        .expect("the asker's answer carries a ticket");
+    let mut relay = Vec::new();
+    codec::write_relay(&mut relay, &ticket);
+    let ends: Vec<ConnId> = (0..2)
+        .map(|i| {
+            let conn =
+                server.handle_accept(now, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 42_000 + i));
+            server.handle_data(now, conn, &relay);
+            drain(&mut server, now);
+            conn
+        })
+        .collect();
+    // One chat turn's worth of opaque bytes each way.
+    let turn = [b'x'; 120];
+    let round = |server: &mut Server| -> usize {
+        let mut sent = 0;
+        for &end in &ends {
+            server.handle_data(now, end, &turn);
+            sent += drain(server, now);
+        }
+        sent
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            round(&mut server),
+            2 * turn.len(),
+            "the relay copies both ways"
+        );
+    }
+    let rounds = 1000;
+    let before = allocations();
+    let mut sent = 0;
+    for _ in 0..rounds {
+        sent += round(&mut server);
+    }
+    let allocated = allocations() - before;
+    assert_eq!(sent, rounds * 2 * turn.len(), "every byte was relayed");
+    assert_eq!(
+        allocated,
+        0,
+        "{allocated} heap allocations for {} relayed messages after warm-up",
+        rounds * 2
+    );
+    eprintln!(
+        "{} relayed messages after warm-up: {allocated} heap allocations",
+        rounds * 2
+    );
 }

@@ -4,9 +4,9 @@
 //! clients would (REGISTER with `Bridgechat: 2`, BRIDGE on both sides for a
 //! ticket, then a `RELAY` connection each), holds them (for the server's RSS),
 //! then times round trips of `size` opaque bytes over pair 0's relay and over a
-//! direct loopback connection, alternating, and a one-way bulk transfer over
-//! each. Blocking sockets: what is measured is the server's copy, not this
-//! process's event loop.
+//! direct loopback connection, alternating (the far end echoes from its own
+//! thread, as a peer would), and a one-way bulk transfer over each. Blocking
+//! sockets: what is measured is the server's copy, not this process's event loop.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -69,17 +69,29 @@ pub fn run(
         setup,
         ..RelayReport::default()
     };
-    let payload = vec![b'x'; size.max(1)];
-    let mut buf = vec![0u8; size.max(1)];
-    // Alternate so that drift in the machine's load hits both alike.
-    for _ in 0..rounds {
-        report
-            .relayed
-            .record(round_trip(&relay, &payload, &mut buf)?);
-        report
-            .direct
-            .record(round_trip(&direct, &payload, &mut buf)?);
-    }
+    // The far end of each connection echoes from its own thread, as a peer's
+    // client would: a round trip wakes that thread on both paths, and the
+    // relay's own wake-ups are what the relayed one adds.
+    let size = size.max(1);
+    let payload = vec![b'x'; size];
+    let mut buf = vec![0u8; size];
+    std::thread::scope(|scope| -> Result<(), String> {
+        let echoes = [&relay.b, &direct.b].map(|end| scope.spawn(move || echo(end, size, rounds)));
+        // Alternate so that drift in the machine's load hits both alike.
+        for _ in 0..rounds {
+            report
+                .relayed
+                .record(round_trip(&relay.a, &payload, &mut buf)?);
+            report
+                .direct
+                .record(round_trip(&direct.a, &payload, &mut buf)?);
+        }
+        for echo in echoes {
+            echo.join()
+                .map_err(|_| "an echo thread panicked".to_string())??;
+        }
+        Ok(())
+    })?;
     report.relayed_bytes_per_sec = bulk(&relay)?;
     report.direct_bytes_per_sec = bulk(&direct)?;
     Ok(report)
@@ -130,14 +142,23 @@ fn direct_pair(ip: IpAddr) -> Result<Ends, String> {
     Ok(Ends { a, b })
 }
 
-/// `payload` from a to b, echoed back: the time for both ways.
-fn round_trip(ends: &Ends, payload: &[u8], buf: &mut [u8]) -> Result<Duration, String> {
+/// `payload` out on `end` and back: the time for both ways.
+fn round_trip(end: &TcpStream, payload: &[u8], buf: &mut [u8]) -> Result<Duration, String> {
     let sent = Instant::now();
-    (&ends.a).write_all(payload).map_err(io_error)?;
-    (&ends.b).read_exact(buf).map_err(io_error)?;
-    (&ends.b).write_all(buf).map_err(io_error)?;
-    (&ends.a).read_exact(buf).map_err(io_error)?;
+    let mut end = end;
+    end.write_all(payload).map_err(io_error)?;
+    end.read_exact(buf).map_err(io_error)?;
     Ok(sent.elapsed())
+}
+
+/// Sends back each `size` bytes that arrive on `end`, `rounds` times.
+fn echo(mut end: &TcpStream, size: usize, rounds: u64) -> Result<(), String> {
+    let mut buf = vec![0u8; size];
+    for _ in 0..rounds {
+        end.read_exact(&mut buf).map_err(io_error)?;
+        end.write_all(&buf).map_err(io_error)?;
+    }
+    Ok(())
 }
 
 /// Bytes per second from a to b for [`BULK`] bytes.
