@@ -256,16 +256,7 @@ fn simultaneous_open_fails_between_port_randomising_routers() {
 
 /// alice waits, bob finds her and opens the chat, a message each way, both quit.
 fn chat_both_ways_and_quit(alice: &mut Proc, bob: &mut Proc) {
-    alice.send("/register");
-    alice.expect_mode("REGISTERED");
-    alice.send("/bridge");
-    alice.expect_mode("WAIT MODE");
-    bob.send("/register");
-    bob.expect_mode("REGISTERED");
-    bob.send("/bridge");
-    let ready = bob.expect_mode("READY MODE");
-    assert!(ready.contains("alice"), "{ready}");
-    bob.send("/chat");
+    meet(alice, bob);
     bob.expect_mode("WRITE MODE");
     alice.expect_mode("READ MODE");
     bob.send("hello from bob");
@@ -419,11 +410,8 @@ fn clients_behind_port_randomising_routers_chat_through_the_relay() {
     );
 }
 
-/// alice waits behind `alice_host`'s router, bob behind his, both registered and
-/// introduced; bob has typed `/chat`.
-fn introduce_across(server_addr: SocketAddrV4, alice_host: &Host, bob_host: &Host) -> (Proc, Proc) {
-    let mut alice = alice_host.bridgechat_client("alice", server_addr, &[]);
-    let mut bob = bob_host.bridgechat_client("bob", server_addr, &[]);
+/// alice waits, bob registers, is handed alice and types `/chat`.
+fn meet(alice: &mut Proc, bob: &mut Proc) {
     alice.send("/register");
     alice.expect_mode("REGISTERED");
     alice.send("/bridge");
@@ -431,8 +419,16 @@ fn introduce_across(server_addr: SocketAddrV4, alice_host: &Host, bob_host: &Hos
     bob.send("/register");
     bob.expect_mode("REGISTERED");
     bob.send("/bridge");
-    bob.expect_mode("READY MODE");
+    let ready = bob.expect_mode("READY MODE");
+    assert!(ready.contains("alice"), "{ready}");
     bob.send("/chat");
+}
+
+/// alice on `alice_host` and bob on `bob_host` have met; bob has typed `/chat`.
+fn introduce_across(server_addr: SocketAddrV4, alice_host: &Host, bob_host: &Host) -> (Proc, Proc) {
+    let mut alice = alice_host.bridgechat_client("alice", server_addr, &[]);
+    let mut bob = bob_host.bridgechat_client("bob", server_addr, &[]);
+    meet(&mut alice, &mut bob);
     (alice, bob)
 }
 

@@ -32,36 +32,6 @@ fn send_lines(net: &mut Net, node: NodeId, lines: &[&str]) {
     net.run();
 }
 
-fn paths(net: &Net, node: NodeId) -> Vec<Path> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Path { path, .. } => Some(*path),
-            _ => None,
-        })
-        .collect()
-}
-
-fn errors(net: &Net, node: NodeId) -> Vec<String> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Error(error) => Some(error.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn received(net: &Net, node: NodeId) -> Vec<String> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::MessageReceived { text, .. } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The line the person reads when the chat opens.
 fn path_line(net: &Net, node: NodeId) -> String {
     net.client_events(node)
@@ -73,21 +43,12 @@ fn path_line(net: &Net, node: NodeId) -> String {
         .expect("a path line")
 }
 
-fn chat_addr(net: &Net, node: NodeId) -> SocketAddr {
-    let port = net
-        .client_events(node)
-        .iter()
-        .find_map(|e| match e {
-            ClientEvent::Listening(addr) => Some(addr.port()),
-            _ => None,
-        })
-        .expect("the client reported its listener");
-    net.addr_of(node, port)
-}
-
 fn one_turn(net: &mut Net, writer: NodeId, reader: NodeId, text: &str) {
     send_lines(net, writer, &[text]);
-    assert_eq!(received(net, reader).last().map(String::as_str), Some(text));
+    assert_eq!(
+        net.received_by(reader).last().map(String::as_str),
+        Some(text)
+    );
 }
 
 /// Alice waits, bob asks: both through the real server.
@@ -113,11 +74,11 @@ fn a_reachable_declared_contact_is_the_direct_path() {
         let alice = net.add_named_client("alice", server);
         let bob = net.add_named_client("bob", server);
         // Bob's router drops what nobody asked for: alice's punch never arrives.
-        let bob_chat = chat_addr(&net, bob);
+        let bob_chat = net.chat_addr(bob);
         net.drop_connects_to(bob_chat);
         introduce(&mut net, alice, bob);
         // The server connections start from the chat ports.
-        let alice_chat = chat_addr(&net, alice);
+        let alice_chat = net.chat_addr(alice);
         assert!(net.connects.contains(&(
             alice,
             net.addr_of(server, 7070),
@@ -132,15 +93,15 @@ fn a_reachable_declared_contact_is_the_direct_path() {
         send_lines(&mut net, bob, &["/chat"]);
         assert_eq!(net.mode(bob), Mode::Write, "{chunking:?} {seed}");
         assert_eq!(net.mode(alice), Mode::Read);
-        assert_eq!(paths(&net, bob), [Path::Direct]);
-        assert_eq!(paths(&net, alice), [Path::Direct]);
+        assert_eq!(net.paths_of(bob), [Path::Direct]);
+        assert_eq!(net.paths_of(alice), [Path::Direct]);
         assert_eq!(path_line(&net, bob), "connected to alice directly");
         // Alice's hanging punch was closed when the chat opened: the server
         // connection and the chat, nothing else.
         assert_eq!(net.open_conns(alice), 2);
         assert_eq!(net.open_conns(bob), 2);
         chat_both_ways_and_quit(&mut net, alice, bob);
-        assert_eq!(errors(&net, alice), Vec::<String>::new());
+        assert_eq!(net.errors_of(alice), Vec::<String>::new());
     }
 }
 
@@ -168,8 +129,8 @@ fn an_unreachable_declared_contact_is_reached_by_hole_punching_on_both_sides() {
         send_lines(&mut net, bob, &["/chat"]);
         assert_eq!(net.mode(bob), Mode::Write, "{chunking:?} {seed}");
         assert_eq!(net.mode(alice), Mode::Read);
-        assert_eq!(paths(&net, bob), [Path::HolePunched]);
-        assert_eq!(paths(&net, alice), [Path::HolePunched]);
+        assert_eq!(net.paths_of(bob), [Path::HolePunched]);
+        assert_eq!(net.paths_of(alice), [Path::HolePunched]);
         assert_eq!(
             path_line(&net, alice),
             "connected to bob directly (hole punched)"
@@ -200,8 +161,8 @@ fn a_punch_to_a_peer_that_no_router_hides_is_shown_as_plain_direct() {
         assert_eq!(net.mode(bob), Mode::Write, "{chunking:?} {seed}");
         // The connection left alice's chat port, but no hole was needed in
         // bob's network: both say direct, and neither says punched.
-        assert_eq!(paths(&net, bob), [Path::Direct]);
-        assert_eq!(paths(&net, alice), [Path::Direct]);
+        assert_eq!(net.paths_of(bob), [Path::Direct]);
+        assert_eq!(net.paths_of(alice), [Path::Direct]);
         chat_both_ways_and_quit(&mut net, alice, bob);
     }
 }
@@ -226,14 +187,14 @@ fn chat_typed_before_a_path(seed: u64) {
     net.line(bob, "typed early");
     net.run();
     assert_eq!(net.mode(alice), Mode::Write);
-    assert_eq!(received(&net, alice), ["typed early"]);
-    assert_eq!(paths(&net, bob).len(), 1);
+    assert_eq!(net.received_by(alice), ["typed early"]);
+    assert_eq!(net.paths_of(bob).len(), 1);
     // Nothing dropped here: bob's connect and alice's punch both got through;
     // the loser was closed on both sides.
-    let bob_chat = chat_addr(&net, bob);
+    let bob_chat = net.chat_addr(bob);
     assert!(net
         .connects
-        .contains(&(alice, bob_chat, Some(chat_addr(&net, alice).port()))));
+        .contains(&(alice, bob_chat, Some(net.chat_addr(alice).port()))));
     assert_eq!(net.open_conns(bob), 2);
     assert_eq!(net.open_conns(alice), 2);
 }
@@ -247,9 +208,9 @@ fn a_stranger_from_the_askers_observed_address_still_needs_the_ticket() {
     introduce(&mut net, alice, bob);
     // Mallory comes from the very address the server saw bob at.
     let mallory = net.add_raw();
-    let bob_observed = chat_addr(&net, bob);
+    let bob_observed = net.chat_addr(bob);
     let conn = net
-        .connect_raw_from(mallory, bob_observed, chat_addr(&net, alice))
+        .connect_raw_from(mallory, bob_observed, net.chat_addr(alice))
         .expect("alice listens");
     let chat = "CHAT / HTTP/1.1\r\nName: bob\r\nIP: 127.0.0.3\r\nPort: 9\r\n\r\n";
     net.send_raw(mallory, conn, chat.as_bytes());
@@ -276,7 +237,7 @@ fn a_v1_peer_is_reached_at_its_declared_contact_at_chat_and_the_line_says_direct
     let alice = net.add_client(config);
     let bob = net.add_named_client("bob", server);
     introduce(&mut net, alice, bob);
-    let alice_chat = chat_addr(&net, alice);
+    let alice_chat = net.chat_addr(alice);
     // No ticket: nothing is tried before /chat, as in version 1.
     assert!(!net
         .connects
@@ -284,8 +245,8 @@ fn a_v1_peer_is_reached_at_its_declared_contact_at_chat_and_the_line_says_direct
         .any(|(who, to, _)| *who == bob && *to == alice_chat));
     send_lines(&mut net, bob, &["/chat"]);
     assert_eq!(net.connects.last(), Some(&(bob, alice_chat, None)));
-    assert_eq!(paths(&net, bob), [Path::Direct]);
-    assert_eq!(paths(&net, alice), [Path::Direct]);
+    assert_eq!(net.paths_of(bob), [Path::Direct]);
+    assert_eq!(net.paths_of(alice), [Path::Direct]);
     chat_both_ways_and_quit(&mut net, alice, bob);
 }
 
@@ -324,8 +285,8 @@ impl Scripted {
             bob,
             read: BTreeMap::new(),
         };
-        s.net.drop_connects_to(chat_addr(&s.net, alice));
-        s.net.drop_connects_to(chat_addr(&s.net, bob));
+        s.net.drop_connects_to(s.net.chat_addr(alice));
+        s.net.drop_connects_to(s.net.chat_addr(bob));
         let (a, b) = (s.conn(0), s.conn(1));
         for (node, conn) in [(alice, a), (bob, b)] {
             send_lines(&mut s.net, node, &["/register"]);
@@ -362,7 +323,7 @@ impl Scripted {
     }
 
     fn contact(&self, who: &str, node: NodeId) -> Contact {
-        Contact::new(name(who), NOWHERE, chat_addr(&self.net, node).port()).unwrap()
+        Contact::new(name(who), NOWHERE, self.net.chat_addr(node).port()).unwrap()
     }
 
     /// Where the server sees `conn` come from.
@@ -469,9 +430,9 @@ fn with_no_direct_path_the_chat_goes_through_the_relay_on_both_sides() {
         s.splice([bob_relay, alice_relay]);
         assert_eq!(s.net.mode(bob), Mode::Read, "{chunking:?} {seed}");
         assert_eq!(s.net.mode(alice), Mode::Write);
-        assert_eq!(received(&s.net, alice), ["held until the chat opens"]);
-        assert_eq!(paths(&s.net, bob), [Path::Relayed]);
-        assert_eq!(paths(&s.net, alice), [Path::Relayed]);
+        assert_eq!(s.net.received_by(alice), ["held until the chat opens"]);
+        assert_eq!(s.net.paths_of(bob), [Path::Relayed]);
+        assert_eq!(s.net.paths_of(alice), [Path::Relayed]);
         assert_eq!(
             path_line(&s.net, bob),
             "connected to alice, relayed through the server (no direct path could be made)"
@@ -484,9 +445,9 @@ fn with_no_direct_path_the_chat_goes_through_the_relay_on_both_sides() {
             .any(|e| matches!(e, ClientEvent::Encrypted { .. })));
         s.net.line(alice, "over the relay");
         s.splice([bob_relay, alice_relay]);
-        assert_eq!(received(&s.net, bob), ["over the relay"]);
-        assert_eq!(errors(&s.net, bob), Vec::<String>::new());
-        assert_eq!(errors(&s.net, alice), Vec::<String>::new());
+        assert_eq!(s.net.received_by(bob), ["over the relay"]);
+        assert_eq!(s.net.errors_of(bob), Vec::<String>::new());
+        assert_eq!(s.net.errors_of(alice), Vec::<String>::new());
     }
 }
 
@@ -515,7 +476,7 @@ fn a_relay_refused_fails_the_chat_with_a_clear_error_and_back_to_registered() {
         }
         assert_eq!(s.net.mode(bob), Mode::Registered);
         assert_eq!(
-            errors(&s.net, bob),
+            s.net.errors_of(bob),
             [
                 "could not reach alice: no direct path, and the server's relay answered \
               503 Service Unavailable: this server does not relay"
@@ -523,7 +484,7 @@ fn a_relay_refused_fails_the_chat_with_a_clear_error_and_back_to_registered() {
         );
         // Nothing left open but the server connection.
         assert_eq!(s.net.open_conns(bob), 1);
-        assert!(paths(&s.net, bob).is_empty());
+        assert!(s.net.paths_of(bob).is_empty());
     }
 }
 
@@ -595,7 +556,7 @@ fn the_waiter_ignores_a_relay_offer_for_another_match_and_says_when_its_relay_fa
         )
     });
     // The status's phrase is the codec's; the reason is the server's.
-    let errors = errors(&s.net, alice);
+    let errors = s.net.errors_of(alice);
     assert_eq!(errors.len(), 1);
     assert!(
         errors[0].starts_with(
@@ -615,7 +576,7 @@ fn a_path_lost_before_chat_is_sought_again_at_chat() {
     let bob = net.add_named_client("bob", server);
     introduce(&mut net, alice, bob);
     // Bob's path (his connection to alice's chat port) breaks before /chat.
-    let alice_chat = chat_addr(&net, alice);
+    let alice_chat = net.chat_addr(alice);
     let path = net
         .links_of(bob)
         .into_iter()

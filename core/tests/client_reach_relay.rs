@@ -8,53 +8,11 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bridgechat_core::client::{ClientConfig, ClientEvent, Mode, Path};
+use bridgechat_core::client::{ClientConfig, Mode, Path};
 use bridgechat_core::server::{ServerConfig, ServerEvent};
 use support::*;
 
 const NOWHERE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
-
-fn chat_addr(net: &Net, node: NodeId) -> SocketAddr {
-    let port = net
-        .client_events(node)
-        .iter()
-        .find_map(|e| match e {
-            ClientEvent::Listening(addr) => Some(addr.port()),
-            _ => None,
-        })
-        .expect("listening");
-    net.addr_of(node, port)
-}
-
-fn paths(net: &Net, node: NodeId) -> Vec<Path> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Path { path, .. } => Some(*path),
-            _ => None,
-        })
-        .collect()
-}
-
-fn received(net: &Net, node: NodeId) -> Vec<String> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::MessageReceived { text, .. } => Some(text.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn errors(net: &Net, node: NodeId) -> Vec<String> {
-    net.client_events(node)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Error(error) => Some(error.to_string()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Alice waits, bob asks; no direct path between them can be made.
 fn unreachable_pair(relay: bool, seed: u64, chunking: Chunking) -> (Net, NodeId, NodeId, NodeId) {
@@ -72,7 +30,7 @@ fn unreachable_pair(relay: bool, seed: u64, chunking: Chunking) -> (Net, NodeId,
     let bob = net.add_client(config("bob", &net));
     net.drop_connects_to_ip(NOWHERE);
     for node in [alice, bob] {
-        let addr = chat_addr(&net, node);
+        let addr = net.chat_addr(node);
         net.drop_connects_to(addr);
     }
     for line in ["/register", "/bridge"] {
@@ -99,12 +57,12 @@ fn with_no_direct_path_the_servers_relay_carries_the_chat() {
         net.run();
         assert_eq!(net.mode(bob), Mode::Write, "{chunking:?} {seed}");
         assert_eq!(net.mode(alice), Mode::Read);
-        assert_eq!(paths(&net, bob), [Path::Relayed]);
-        assert_eq!(paths(&net, alice), [Path::Relayed]);
+        assert_eq!(net.paths_of(bob), [Path::Relayed]);
+        assert_eq!(net.paths_of(alice), [Path::Relayed]);
         for (from, to, text) in [(bob, alice, "hi alice"), (alice, bob, "hi bob")] {
             net.line(from, text);
             net.run();
-            assert_eq!(received(&net, to).last().map(String::as_str), Some(text));
+            assert_eq!(net.received_by(to).last().map(String::as_str), Some(text));
         }
         assert!(net
             .server_events(server)
@@ -116,7 +74,7 @@ fn with_no_direct_path_the_servers_relay_carries_the_chat() {
         net.line(bob, "/quit");
         net.run();
         assert_eq!(net.mode(alice), Mode::Registered);
-        assert_eq!(errors(&net, alice), Vec::<String>::new());
+        assert_eq!(net.errors_of(alice), Vec::<String>::new());
     }
 }
 
@@ -127,7 +85,7 @@ fn a_server_without_a_relay_fails_the_chat_with_a_clear_line() {
     net.run();
     assert_eq!(net.mode(bob), Mode::Registered);
     assert_eq!(
-        errors(&net, bob),
+        net.errors_of(bob),
         [
             "could not reach alice: no direct path, and the server's relay answered \
           503 Service Unavailable: this server does not relay"

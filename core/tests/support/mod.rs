@@ -275,6 +275,30 @@ impl Net {
             .collect()
     }
 
+    /// How each chat a client opened reached its peer, in order.
+    pub fn paths_of(&self, node: NodeId) -> Vec<bridgechat_core::client::Path> {
+        self.client_events(node)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Path { path, .. } => Some(*path),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A client's chat port, at its node's address.
+    pub fn chat_addr(&self, node: NodeId) -> SocketAddr {
+        let port = self
+            .client_events(node)
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Listening(addr) => Some(addr.port()),
+                _ => None,
+            })
+            .expect("the client reported its listener");
+        self.addr_of(node, port)
+    }
+
     /// The errors a client showed, as their lines.
     pub fn errors_of(&self, node: NodeId) -> Vec<String> {
         self.client_events(node)
