@@ -111,6 +111,65 @@ fn two_sockets_relay_a_real_match(transport: &str) {
     server.expect("relay between");
 }
 
+/// A real match between two fresh v2 clients named `waiter` and `asker`;
+/// returns their server connections (keep them open) and the ticket.
+fn matched(addr: &str, waiter: &str, asker: &str) -> ([TcpStream; 2], String) {
+    let mut waiting = register_v2(addr, waiter, 9001);
+    assert_eq!(
+        ask(&mut waiting, "BRIDGE / HTTP/1.1\r\n\r\n").as_bytes(),
+        OK
+    );
+    let mut asking = register_v2(addr, asker, 9002);
+    let paired = ask(&mut asking, "BRIDGE / HTTP/1.1\r\n\r\n");
+    let ticket = header(&paired, "Ticket").expect("a ticket").to_owned();
+    ([waiting, asking], ticket)
+}
+
+/// Both sides of `ticket`'s relay, joined and answered.
+fn joined(addr: &str, ticket: &str) -> (TcpStream, TcpStream) {
+    let mut one = connect(addr);
+    one.write_all(relay(ticket).as_bytes()).expect("write");
+    let mut other = connect(addr);
+    other.write_all(relay(ticket).as_bytes()).expect("write");
+    assert_eq!(read_exactly(&mut one, OK.len()), OK);
+    assert_eq!(read_exactly(&mut other, OK.len()), OK);
+    (one, other)
+}
+
+fn relay_limits_hold_on_real_sockets(transport: &str) {
+    let (mut server, addr) = server(transport, &["--max-relays", "1", "--relay-budget", "1000"]);
+    let (_first_clients, first) = matched(&addr, "alice", "bob");
+    let (mut a, mut b) = joined(&addr, &first);
+
+    // The one relay is taken: another match's RELAY is turned away, and says when to retry.
+    let (_second_clients, second) = matched(&addr, "carol", "dave");
+    let mut turned_away = connect(&addr);
+    let answer = ask(&mut turned_away, &relay(&second));
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(header(&answer, "Retry-After").is_some(), "{answer}");
+    assert!(answer.ends_with("relay full"), "{answer}");
+
+    // Within the budget bytes cross; past it the server ends the relay on both sides.
+    a.write_all(&[b'x'; 600]).expect("write");
+    assert_eq!(read_exactly(&mut b, 600), vec![b'x'; 600]);
+    a.write_all(&[b'y'; 600]).expect("write");
+    for side in [&mut a, &mut b] {
+        let mut rest = Vec::new();
+        side.read_to_end(&mut rest)
+            .expect("closed, not left hanging");
+        assert!(!rest.contains(&b'y'), "bytes past the budget were relayed");
+    }
+    server.expect("budget");
+
+    // The slot is free again: the second match's relay now starts.
+    let (mut c, mut d) = joined(&addr, &second);
+    c.write_all(b"hello").expect("write");
+    assert_eq!(read_exactly(&mut d, 5), b"hello");
+}
+
 fn a_server_without_relay_answers_503(transport: &str) {
     let (_server, addr) = server(transport, &["--no-relay"]);
     let mut stream = connect(&addr);
@@ -124,5 +183,6 @@ fn a_server_without_relay_answers_503(transport: &str) {
 
 on_each_transport!(
     two_sockets_relay_a_real_match,
+    relay_limits_hold_on_real_sockets,
     a_server_without_relay_answers_503,
 );
