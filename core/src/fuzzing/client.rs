@@ -414,6 +414,7 @@ impl Transport<ClientEvent> for ClientConns {
         }
         if let Some(decoder) = self.to_server.get_mut(&conn) {
             let mut input = bytes;
+            let mut relayed = false;
             while let Some(request) = decoder
                 .decode_request(&mut input)
                 .unwrap_or_else(|e| panic!("the client sent a malformed request: {e}"))
@@ -425,6 +426,15 @@ impl Transport<ClientEvent> for ClientConns {
                     ),
                     "the client sent {request:?}"
                 );
+                if matches!(request, Request::Relay(_)) {
+                    // From here on the connection carries the chat (answers
+                    // included), which the server never reads.
+                    relayed = true;
+                    break;
+                }
+            }
+            if relayed {
+                self.to_server.remove(&conn);
             }
         }
     }

@@ -39,6 +39,8 @@ struct ServerSlot {
     last_ticket: Option<Ticket>,
     /// Whether anything was sent on it yet (its first line picks its format).
     spoke: bool,
+    /// What it was sent while the server may still read it as the course format.
+    first_bytes: Option<Vec<u8>>,
     /// Requests the mirror decoded: RELAY opens a relay only as the first.
     decoded: usize,
     relay: RelaySlot,
@@ -316,6 +318,30 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
         let live = slots[slot].filter(|&i| model.slots[i].open);
         let send = move |server: &mut Server, model: &mut ServerModel, bytes: &[u8]| {
             let Some(i) = live else { return };
+            let kept_http;
+            let bytes = match model.slots[i].first_bytes.take() {
+                None => bytes,
+                Some(mut first) => {
+                    let sent_before = first.len();
+                    first.extend_from_slice(bytes);
+                    let bytes = if crate::course::detect_verb(&first, &limits)
+                        == crate::course::Dialect::Course
+                    {
+                        // The course format is `course_server`'s to check, not this
+                        // model's: a NUL before these bytes keeps the connection HTTP.
+                        kept_http = [&[0u8][..], bytes].concat();
+                        first.truncate(sent_before);
+                        first.extend_from_slice(&kept_http);
+                        &kept_http[..]
+                    } else {
+                        bytes
+                    };
+                    if crate::course::may_be_course(&first) {
+                        model.slots[i].first_bytes = Some(first);
+                    }
+                    bytes
+                }
+            };
             server.handle_data(now, model.slots[i].conn, bytes);
             model.slots[i].spoke = true;
             if model.relayed(i, bytes) {
@@ -361,6 +387,7 @@ pub fn server(data: &[u8], start: Instant) -> Vec<Status> {
                         notes: Vec::new(),
                         last_ticket: None,
                         spoke: false,
+                        first_bytes: Some(Vec::new()),
                         decoded: 0,
                         relay: RelaySlot::No,
                         expected: Vec::new(),
