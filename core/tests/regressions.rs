@@ -110,10 +110,11 @@ fn hostile_openings_run_clean_through_the_decoder_targets() {
     }
 }
 
-/// Found by a 20-minute `server` run (build c3d9b69): `\n`, `CHAT`, `\n` in three
-/// reads make a course-format first line, which the server rightly serves as the
-/// course format while the model read it as HTTP garbage. The model now keeps
-/// such a connection HTTP with a NUL, as it already did for one-read garbage.
+/// Found by a `server` run after 1.1 million executions (build c3d9b69):
+/// `\n`, `CHAT`, `\n` in three reads make a course-format first line, which
+/// the server rightly serves as the course format while the model read it as
+/// HTTP garbage. The model now keeps such a connection HTTP with a NUL, as it
+/// already did for one-read garbage.
 #[test]
 fn server_a_course_verb_split_over_reads_stays_the_course_formats() {
     let data: &[u8] = &[
@@ -128,10 +129,11 @@ fn server_a_course_verb_split_over_reads_stays_the_course_formats() {
     fuzzing::server(data, Instant::now());
 }
 
-/// Found by a 20-minute `client` run (build c3d9b69): a waiter's relay
-/// connection, after the server's 200, carries the chat, so the waiter's `400`
-/// to a malformed CHAT on it is an answer to its peer, not a request to the
-/// server. The model now stops reading a connection as server-bound after RELAY.
+/// Found by a `client` run after 1.5 million executions (build c3d9b69): a
+/// waiter's relay connection, after the server's 200, carries the chat, so the
+/// waiter's `400` to a malformed CHAT on it is an answer to its peer, not a
+/// request to the server. The model now stops reading a connection as
+/// server-bound after RELAY.
 #[test]
 fn client_answers_on_a_relay_connection_are_for_the_peer() {
     let data: &[u8] = &[
