@@ -232,7 +232,7 @@ impl Matching {
             peer,
             ticket: intro.ticket,
             observed: intro.observed,
-            behind_router: intro.observed.ip().to_canonical() != intro.peer.ip.to_canonical(),
+            behind_router: super::reach::behind_router(intro.peer.ip, intro.observed.ip()),
         });
         ctx.outputs.event(ClientEvent::Matched {
             peer,

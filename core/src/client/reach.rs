@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{ClientError, Ctx, RelayFailure, Unreachable};
@@ -89,6 +89,12 @@ impl Origin {
 /// `::ffff:a.b.c.d`, the server may show it plainly.
 pub(super) fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+/// Whether a router translates for a client: the server sees it (`seen`) at
+/// another IP than the one it registered.
+pub(super) fn behind_router(registered: IpAddr, seen: IpAddr) -> bool {
+    registered.to_canonical() != seen.to_canonical()
 }
 
 /// A connect in progress.
@@ -522,7 +528,7 @@ impl Reaching {
     fn path_up(&mut self, ctx: &mut Ctx, conn: ConnId, path: Path) -> ReachNews {
         let peer_behind_router = self
             .declared
-            .is_some_and(|d| d.ip().to_canonical() != self.observed.ip().to_canonical());
+            .is_some_and(|d| behind_router(d.ip(), self.observed.ip()));
         let path = match path {
             Path::HolePunched => ctx.punched_or_direct(peer_behind_router),
             path => path,

@@ -520,7 +520,7 @@ impl ServerLink {
                     self.me = Some(contact);
                     ctx.behind_router = response
                         .observed
-                        .is_some_and(|seen| seen.ip().to_canonical() != contact.ip.to_canonical());
+                        .is_some_and(|seen| super::reach::behind_router(contact.ip, seen.ip()));
                     if let (Link::Up { version, .. }, Version::V2) =
                         (&mut self.link, response.version)
                     {
